@@ -1,0 +1,119 @@
+//! Typed errors for local commands. What a remote peer does is never an error here: it
+//! is an [`Event`](crate::Event).
+
+use thiserror::Error;
+
+/// Why a name is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("name is empty")]
+    Empty,
+    /// The name is longer than 64 bytes of UTF-8.
+    #[error("name is {0} bytes long; at most 64 are allowed")]
+    TooLong(usize),
+    /// The name contains a control character.
+    #[error("name contains a control character")]
+    ControlCharacter,
+}
+
+/// An invalid [`Config`](crate::Config).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The member name is invalid.
+    #[error("invalid name: {0}")]
+    Name(#[from] NameError),
+    /// The network id is empty or longer than 64 bytes.
+    #[error("network id must be 1..=64 bytes")]
+    Network,
+    /// The version range is empty or shares nothing with this build.
+    #[error("version range {min}..={max} is empty or not supported by this build")]
+    Versions {
+        /// Lowest version asked for.
+        min: u16,
+        /// Highest version asked for.
+        max: u16,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// `idle_timeout` must be longer than `heartbeat_interval`.
+    #[error("idle_timeout must be longer than heartbeat_interval")]
+    IdleNotAboveHeartbeat,
+    /// `redial_max` is below `redial_initial`.
+    #[error("redial_max must be at least redial_initial")]
+    RedialRange,
+    /// `max_frame_len` is too small to carry the protocol's own frames.
+    #[error("max_frame_len {0} is below the minimum of 1024")]
+    FrameLimit(u32),
+    /// `max_members` is below 2.
+    #[error("max_members {0} is below 2")]
+    MaxMembers(usize),
+    /// `max_pending_handshakes` is zero.
+    #[error("max_pending_handshakes must be at least 1")]
+    MaxPending,
+    /// The send queue cannot hold one largest frame.
+    #[error("max_send_queue {queue} cannot hold one frame of max_frame_len {frame}")]
+    SendQueue {
+        /// Configured queue bound.
+        queue: usize,
+        /// Configured frame limit.
+        frame: u32,
+    },
+    /// The initial state does not fit in a welcome frame.
+    #[error("initial state of {0} bytes is larger than half of max_frame_len")]
+    StateTooLarge(usize),
+}
+
+/// A local send (`broadcast`, `send_to`, `set_state`) that could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The encoded frame would be larger than `max_frame_len`.
+    #[error("message of {len} bytes does not fit in a frame (max_frame_len {max})")]
+    TooLarge {
+        /// Encoded size (or payload size when it is already over the limit).
+        len: usize,
+        /// The configured limit.
+        max: u32,
+    },
+    /// The message kind is longer than 255 bytes.
+    #[error("message kind is {0} bytes long; at most 255 are allowed")]
+    KindTooLong(usize),
+    /// No member of that name is connected.
+    #[error("no connected member is called {0:?}")]
+    UnknownPeer(String),
+    /// The value could not be encoded as CBOR.
+    #[error("could not encode the value: {0}")]
+    Encode(String),
+    /// The peer has left the room.
+    #[error("the peer has left the room")]
+    NotRunning,
+}
+
+/// A `join` that could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// A join is already in progress.
+    #[error("a join is already in progress")]
+    AlreadyJoining,
+}
+
+/// An inbound connection refused before it gets a [`ConnId`](crate::ConnId).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// Too many connections are still in their handshake.
+    #[error("too many pending handshakes ({0})")]
+    TooManyPending(usize),
+    /// The peer has left and accepts nothing.
+    #[error("the peer has left the room")]
+    NotRunning,
+}
+
+/// The decoded value of a [`Message`](crate::Message) or state did not match the type asked for.
+#[derive(Debug, Error)]
+#[error("could not decode CBOR value: {0}")]
+pub struct DecodeValueError(pub String);

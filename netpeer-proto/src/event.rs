@@ -1,0 +1,222 @@
+//! What the machine tells its driver and its application: [`Output`], [`Event`],
+//! [`Message`] and the reasons they carry.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::DecodeValueError;
+pub use crate::wire::RejectReason;
+
+/// A connection as the machine names it. Never reused within one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// One thing for the driver to do, from [`PeerMachine::poll_output`](crate::PeerMachine::poll_output).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write these bytes on this connection, after everything handed over before.
+    /// Report written bytes with [`transmitted`](crate::PeerMachine::transmitted).
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// One or more whole frames.
+        bytes: Bytes,
+    },
+    /// Open a TCP connection; answer with [`connected`](crate::PeerMachine::connected)
+    /// or [`connect_failed`](crate::PeerMachine::connect_failed).
+    Connect {
+        /// The name the machine gives the new connection.
+        conn: ConnId,
+        /// Where to dial.
+        addr: SocketAddr,
+    },
+    /// Close this connection. If `reason.flush()`, first write what was handed over
+    /// (bounded by `max_send_queue`); otherwise drop it. The machine has forgotten the
+    /// connection: a later `closed` for it is ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why (for logs; decides flushing).
+        reason: CloseReason,
+    },
+    /// An application message for the application.
+    Deliver(Message),
+    /// Something happened in the room.
+    Notify(Event),
+}
+
+/// Why the machine closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This peer leaves the room (a `Leave` frame was queued).
+    Leave,
+    /// The remote was refused (a `Reject` frame was queued).
+    Rejected,
+    /// The remote refused us.
+    RejectedByRemote,
+    /// The remote sent something invalid (malformed frame, data before `Hello`, ...).
+    ProtocolViolation,
+    /// The remote announced a frame longer than `max_frame_len`.
+    FrameTooLarge,
+    /// The handshake did not complete within `handshake_timeout`.
+    HandshakeTimeout,
+    /// Nothing was received within `idle_timeout`.
+    IdleTimeout,
+    /// More than `max_send_queue` bytes were waiting for this connection.
+    SlowConsumer,
+    /// Another connection to the same member is kept (one connection per pair).
+    Duplicate,
+    /// The remote left (`Leave` received).
+    RemoteLeft,
+    /// The connection belongs to a member that was replaced (restart) or expelled.
+    Replaced,
+    /// The connection led to ourselves.
+    SelfConnection,
+}
+
+impl CloseReason {
+    /// Whether queued bytes should be written before closing.
+    pub fn flush(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Leave
+                | CloseReason::Rejected
+                | CloseReason::ProtocolViolation
+                | CloseReason::FrameTooLarge
+                | CloseReason::Replaced
+        )
+    }
+}
+
+/// Why a dial failed, as reported by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens there.
+    Refused,
+    /// The connect attempt timed out.
+    TimedOut,
+    /// No route to the host or network.
+    Unreachable,
+    /// Anything else, described.
+    Other(String),
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Refused => f.write_str("connection refused"),
+            ConnectFailure::TimedOut => f.write_str("connect timed out"),
+            ConnectFailure::Unreachable => f.write_str("host unreachable"),
+            ConnectFailure::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Why a member is no longer in our view of the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It left gracefully (`Leave` received).
+    Left,
+    /// Its connection closed without a `Leave`.
+    Disconnected,
+    /// It was silent for longer than `idle_timeout`, or failed a restart probe.
+    TimedOut,
+    /// It lost a name conflict and was expelled from the room.
+    Expelled,
+    /// It did not read fast enough: its send queue crossed `max_send_queue`.
+    SlowConsumer,
+    /// It broke the protocol (malformed or oversized frame).
+    ProtocolViolation,
+}
+
+/// Something that happened in the room, for the application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Our join completed: every member listed in the welcome is connected or failed.
+    EnteredNetwork {
+        /// The room's shared state (CBOR).
+        state: Bytes,
+        /// The members we are connected to (sorted, without ourselves).
+        members: Vec<String>,
+        /// Listed members we could not connect to.
+        failed: Vec<String>,
+    },
+    /// A member entered our view of the room.
+    PeerJoined {
+        /// Its name.
+        name: String,
+    },
+    /// A member left our view of the room.
+    PeerLeft {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The room refused us: at join time, or later when we lost a name conflict
+    /// (then we have left the room).
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The member we tried to join through could not be reached; the join is over.
+    ConnectFailed {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// What went wrong.
+        error: ConnectFailure,
+    },
+    /// The join did not complete within `join_timeout` (no welcome came).
+    JoinTimedOut {
+        /// The address we joined through.
+        addr: SocketAddr,
+    },
+    /// The room's shared state changed.
+    StateChanged {
+        /// The new state (CBOR).
+        state: Bytes,
+    },
+}
+
+/// An application message received from a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender, as authenticated by the session it arrived on (never a frame field).
+    pub from: Arc<str>,
+    /// The application-chosen kind.
+    pub kind: String,
+    /// The payload (usually a CBOR value).
+    pub payload: Bytes,
+    /// `true` if it was sent to us alone (`send_to`), `false` for a broadcast.
+    pub direct: bool,
+}
+
+impl Message {
+    /// Decodes the payload as a CBOR value of type `T`.
+    ///
+    /// ```
+    /// # use netpeer_proto::Message;
+    /// let msg = Message {
+    ///     from: "bob".into(),
+    ///     kind: "chat".into(),
+    ///     payload: netpeer_proto::encode_value(&"hi").unwrap(),
+    ///     direct: false,
+    /// };
+    /// assert_eq!(msg.decode::<String>().unwrap(), "hi");
+    /// ```
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeValueError> {
+        crate::decode_value(&self.payload)
+    }
+}

@@ -1,0 +1,51 @@
+//! # netpeer-proto
+//!
+//! The sans-IO core of [netpeer](https://github.com/netpeer/netpeer): decentralized rooms
+//! over TCP in which every member is server and client at once.
+//!
+//! [`PeerMachine`] holds every protocol decision — framing, the CBOR wire format,
+//! handshake, membership, failure detection, name conflicts, limits — and no IO: it
+//! consumes bytes, connection events, time and commands, and emits [`Output`]s. The
+//! adapters (`netpeer-tokio`, `netpeer-smol`) drive it over real sockets; the
+//! simulator (`sim`, feature `sim`) drives many of them over a virtual network in
+//! virtual time from one seed.
+//!
+//! No `async`, no sockets, no clock reads, no global RNG: the same inputs give the same
+//! outputs, always. See [`PeerMachine`] for the drive loop.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod event;
+mod machine;
+mod membership;
+mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod wire;
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use config::{Config, MAX_KIND_LEN, MAX_NAME_LEN, PROTOCOL_VERSIONS, validate_name};
+pub use error::{
+    AcceptError, ConfigError, DecodeValueError, JoinError, NameError, SendError,
+};
+pub use event::{
+    CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
+};
+pub use machine::PeerMachine;
+pub use wire::StateVersion;
+
+/// Encodes any serialisable value as CBOR bytes (for payloads and state).
+pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, SendError> {
+    let mut buf = Vec::new();
+    ciborium::into_writer(value, &mut buf).map_err(|e| SendError::Encode(e.to_string()))?;
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes CBOR bytes (a payload or a state) as a value of type `T`.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeValueError> {
+    ciborium::from_reader(bytes).map_err(|e| DecodeValueError(e.to_string()))
+}

@@ -1,0 +1,1508 @@
+//! [`PeerMachine`]: inputs in, outputs out. This file dispatches; the rules it applies
+//! are named in [`crate::session`] and [`crate::membership`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
+
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::{
+    config::{Config, MAX_KIND_LEN, validate_name},
+    error::{AcceptError, ConfigError, JoinError, SendError},
+    event::{
+        CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
+    },
+    membership::{
+        Member, Redial, Tombstones, incumbent_wins, normalize, state_is_newer, tombstone_ttl,
+    },
+    session::{
+        Direction, Hold, Phase, Probe, Purpose, Remote, Session, TimerVerdict, backoff,
+        keep_connection_dialled_by_us, probe_deadline,
+    },
+    wire::{
+        Data, DecodeError, Digest, Frame, Hello, Leave, MemberInfo, Reject, StateUpdate,
+        StateVersion, Welcome, encode_frame,
+    },
+};
+
+/// Where our own join stands.
+#[derive(Debug)]
+enum JoinPhase {
+    /// Not joining: alone or in a room.
+    Idle,
+    /// Dialled a contact, waiting for its welcome.
+    Joining {
+        contact: ConnId,
+        addr: SocketAddr,
+        deadline: Instant,
+    },
+    /// Welcome received; connecting to the listed members.
+    Entering {
+        pending: BTreeSet<String>,
+        failed: BTreeSet<String>,
+        deadline: Instant,
+    },
+}
+
+/// Why a connection is dropped; decides the `Close` output, the `PeerLeft` reason and
+/// what happens to the member afterwards.
+#[derive(Debug, Clone)]
+enum Cause {
+    /// The transport reported it closed (`None`) or the dial failed.
+    Transport(Option<ConnectFailure>),
+    /// We close it for this reason.
+    Local(CloseReason),
+    /// We refused it with this reason (a `Reject` was queued).
+    WeRejected(RejectReason),
+    /// The remote refused us.
+    RemoteRejected(RejectReason),
+    /// The remote sent `Leave`.
+    RemoteLeft { expelled: bool },
+    /// The member did not answer a restart probe in time.
+    ProbeFailed,
+}
+
+impl Cause {
+    fn close_reason(&self) -> Option<CloseReason> {
+        match self {
+            Cause::Transport(_) => None,
+            Cause::Local(r) => Some(*r),
+            Cause::WeRejected(_) => Some(CloseReason::Rejected),
+            Cause::RemoteRejected(_) => Some(CloseReason::RejectedByRemote),
+            Cause::RemoteLeft { .. } => Some(CloseReason::RemoteLeft),
+            Cause::ProbeFailed => Some(CloseReason::IdleTimeout),
+        }
+    }
+
+    /// The reason reported for an established member; `None`: silent.
+    fn leave_reason(&self) -> Option<LeaveReason> {
+        Some(match self {
+            Cause::Transport(_) | Cause::RemoteRejected(_) | Cause::WeRejected(_) => {
+                LeaveReason::Disconnected
+            }
+            Cause::ProbeFailed | Cause::Local(CloseReason::IdleTimeout) => LeaveReason::TimedOut,
+            Cause::Local(CloseReason::SlowConsumer) => LeaveReason::SlowConsumer,
+            Cause::Local(CloseReason::ProtocolViolation | CloseReason::FrameTooLarge) => {
+                LeaveReason::ProtocolViolation
+            }
+            Cause::Local(CloseReason::Replaced) => LeaveReason::Expelled,
+            Cause::RemoteLeft { expelled: false } => LeaveReason::Left,
+            Cause::RemoteLeft { expelled: true } => LeaveReason::Expelled,
+            Cause::Local(_) => return None,
+        })
+    }
+}
+
+/// The sans-IO protocol state machine of one peer.
+///
+/// It never touches a socket, a clock or a global RNG: the driver feeds it inputs
+/// (each with the current time), then drains its outputs and arms one timer.
+///
+/// # The drive loop
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use netpeer_proto::{Config, Output, PeerMachine};
+///
+/// let now = Instant::now();
+/// let mut config = Config::new("alice");
+/// config.listen_port = 4000;
+/// let mut machine = PeerMachine::new(config, now).unwrap();
+/// machine.join("127.0.0.1:3000".parse().unwrap(), now).unwrap();
+///
+/// // After every input (accept, connected, receive, closed, a command, a timer):
+/// while let Some(output) = machine.poll_output() {
+///     match output {
+///         Output::Connect { conn, addr } => { /* dial addr; then machine.connected(conn, now) */ }
+///         Output::Send { conn, bytes } => { /* queue bytes; later machine.transmitted(conn, n) */ }
+///         Output::Close { conn, reason } => { /* flush if reason.flush(), then close */ }
+///         Output::Deliver(message) => { /* hand to the application */ }
+///         Output::Notify(event) => { /* hand to the application */ }
+///     }
+/// }
+/// // Then arm a single timer:
+/// if let Some(deadline) = machine.poll_timeout() {
+///     // ... when it fires: machine.handle_timeout(Instant::now()), and drain again.
+///     machine.handle_timeout(deadline);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct PeerMachine {
+    config: Config,
+    rng: ChaCha8Rng,
+    now: Instant,
+    incarnation: u64,
+    join_epoch: u64,
+    max_epoch: u64,
+    next_conn: u64,
+    next_seq: u64,
+    next_nonce: u64,
+    sessions: BTreeMap<ConnId, Session>,
+    members: BTreeMap<String, Member>,
+    tombstones: Tombstones,
+    join: JoinPhase,
+    state: Bytes,
+    state_version: StateVersion,
+    next_digest: Instant,
+    outputs: VecDeque<Output>,
+}
+
+impl PeerMachine {
+    /// A machine for `config` (validated), alone in its own room, at time `now`.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let incarnation = rng.next_u64();
+        let state = config.initial_state.clone();
+        let state_version = StateVersion {
+            counter: 0,
+            writer: config.name.clone(),
+        };
+        let next_digest = now + config.digest_interval;
+        Ok(PeerMachine {
+            config,
+            rng,
+            now,
+            incarnation,
+            join_epoch: 0,
+            max_epoch: 0,
+            next_conn: 0,
+            next_seq: 0,
+            next_nonce: 0,
+            sessions: BTreeMap::new(),
+            members: BTreeMap::new(),
+            tombstones: Tombstones::default(),
+            join: JoinPhase::Idle,
+            state,
+            state_version,
+            next_digest,
+            outputs: VecDeque::new(),
+        })
+    }
+
+    // ----------------------------------------------------------------- accessors
+
+    /// Our name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Our current incarnation (changes after `leave` or an expulsion).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Our join epoch in the current room.
+    pub fn join_epoch(&self) -> u64 {
+        self.join_epoch
+    }
+
+    /// The members in our view (connected), sorted, ourselves excluded.
+    pub fn members(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.in_view())
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
+    /// The established sessions: connection and member name, ordered by name.
+    pub fn sessions(&self) -> Vec<(ConnId, String)> {
+        self.members
+            .values()
+            .filter_map(|m| m.conn.map(|c| (c, m.name.to_string())))
+            .collect()
+    }
+
+    /// Number of connections the machine knows (any phase).
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Bytes handed out for `conn` and not yet reported transmitted.
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.sessions.get(&conn).map_or(0, |s| s.queued)
+    }
+
+    /// Whether a join is in progress.
+    pub fn is_joining(&self) -> bool {
+        !matches!(self.join, JoinPhase::Idle)
+    }
+
+    /// The room's shared state as we know it (CBOR).
+    pub fn state(&self) -> &Bytes {
+        &self.state
+    }
+
+    /// Version of [`state`](Self::state).
+    pub fn state_version(&self) -> &StateVersion {
+        &self.state_version
+    }
+
+    /// Members tombstoned after leaving or being expelled (for bounds checks).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    /// The next output, if any. Drain until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must be
+    /// called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut min = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        let mut established = false;
+        for s in self.sessions.values() {
+            established |= s.is_established();
+            min(s.next_deadline(&self.config));
+        }
+        match &self.join {
+            JoinPhase::Idle => {}
+            JoinPhase::Joining { deadline, .. } | JoinPhase::Entering { deadline, .. } => {
+                min(*deadline)
+            }
+        }
+        if established {
+            min(self.next_digest);
+        }
+        for m in self.members.values() {
+            if let (None, None, Some(r)) = (m.conn, m.dialing, m.redial) {
+                min(r.next);
+            }
+        }
+        t
+    }
+
+    // ------------------------------------------------------------------- inputs
+
+    /// A new inbound connection from `remote`. Refused (the driver drops the socket) when
+    /// `max_pending_handshakes` connections are still in their handshake.
+    pub fn accept(&mut self, remote: SocketAddr, now: Instant) -> Result<ConnId, AcceptError> {
+        self.tick(now);
+        let pending = self
+            .sessions
+            .values()
+            .filter(|s| s.is_inbound() && !s.is_established())
+            .count();
+        if pending >= self.config.max_pending_handshakes {
+            return Err(AcceptError::TooManyPending(pending));
+        }
+        let conn = self.alloc_conn();
+        let session = Session::new(Direction::Inbound, normalize(remote), &self.config, now);
+        self.sessions.insert(conn, session);
+        Ok(conn)
+    }
+
+    /// An outbound connection asked for by `Output::Connect` is open.
+    pub fn connected(&mut self, conn: ConnId, now: Instant) {
+        self.tick(now);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(s.phase, Phase::Connecting) {
+            return;
+        }
+        s.phase = Phase::Handshake;
+        let wants_welcome = s.purpose() == Some(&Purpose::Join);
+        let addr = s.addr;
+        let hello = self.hello(addr, wants_welcome);
+        self.send_frame(conn, &Frame::Hello(hello));
+    }
+
+    /// An outbound connection asked for by `Output::Connect` could not be opened.
+    pub fn connect_failed(&mut self, conn: ConnId, error: ConnectFailure, now: Instant) {
+        self.tick(now);
+        self.drop_session(conn, Cause::Transport(Some(error)));
+    }
+
+    /// Bytes read from a connection, in any chunking.
+    pub fn receive(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        self.tick(now);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if matches!(s.phase, Phase::Connecting) {
+            return;
+        }
+        s.last_recv = now;
+        let Some(mut decoder) = s.decoder.take() else {
+            return;
+        };
+        let mut input = data;
+        loop {
+            match decoder.decode_next(&mut input) {
+                Ok(Some(frame)) => {
+                    self.on_frame(conn, frame);
+                    if !self.sessions.contains_key(&conn) {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let reason = match e {
+                        DecodeError::TooLarge { .. } => CloseReason::FrameTooLarge,
+                        _ => CloseReason::ProtocolViolation,
+                    };
+                    self.drop_session(conn, Cause::Local(reason));
+                    return;
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.decoder = Some(decoder);
+        }
+    }
+
+    /// `n` bytes handed out for `conn` were written to the transport.
+    pub fn transmitted(&mut self, conn: ConnId, n: usize) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.queued = s.queued.saturating_sub(n);
+        }
+    }
+
+    /// The transport closed `conn` (FIN, reset, or a failed write).
+    pub fn closed(&mut self, conn: ConnId, now: Instant) {
+        self.tick(now);
+        self.drop_session(conn, Cause::Transport(None));
+    }
+
+    /// Time passed: fires every expired timer. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            let Some(s) = self.sessions.get(&conn) else {
+                continue;
+            };
+            match s.check_timers(&self.config, now) {
+                TimerVerdict::Nothing => {}
+                TimerVerdict::HandshakeTimedOut => {
+                    self.drop_session(conn, Cause::Local(CloseReason::HandshakeTimeout))
+                }
+                TimerVerdict::IdleTimedOut => {
+                    self.drop_session(conn, Cause::Local(CloseReason::IdleTimeout))
+                }
+                TimerVerdict::ProbeFailed => self.drop_session(conn, Cause::ProbeFailed),
+                TimerVerdict::Heartbeat => self.send_frame(conn, &Frame::Ping(0)),
+            }
+        }
+        match &mut self.join {
+            JoinPhase::Joining {
+                contact,
+                addr,
+                deadline,
+            } if now >= *deadline => {
+                let (contact, addr) = (*contact, *addr);
+                self.join = JoinPhase::Idle;
+                self.drop_session(contact, Cause::Local(CloseReason::HandshakeTimeout));
+                self.notify(Event::JoinTimedOut { addr });
+            }
+            JoinPhase::Entering {
+                pending,
+                failed,
+                deadline,
+            } if now >= *deadline => {
+                failed.append(pending);
+                self.check_entered();
+            }
+            _ => {}
+        }
+        if now >= self.next_digest {
+            self.next_digest = now + self.config.digest_interval;
+            self.tombstones.prune(now);
+            self.gossip_digest();
+        }
+        let due: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.conn.is_none() && m.dialing.is_none() && m.redial.is_some_and(|r| r.next <= now)
+            })
+            .map(|m| m.name.to_string())
+            .collect();
+        for name in due {
+            let until = self.members[&name].redial.map(|r| r.until);
+            if until.is_some_and(|u| now >= u) {
+                self.forget(&name);
+            } else {
+                self.dial(&name);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- commands
+
+    /// Joins the room that the member at `addr` is in.
+    ///
+    /// The outcome is an event: `EnteredNetwork`, `Rejected`, `ConnectFailed` or
+    /// `JoinTimedOut`.
+    pub fn join(&mut self, addr: SocketAddr, now: Instant) -> Result<(), JoinError> {
+        self.tick(now);
+        if self.is_joining() {
+            return Err(JoinError::AlreadyJoining);
+        }
+        let addr = normalize(addr);
+        let conn = self.alloc_conn();
+        let session = Session::new(
+            Direction::Outbound(Purpose::Join),
+            addr,
+            &self.config,
+            now,
+        );
+        self.sessions.insert(conn, session);
+        self.join = JoinPhase::Joining {
+            contact: conn,
+            addr,
+            deadline: now + self.config.join_timeout,
+        };
+        self.outputs.push_back(Output::Connect { conn, addr });
+        Ok(())
+    }
+
+    /// Sends `payload` to every member in our view; returns how many.
+    ///
+    /// The frame is encoded once and shared by every session.
+    pub fn broadcast(
+        &mut self,
+        kind: &str,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<usize, SendError> {
+        self.tick(now);
+        let bytes = self.data_frame(kind, None, payload)?;
+        let targets: Vec<ConnId> = self.members.values().filter_map(|m| m.conn).collect();
+        for &conn in &targets {
+            self.send_bytes(conn, bytes.clone());
+        }
+        Ok(targets.len())
+    }
+
+    /// [`broadcast`](Self::broadcast) of any serialisable value, as CBOR.
+    pub fn broadcast_value<T: Serialize + ?Sized>(
+        &mut self,
+        kind: &str,
+        value: &T,
+        now: Instant,
+    ) -> Result<usize, SendError> {
+        let payload = crate::encode_value(value)?;
+        self.broadcast(kind, payload, now)
+    }
+
+    /// Sends `payload` to the member called `to` only.
+    pub fn send_to(
+        &mut self,
+        to: &str,
+        kind: &str,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.tick(now);
+        let Some(conn) = self.members.get(to).and_then(|m| m.conn) else {
+            return Err(SendError::UnknownPeer(to.to_owned()));
+        };
+        let bytes = self.data_frame(kind, Some(to.to_owned()), payload)?;
+        self.send_bytes(conn, bytes);
+        Ok(())
+    }
+
+    /// [`send_to`](Self::send_to) of any serialisable value, as CBOR.
+    pub fn send_value_to<T: Serialize + ?Sized>(
+        &mut self,
+        to: &str,
+        kind: &str,
+        value: &T,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let payload = crate::encode_value(value)?;
+        self.send_to(to, kind, payload, now)
+    }
+
+    /// Replaces the room's shared state (CBOR bytes) and sends it to every member.
+    pub fn set_state(&mut self, state: Bytes, now: Instant) -> Result<(), SendError> {
+        self.tick(now);
+        let max = self.config.max_frame_len;
+        if state.len() > max as usize / 2 {
+            return Err(SendError::TooLarge {
+                len: state.len(),
+                max: max / 2,
+            });
+        }
+        self.state_version = StateVersion {
+            counter: self.state_version.counter + 1,
+            writer: self.config.name.clone(),
+        };
+        self.state = state;
+        let frame = self.state_frame();
+        let targets: Vec<ConnId> = self.members.values().filter_map(|m| m.conn).collect();
+        for conn in targets {
+            self.send_bytes(conn, frame.clone());
+        }
+        Ok(())
+    }
+
+    /// [`set_state`](Self::set_state) with any serialisable value, as CBOR.
+    pub fn set_state_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let state = crate::encode_value(value)?;
+        self.set_state(state, now)
+    }
+
+    /// Leaves the room: `Leave` on every session, then every connection is closed
+    /// (flushing). The machine is then alone again, under a fresh incarnation, and may
+    /// join again.
+    pub fn leave(&mut self, now: Instant) {
+        self.tick(now);
+        self.leave_room(false);
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn tick(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn alloc_conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    fn unit_random(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn notify(&mut self, event: Event) {
+        self.outputs.push_back(Output::Notify(event));
+    }
+
+    fn view_len(&self) -> usize {
+        self.members.values().filter(|m| m.in_view()).count()
+    }
+
+    fn hello(&self, observed: SocketAddr, wants_welcome: bool) -> Hello {
+        Hello {
+            versions: self.config.versions,
+            network: self.config.network.clone(),
+            name: self.config.name.clone(),
+            incarnation: self.incarnation,
+            join_epoch: self.join_epoch,
+            listen_port: self.config.listen_port,
+            advertise_ip: self.config.advertise_ip,
+            observed_addr: Some(observed),
+            wants_welcome,
+            state_version: self.state_version.clone(),
+        }
+    }
+
+    fn view_infos(&self, except: Option<&str>) -> Vec<MemberInfo> {
+        self.members
+            .values()
+            .filter(|m| m.in_view() && Some(&*m.name) != except)
+            .map(Member::info)
+            .collect()
+    }
+
+    fn data_frame(
+        &mut self,
+        kind: &str,
+        to: Option<String>,
+        payload: Bytes,
+    ) -> Result<Bytes, SendError> {
+        if kind.len() > MAX_KIND_LEN {
+            return Err(SendError::KindTooLong(kind.len()));
+        }
+        let max = self.config.max_frame_len;
+        if payload.len() > max as usize {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let seq = self.next_seq + 1;
+        let frame = Frame::Data(Data {
+            seq,
+            to,
+            kind: kind.to_owned(),
+            payload,
+        });
+        let bytes = encode_frame(&frame, max).map_err(|len| SendError::TooLarge { len, max })?;
+        self.next_seq = seq;
+        Ok(bytes)
+    }
+
+    fn state_frame(&self) -> Bytes {
+        let frame = Frame::State(StateUpdate {
+            version: self.state_version.clone(),
+            state: self.state.clone(),
+        });
+        // The state is bounded by max_frame_len / 2, so this always fits.
+        encode_frame(&frame, u32::MAX).expect("no limit")
+    }
+
+    /// Queues bytes on a connection; crossing `max_send_queue` closes it (rule 11).
+    fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.queued + bytes.len() > self.config.max_send_queue {
+            self.drop_session(conn, Cause::Local(CloseReason::SlowConsumer));
+            return;
+        }
+        s.queued += bytes.len();
+        s.last_send = self.now;
+        self.outputs.push_back(Output::Send { conn, bytes });
+    }
+
+    fn send_frame(&mut self, conn: ConnId, frame: &Frame) {
+        match encode_frame(frame, self.config.max_frame_len) {
+            Ok(bytes) => self.send_bytes(conn, bytes),
+            // Only a welcome with a huge member list could get here; the newcomer
+            // cannot be served.
+            Err(_) => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
+        }
+    }
+
+    fn reject(&mut self, conn: ConnId, reason: RejectReason) {
+        self.send_frame(
+            conn,
+            &Frame::Reject(Reject {
+                reason: reason.clone(),
+            }),
+        );
+        self.drop_session(conn, Cause::WeRejected(reason));
+    }
+
+    // ------------------------------------------------------------------ frames
+
+    fn on_frame(&mut self, conn: ConnId, frame: Frame) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        match (&s.phase, frame) {
+            (Phase::Established, frame) => self.on_session_frame(conn, frame),
+            (Phase::Handshake, Frame::Hello(hello)) => self.on_hello(conn, hello),
+            (Phase::Handshake, Frame::Reject(r)) if !s.is_inbound() => {
+                self.drop_session(conn, Cause::RemoteRejected(r.reason))
+            }
+            (Phase::Held { .. }, Frame::Leave(_)) => self.drop_session(conn, Cause::Transport(None)),
+            // Rule 2: nothing but Hello before the handshake completes.
+            _ => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
+        }
+    }
+
+    /// Rule 2 and 3 and 6: a `Hello` arrived on a connection in its handshake.
+    fn on_hello(&mut self, conn: ConnId, hello: Hello) {
+        let (min, max) = self.config.versions;
+        if hello.versions.0 > hello.versions.1
+            || hello.versions.0.max(min) > hello.versions.1.min(max)
+        {
+            return self.reject(conn, RejectReason::IncompatibleVersion { min, max });
+        }
+        if hello.network != self.config.network {
+            return self.reject(conn, RejectReason::WrongNetwork);
+        }
+        if validate_name(&hello.name).is_err() {
+            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let inbound = s.is_inbound();
+        s.remote = Some(Remote {
+            name: Arc::from(hello.name.as_str()),
+            incarnation: hello.incarnation,
+        });
+        if hello.name == self.config.name {
+            if hello.incarnation == self.incarnation {
+                return self.drop_session(conn, Cause::Local(CloseReason::SelfConnection));
+            }
+            // Rule 3: another live peer claims our own name.
+            let we_win = hello.wants_welcome
+                || incumbent_wins(
+                    (self.join_epoch, self.incarnation),
+                    (hello.join_epoch, hello.incarnation),
+                );
+            if we_win {
+                return self.reject(conn, RejectReason::NameTaken);
+            }
+            return self.expelled();
+        }
+        self.max_epoch = self.max_epoch.max(hello.join_epoch);
+        let name = hello.name.clone();
+        let existing = self
+            .members
+            .get(&name)
+            .map(|m| (m.conn, m.incarnation, m.join_epoch, m.dialing));
+        if inbound
+            && !existing.is_some_and(|(c, ..)| c.is_some())
+            && self.view_len() + 1 >= self.config.max_members
+        {
+            return self.reject(conn, RejectReason::RoomFull);
+        }
+        if let Some((Some(old), incarnation, join_epoch, _)) = existing {
+            if incarnation == hello.incarnation {
+                if inbound {
+                    // Rule 6: a new connection from the same identity replaces a stale one.
+                    self.close_quietly(old, CloseReason::Duplicate);
+                    if let Some(m) = self.members.get_mut(&name) {
+                        m.conn = None;
+                    }
+                    return self.admit(conn, hello, true);
+                }
+                return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
+            }
+            if inbound {
+                // Rule 3: a newcomer claims a live name: probe the holder first.
+                self.start_probe(old);
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.phase = Phase::Held {
+                        hello: Box::new(hello),
+                        hold: Hold::Probe,
+                    };
+                }
+                return;
+            }
+            // Our challenge dial reached another incarnation: both are alive.
+            if incumbent_wins(
+                (hello.join_epoch, hello.incarnation),
+                (join_epoch, incarnation),
+            ) {
+                self.expel(old);
+                return self.admit(conn, hello, false);
+            }
+            return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
+        }
+        if inbound {
+            if let Some((_, _, _, Some(dialing))) = existing {
+                if dialing != conn {
+                    if keep_connection_dialled_by_us(&self.config.name, &name) {
+                        // Rule 6: our dial is kept; hold theirs until ours resolves.
+                        if let Some(s) = self.sessions.get_mut(&conn) {
+                            s.phase = Phase::Held {
+                                hello: Box::new(hello),
+                                hold: Hold::SimultaneousDial(dialing),
+                            };
+                        }
+                        return;
+                    }
+                    // Rule 6: their dial is kept; ours is dropped silently.
+                    if let Some(m) = self.members.get_mut(&name) {
+                        m.dialing = None;
+                    }
+                    self.close_quietly(dialing, CloseReason::Duplicate);
+                }
+            }
+        }
+        self.admit(conn, hello, false);
+    }
+
+    /// Completes a handshake: the connection becomes the member's session.
+    fn admit(&mut self, conn: ConnId, hello: Hello, silent: bool) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let inbound = s.is_inbound();
+        let expected = match s.purpose() {
+            Some(Purpose::Member(n)) if *n != hello.name => Some(n.clone()),
+            _ => None,
+        };
+        let addr = if inbound {
+            (hello.listen_port != 0).then(|| {
+                normalize(SocketAddr::new(
+                    hello.advertise_ip.unwrap_or(s.addr.ip()),
+                    hello.listen_port,
+                ))
+            })
+        } else {
+            Some(s.addr)
+        };
+        let observed = s.addr;
+        s.phase = Phase::Established;
+        if let Some(expected) = expected {
+            // The address now belongs to someone else: the expected member's dial failed.
+            self.dial_failed(&expected, conn, false);
+        }
+        if inbound {
+            let ours = self.hello(observed, false);
+            self.send_frame(conn, &Frame::Hello(ours));
+            if hello.wants_welcome {
+                self.max_epoch += 1;
+                let welcome = Welcome {
+                    join_epoch: self.max_epoch,
+                    members: self.view_infos(Some(&hello.name)),
+                    state: self.state.clone(),
+                    state_version: self.state_version.clone(),
+                };
+                self.send_frame(conn, &Frame::Welcome(welcome));
+                if !self.sessions.contains_key(&conn) {
+                    return;
+                }
+            }
+        }
+        let name = hello.name.clone();
+        let info = MemberInfo {
+            name: name.clone(),
+            incarnation: hello.incarnation,
+            join_epoch: if hello.wants_welcome {
+                self.max_epoch
+            } else {
+                hello.join_epoch
+            },
+            addr,
+        };
+        let known = self
+            .members
+            .get(&name)
+            .is_some_and(|m| m.incarnation == info.incarnation);
+        let m = self
+            .members
+            .entry(name.clone())
+            .or_insert_with(|| Member::new(&info));
+        m.reincarnate(info.incarnation, info.join_epoch);
+        if info.addr.is_some() {
+            m.addr = info.addr;
+        }
+        m.conn = Some(conn);
+        m.redial = None;
+        let stale_dial = m.dialing.take().filter(|d| *d != conn);
+        if let Some(r) = self.sessions.get_mut(&conn) {
+            r.remote = Some(Remote {
+                name: m.name.clone(),
+                incarnation: info.incarnation,
+            });
+        }
+        if let Some(d) = stale_dial {
+            self.close_quietly(d, CloseReason::Duplicate);
+        }
+        // Rule 6: inbound connections held while this dial was pending are duplicates.
+        let held: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.phase, Phase::Held { hold: Hold::SimultaneousDial(d), .. } if d == conn)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for h in held {
+            self.close_quietly(h, CloseReason::Duplicate);
+        }
+        let joining = self.is_joining();
+        if !silent && !joining {
+            self.notify(Event::PeerJoined { name: name.clone() });
+        }
+        if !known && !silent {
+            // Rule 5: tell the others about a member they may not know.
+            let announce = Frame::Announce(vec![info.clone()]);
+            let others: Vec<ConnId> = self
+                .members
+                .values()
+                .filter_map(|m| m.conn)
+                .filter(|c| *c != conn)
+                .collect();
+            for c in others {
+                self.send_frame(c, &announce);
+            }
+        }
+        if !hello.wants_welcome && !joining {
+            // Rule 5: a new session gets our view, so concurrent joiners find each other.
+            let digest = Frame::Digest(Digest {
+                members: self.view_infos(Some(&name)),
+                state_version: self.state_version.clone(),
+            });
+            self.send_frame(conn, &digest);
+        }
+        if !hello.wants_welcome && state_is_newer(&self.state_version, &hello.state_version) {
+            // Rule 10: a member behind on the state catches up.
+            let frame = self.state_frame();
+            self.send_bytes(conn, frame);
+        }
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            pending.remove(&name);
+            failed.remove(&name);
+            self.check_entered();
+        }
+    }
+
+    /// Frames on an established session.
+    fn on_session_frame(&mut self, conn: ConnId, frame: Frame) {
+        match frame {
+            Frame::Hello(_) => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
+            Frame::Welcome(w) => {
+                if matches!(self.join, JoinPhase::Joining { contact, .. } if contact == conn) {
+                    self.on_welcome(conn, w);
+                }
+            }
+            Frame::Reject(r) => {
+                if r.reason == RejectReason::NameTaken {
+                    // Rule 3: we lost a name conflict.
+                    self.expelled();
+                } else {
+                    self.drop_session(conn, Cause::RemoteRejected(r.reason));
+                }
+            }
+            Frame::Announce(list) => self.on_member_list(conn, list, false),
+            Frame::Digest(d) => {
+                if state_is_newer(&self.state_version, &d.state_version) {
+                    let frame = self.state_frame();
+                    self.send_bytes(conn, frame);
+                }
+                self.on_member_list(conn, d.members, true);
+            }
+            Frame::Data(d) => self.on_data(conn, d),
+            Frame::State(u) => {
+                if state_is_newer(&u.version, &self.state_version) {
+                    self.state = u.state.clone();
+                    self.state_version = u.version;
+                    self.notify(Event::StateChanged { state: u.state });
+                }
+            }
+            Frame::Ping(nonce) => self.send_frame(conn, &Frame::Pong(nonce)),
+            Frame::Pong(nonce) => {
+                let answered = self
+                    .sessions
+                    .get(&conn)
+                    .and_then(|s| s.probe)
+                    .is_some_and(|p| p.nonce == nonce && nonce != 0);
+                if answered {
+                    self.probe_answered(conn);
+                }
+            }
+            Frame::Leave(l) => self.drop_session(
+                conn,
+                Cause::RemoteLeft {
+                    expelled: l.expelled,
+                },
+            ),
+        }
+    }
+
+    fn on_member_list(&mut self, conn: ConnId, list: Vec<MemberInfo>, immediate: bool) {
+        if list.len() > self.config.max_members {
+            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        for info in list {
+            self.learn(info, immediate);
+        }
+    }
+
+    /// Rule 9: sender from the session, FIFO and exactly once by sequence number.
+    fn on_data(&mut self, conn: ConnId, data: Data) {
+        let Some(name) = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.remote.as_ref())
+            .map(|r| r.name.clone())
+        else {
+            return;
+        };
+        if let Some(to) = &data.to {
+            if *to != self.config.name {
+                return;
+            }
+        }
+        let Some(m) = self.members.get_mut(&*name) else {
+            return;
+        };
+        if m.conn != Some(conn) || data.seq <= m.last_seq {
+            return;
+        }
+        m.last_seq = data.seq;
+        let message = Message {
+            from: m.name.clone(),
+            kind: data.kind,
+            payload: data.payload,
+            direct: data.to.is_some(),
+        };
+        self.outputs.push_back(Output::Deliver(message));
+    }
+
+    /// Rule 4: the contact's welcome: adopt state, dial every listed member.
+    fn on_welcome(&mut self, conn: ConnId, w: Welcome) {
+        let JoinPhase::Joining { deadline, .. } = self.join else {
+            return;
+        };
+        if w.members.len() > self.config.max_members {
+            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        self.join_epoch = w.join_epoch;
+        self.max_epoch = self.max_epoch.max(w.join_epoch);
+        if self.state_version != w.state_version {
+            self.state = w.state;
+            self.state_version = w.state_version;
+        }
+        self.join = JoinPhase::Entering {
+            pending: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            deadline,
+        };
+        for info in w.members {
+            if info.name == self.config.name || validate_name(&info.name).is_err() {
+                continue;
+            }
+            let name = info.name.clone();
+            if self.members.get(&name).is_some_and(|m| m.in_view()) {
+                continue;
+            }
+            if let JoinPhase::Entering { pending, .. } = &mut self.join {
+                pending.insert(name.clone());
+            }
+            self.learn(info, true);
+        }
+        self.check_entered();
+    }
+
+    fn check_entered(&mut self) {
+        let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        else {
+            return;
+        };
+        if !pending.is_empty() {
+            return;
+        }
+        let failed = std::mem::take(failed).into_iter().collect();
+        self.join = JoinPhase::Idle;
+        let event = Event::EnteredNetwork {
+            state: self.state.clone(),
+            members: self.members(),
+            failed,
+        };
+        self.notify(event);
+    }
+
+    /// Rules 3, 5 and 8: we heard of a member from another member.
+    fn learn(&mut self, info: MemberInfo, immediate: bool) {
+        if info.name == self.config.name
+            || validate_name(&info.name).is_err()
+            || self.tombstones.is_buried(&info.name, info.incarnation)
+        {
+            return;
+        }
+        self.max_epoch = self.max_epoch.max(info.join_epoch);
+        let now = self.now;
+        let delay = self.config.mesh_dial_delay;
+        let window = self.config.redial_window;
+        let name = info.name.clone();
+        match self.members.get_mut(&name) {
+            None => {
+                if info.addr.is_none() || self.members.len() + 1 >= self.config.max_members {
+                    return;
+                }
+                let mut m = Member::new(&info);
+                if !immediate {
+                    m.redial = Some(Redial {
+                        attempt: 0,
+                        next: now + delay,
+                        until: now + window,
+                    });
+                }
+                self.members.insert(name.clone(), m);
+                if immediate {
+                    self.dial(&name);
+                }
+            }
+            Some(m) if m.incarnation == info.incarnation => {
+                if m.addr.is_none() {
+                    m.addr = info.addr;
+                }
+                if immediate && m.conn.is_none() && m.dialing.is_none() {
+                    self.dial(&name);
+                }
+            }
+            Some(m) => {
+                if let Some(conn) = m.conn {
+                    // Rule 3: another incarnation of a member we are connected to.
+                    if m.challenger.is_none() {
+                        m.challenger = Some(info);
+                        self.start_probe(conn);
+                    }
+                } else {
+                    // The one we knew is lost; the one we heard of is alive somewhere.
+                    m.reincarnate(info.incarnation, info.join_epoch);
+                    if info.addr.is_some() {
+                        m.addr = info.addr;
+                    }
+                    if m.dialing.is_none() {
+                        self.dial(&name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a connection to a known member (no-op if connected or dialling).
+    fn dial(&mut self, name: &str) {
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        let (None, None, Some(addr)) = (m.conn, m.dialing, m.addr) else {
+            return;
+        };
+        self.dial_addr(name, addr);
+    }
+
+    fn dial_addr(&mut self, name: &str, addr: SocketAddr) {
+        let conn = self.alloc_conn();
+        let session = Session::new(
+            Direction::Outbound(Purpose::Member(name.to_owned())),
+            addr,
+            &self.config,
+            self.now,
+        );
+        self.sessions.insert(conn, session);
+        if let Some(m) = self.members.get_mut(name) {
+            m.dialing = Some(conn);
+        }
+        self.outputs.push_back(Output::Connect { conn, addr });
+    }
+
+    /// Rule 8: a dial to a member did not lead to a session: back off and retry.
+    fn dial_failed(&mut self, name: &str, conn: ConnId, superseded: bool) {
+        let now = self.now;
+        let unit = self.unit_random();
+        let (initial, max, window) = (
+            self.config.redial_initial,
+            self.config.redial_max,
+            self.config.redial_window,
+        );
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if m.dialing != Some(conn) {
+            return;
+        }
+        m.dialing = None;
+        if m.conn.is_some() || superseded {
+            return;
+        }
+        let r = m.redial.get_or_insert(Redial {
+            attempt: 0,
+            next: now,
+            until: now + window,
+        });
+        r.attempt += 1;
+        r.next = now + backoff(initial, max, r.attempt, unit);
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            if pending.remove(name) {
+                failed.insert(name.to_owned());
+            }
+        }
+        self.check_entered();
+        // Inbound connections held for this dial are now answered.
+        let held: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.phase, Phase::Held { hold: Hold::SimultaneousDial(d), .. } if d == conn)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for h in held {
+            self.release_held(h);
+        }
+    }
+
+    /// Re-runs the handshake decision for a held inbound connection.
+    fn release_held(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Phase::Held { hello, .. } = std::mem::replace(&mut s.phase, Phase::Handshake) else {
+            return;
+        };
+        self.on_hello(conn, *hello);
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(m) = self.members.remove(name) {
+            if let Some(d) = m.dialing {
+                self.close_quietly(d, CloseReason::Duplicate);
+            }
+        }
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            if pending.remove(name) {
+                failed.insert(name.to_owned());
+            }
+        }
+        self.check_entered();
+    }
+
+    fn start_probe(&mut self, conn: ConnId) {
+        let deadline = probe_deadline(&self.config, self.now);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.probe.is_some() {
+            return;
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce;
+        s.probe = Some(Probe { nonce, deadline });
+        self.send_frame(conn, &Frame::Ping(nonce));
+    }
+
+    /// Rule 3: the holder of a name answered its probe: it is alive.
+    fn probe_answered(&mut self, conn: ConnId) {
+        let Some(name) = self.sessions.get_mut(&conn).and_then(|s| {
+            s.probe = None;
+            s.remote.as_ref().map(|r| r.name.to_string())
+        }) else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(&name) else {
+            return;
+        };
+        let holder = (m.join_epoch, m.incarnation);
+        let challenger = m.challenger.take();
+        let held = self.held_for_probe(&name);
+        let mut expelled = false;
+        for h in held {
+            if expelled {
+                self.release_held(h);
+                continue;
+            }
+            let Some(Phase::Held { hello, .. }) = self.sessions.get(&h).map(|s| &s.phase) else {
+                continue;
+            };
+            let wins = !hello.wants_welcome
+                && incumbent_wins((hello.join_epoch, hello.incarnation), holder);
+            if wins {
+                self.expel(conn);
+                expelled = true;
+                self.release_held(h);
+            } else {
+                self.reject(h, RejectReason::NameTaken);
+            }
+        }
+        if let Some(ch) = challenger {
+            if !expelled && incumbent_wins((ch.join_epoch, ch.incarnation), holder) {
+                if let Some(addr) = ch.addr {
+                    // Challenge: meet the other incarnation; its Hello settles it.
+                    let dialing = self.members.get(&name).and_then(|m| m.dialing);
+                    if dialing.is_none() {
+                        self.dial_addr(&name, addr);
+                    }
+                }
+            }
+        }
+    }
+
+    fn held_for_probe(&self, name: &str) -> Vec<ConnId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(&s.phase, Phase::Held { hello, hold: Hold::Probe } if hello.name == name)
+            })
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// Rule 3: the member on `conn` lost a name conflict; it is told and dropped.
+    fn expel(&mut self, conn: ConnId) {
+        self.send_frame(
+            conn,
+            &Frame::Reject(Reject {
+                reason: RejectReason::NameTaken,
+            }),
+        );
+        self.drop_session(conn, Cause::Local(CloseReason::Replaced));
+    }
+
+    /// Rule 3: we lost a name conflict: leave the room and tell the application.
+    fn expelled(&mut self) {
+        self.leave_room(true);
+        self.notify(Event::Rejected {
+            reason: RejectReason::NameTaken,
+        });
+    }
+
+    fn leave_room(&mut self, expelled: bool) {
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            if self.sessions.get(&conn).is_some_and(Session::is_established) {
+                self.send_frame(conn, &Frame::Leave(Leave { expelled }));
+            }
+            if self.sessions.remove(&conn).is_some() {
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    reason: CloseReason::Leave,
+                });
+            }
+        }
+        self.members.clear();
+        self.join = JoinPhase::Idle;
+        self.incarnation = self.rng.next_u64();
+        self.join_epoch = 0;
+        self.next_seq = 0;
+    }
+
+    /// Closes a connection with no effect on the member table or the application.
+    fn close_quietly(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.sessions.remove(&conn).is_some() {
+            self.outputs.push_back(Output::Close { conn, reason });
+        }
+    }
+
+    /// Removes a connection and applies what its end means.
+    fn drop_session(&mut self, conn: ConnId, cause: Cause) {
+        let Some(s) = self.sessions.remove(&conn) else {
+            return;
+        };
+        if let Some(reason) = cause.close_reason() {
+            self.outputs.push_back(Output::Close { conn, reason });
+        }
+        if let JoinPhase::Joining { contact, addr, .. } = self.join {
+            if contact == conn {
+                self.join = JoinPhase::Idle;
+                self.join_failed(addr, &cause);
+                if !s.is_established() {
+                    return;
+                }
+            }
+        }
+        if s.is_established() {
+            let Some(remote) = s.remote else {
+                return;
+            };
+            self.member_lost(&remote.name, conn, &cause);
+            return;
+        }
+        if let Some(Purpose::Member(name)) = s.purpose() {
+            let superseded = matches!(cause, Cause::Local(CloseReason::Duplicate));
+            if matches!(cause, Cause::RemoteRejected(RejectReason::NameTaken)) {
+                // Rule 3: a member holds our name and wins: we are out.
+                self.expelled();
+                return;
+            }
+            let name = name.clone();
+            self.dial_failed(&name, conn, superseded);
+        }
+    }
+
+    fn join_failed(&mut self, addr: SocketAddr, cause: &Cause) {
+        let event = match cause {
+            Cause::RemoteRejected(reason) | Cause::WeRejected(reason) => Event::Rejected {
+                reason: reason.clone(),
+            },
+            Cause::Transport(Some(error)) => Event::ConnectFailed {
+                addr,
+                error: error.clone(),
+            },
+            Cause::Local(CloseReason::HandshakeTimeout) => Event::JoinTimedOut { addr },
+            Cause::Local(CloseReason::SelfConnection) => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other("that address leads to this peer itself".into()),
+            },
+            other => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other(format!(
+                    "connection ended before the welcome ({:?})",
+                    other.close_reason()
+                )),
+            },
+        };
+        self.notify(event);
+    }
+
+    /// An established member's session ended.
+    fn member_lost(&mut self, name: &str, conn: ConnId, cause: &Cause) {
+        let now = self.now;
+        let unit = self.unit_random();
+        let joining = self.is_joining();
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if m.conn != Some(conn) {
+            return;
+        }
+        m.conn = None;
+        let challenger = m.challenger.take();
+        let reason = cause.leave_reason();
+        if let Some(reason) = reason {
+            if !joining {
+                self.notify(Event::PeerLeft {
+                    name: name.to_owned(),
+                    reason,
+                });
+            }
+        }
+        let m = self.members.get_mut(name).expect("present");
+        match reason {
+            Some(LeaveReason::Disconnected | LeaveReason::TimedOut | LeaveReason::SlowConsumer)
+                if m.addr.is_some() =>
+            {
+                // Rule 8: remember the address and redial with backoff.
+                m.redial = Some(Redial {
+                    attempt: 0,
+                    next: now + backoff(self.config.redial_initial, self.config.redial_max, 0, unit),
+                    until: now + self.config.redial_window,
+                });
+            }
+            _ => {
+                let (name_owned, incarnation) = (m.name.to_string(), m.incarnation);
+                if matches!(reason, Some(LeaveReason::Left | LeaveReason::Expelled)) {
+                    let ttl = tombstone_ttl(self.config.digest_interval, self.config.idle_timeout);
+                    self.tombstones.bury(&name_owned, incarnation, now + ttl);
+                }
+                self.forget(&name_owned);
+            }
+        }
+        // Rule 3: newcomers held while this member was probed are decided now.
+        for h in self.held_for_probe(name) {
+            self.release_held(h);
+        }
+        if let Some(ch) = challenger {
+            self.learn(ch, true);
+        }
+    }
+
+    /// Rule 5 backstop: our view to one random session.
+    fn gossip_digest(&mut self) {
+        let conns: Vec<ConnId> = self.members.values().filter_map(|m| m.conn).collect();
+        if conns.is_empty() {
+            return;
+        }
+        let pick = conns[(self.rng.next_u64() % conns.len() as u64) as usize];
+        let name = self
+            .sessions
+            .get(&pick)
+            .and_then(|s| s.remote.as_ref())
+            .map(|r| r.name.to_string());
+        let digest = Frame::Digest(Digest {
+            members: self.view_infos(name.as_deref()),
+            state_version: self.state_version.clone(),
+        });
+        self.send_frame(pick, &digest);
+    }
+}
