@@ -100,6 +100,21 @@ impl Cause {
     }
 }
 
+/// The join epoch of a peer that has not been welcomed yet: it loses every name
+/// conflict (rule 3).
+const UNRANKED: u64 = u64::MAX;
+
+/// Rule 12: where a member that dialled us from `remote` can be dialled: the IP it
+/// advertises or the one we see, and the port it listens on.
+fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
+    (hello.listen_port != 0).then(|| {
+        normalize(SocketAddr::new(
+            hello.advertise_ip.unwrap_or(remote.ip()),
+            hello.listen_port,
+        ))
+    })
+}
+
 /// The sans-IO protocol state machine of one peer.
 ///
 /// It never touches a socket, a clock or a global RNG: the driver feeds it inputs
@@ -600,13 +615,25 @@ impl PeerMachine {
         self.members.values().filter(|m| m.in_view()).count()
     }
 
+    fn see_epoch(&mut self, epoch: u64) {
+        if epoch != UNRANKED {
+            self.max_epoch = self.max_epoch.max(epoch);
+        }
+    }
+
     fn hello(&self, observed: SocketAddr, wants_welcome: bool) -> Hello {
+        // Rule 3: until its welcome, a joining peer has no rank in name conflicts.
+        let join_epoch = if matches!(self.join, JoinPhase::Joining { .. }) {
+            UNRANKED
+        } else {
+            self.join_epoch
+        };
         Hello {
             versions: self.config.versions,
             network: self.config.network.clone(),
             name: self.config.name.clone(),
             incarnation: self.incarnation,
-            join_epoch: self.join_epoch,
+            join_epoch,
             listen_port: self.config.listen_port,
             advertise_ip: self.config.advertise_ip,
             observed_addr: Some(observed),
@@ -731,7 +758,6 @@ impl PeerMachine {
         let inbound = s.is_inbound();
         s.remote = Some(Remote {
             name: Arc::from(hello.name.as_str()),
-            incarnation: hello.incarnation,
         });
         if hello.name == self.config.name {
             if hello.incarnation == self.incarnation {
@@ -748,7 +774,7 @@ impl PeerMachine {
             }
             return self.expelled();
         }
-        self.max_epoch = self.max_epoch.max(hello.join_epoch);
+        self.see_epoch(hello.join_epoch);
         let name = hello.name.clone();
         let existing = self
             .members
@@ -762,8 +788,8 @@ impl PeerMachine {
         }
         if let Some((Some(old), incarnation, join_epoch, _)) = existing {
             if incarnation == hello.incarnation {
-                if inbound {
-                    // Rule 6: a new connection from the same identity replaces a stale one.
+                // Rule 6: two connections with one identity: both sides keep the same one.
+                if self.keep_new_connection(old, conn, &name) {
                     self.close_quietly(old, CloseReason::Duplicate);
                     if let Some(m) = self.members.get_mut(&name) {
                         m.conn = None;
@@ -773,14 +799,27 @@ impl PeerMachine {
                 return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
             }
             if inbound {
-                // Rule 3: a newcomer claims a live name: probe the holder first.
+                // Rule 3: a newcomer claims a live name: probe the holder first, and let
+                // every other member probe its own session in parallel (a restarted
+                // member is then admitted everywhere after one probe timeout).
                 self.start_probe(old);
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.phase = Phase::Held {
-                        hello: Box::new(hello),
-                        hold: Hold::Probe,
-                    };
+                let claimant = MemberInfo {
+                    name: name.clone(),
+                    incarnation: hello.incarnation,
+                    join_epoch: UNRANKED,
+                    addr: self.sessions.get(&conn).and_then(|s| advertised(&hello, s.addr)),
+                };
+                let announce = Frame::Announce(vec![claimant]);
+                let others: Vec<ConnId> = self
+                    .members
+                    .values()
+                    .filter_map(|m| m.conn)
+                    .filter(|c| *c != old)
+                    .collect();
+                for c in others {
+                    self.send_frame(c, &announce);
                 }
+                self.hold(conn, hello, Hold::Probe);
                 return;
             }
             // Our challenge dial reached another incarnation: both are alive.
@@ -798,12 +837,7 @@ impl PeerMachine {
                 if dialing != conn {
                     if keep_connection_dialled_by_us(&self.config.name, &name) {
                         // Rule 6: our dial is kept; hold theirs until ours resolves.
-                        if let Some(s) = self.sessions.get_mut(&conn) {
-                            s.phase = Phase::Held {
-                                hello: Box::new(hello),
-                                hold: Hold::SimultaneousDial(dialing),
-                            };
-                        }
+                        self.hold(conn, hello, Hold::SimultaneousDial(dialing));
                         return;
                     }
                     // Rule 6: their dial is kept; ours is dropped silently.
@@ -813,8 +847,63 @@ impl PeerMachine {
                     self.close_quietly(dialing, CloseReason::Duplicate);
                 }
             }
+            if let JoinPhase::Joining {
+                contact,
+                addr,
+                deadline,
+            } = self.join
+            {
+                let their_addr = self.sessions.get(&conn).and_then(|s| advertised(&hello, s.addr));
+                if hello.wants_welcome && their_addr == Some(addr) {
+                    // Two peers join each other at once. Rule 6 again: the join dialled
+                    // by the smaller name goes on; the other peer becomes its contact.
+                    if keep_connection_dialled_by_us(&self.config.name, &name) {
+                        self.hold(conn, hello, Hold::SimultaneousDial(contact));
+                        return;
+                    }
+                    self.close_quietly(contact, CloseReason::Duplicate);
+                    self.join = JoinPhase::Entering {
+                        pending: BTreeSet::new(),
+                        failed: BTreeSet::new(),
+                        deadline,
+                    };
+                }
+            }
         }
         self.admit(conn, hello, false);
+    }
+
+    fn hold(&mut self, conn: ConnId, hello: Hello, hold: Hold) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.phase = Phase::Held {
+                hello: Box::new(hello),
+                hold,
+            };
+        }
+    }
+
+    /// Rule 6: of an established connection `old` and a new one with the same identity,
+    /// is the new one kept? Both peers keep the connection dialled by the smaller name;
+    /// a new inbound connection replaces an inbound one (the remote redialled, so the
+    /// old one is stale); our join connection is never the one given up.
+    fn keep_new_connection(&self, old: ConnId, new: ConnId, name: &str) -> bool {
+        if let JoinPhase::Joining { contact, .. } = self.join {
+            if contact == new {
+                return true;
+            }
+            if contact == old {
+                return false;
+            }
+        }
+        let old_inbound = self.sessions.get(&old).is_some_and(Session::is_inbound);
+        let new_inbound = self.sessions.get(&new).is_some_and(Session::is_inbound);
+        let smaller_is_us = keep_connection_dialled_by_us(&self.config.name, name);
+        match (old_inbound, new_inbound) {
+            (true, true) => true,
+            (false, false) => false,
+            (false, true) => !smaller_is_us,
+            (true, false) => smaller_is_us,
+        }
     }
 
     /// Completes a handshake: the connection becomes the member's session.
@@ -828,12 +917,7 @@ impl PeerMachine {
             _ => None,
         };
         let addr = if inbound {
-            (hello.listen_port != 0).then(|| {
-                normalize(SocketAddr::new(
-                    hello.advertise_ip.unwrap_or(s.addr.ip()),
-                    hello.listen_port,
-                ))
-            })
+            advertised(&hello, s.addr)
         } else {
             Some(s.addr)
         };
@@ -889,22 +973,13 @@ impl PeerMachine {
         if let Some(r) = self.sessions.get_mut(&conn) {
             r.remote = Some(Remote {
                 name: m.name.clone(),
-                incarnation: info.incarnation,
             });
         }
         if let Some(d) = stale_dial {
             self.close_quietly(d, CloseReason::Duplicate);
         }
         // Rule 6: inbound connections held while this dial was pending are duplicates.
-        let held: Vec<ConnId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                matches!(s.phase, Phase::Held { hold: Hold::SimultaneousDial(d), .. } if d == conn)
-            })
-            .map(|(c, _)| *c)
-            .collect();
-        for h in held {
+        for h in self.held_for_dial(conn) {
             self.close_quietly(h, CloseReason::Duplicate);
         }
         let joining = self.is_joining();
@@ -1048,8 +1123,11 @@ impl PeerMachine {
         if w.members.len() > self.config.max_members {
             return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
         }
+        if w.join_epoch == UNRANKED {
+            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
         self.join_epoch = w.join_epoch;
-        self.max_epoch = self.max_epoch.max(w.join_epoch);
+        self.see_epoch(w.join_epoch);
         if self.state_version != w.state_version {
             self.state = w.state;
             self.state_version = w.state_version;
@@ -1103,7 +1181,7 @@ impl PeerMachine {
         {
             return;
         }
-        self.max_epoch = self.max_epoch.max(info.join_epoch);
+        self.see_epoch(info.join_epoch);
         let now = self.now;
         let delay = self.config.mesh_dial_delay;
         let window = self.config.redial_window;
@@ -1129,6 +1207,10 @@ impl PeerMachine {
             Some(m) if m.incarnation == info.incarnation => {
                 if m.addr.is_none() {
                     m.addr = info.addr;
+                }
+                if m.join_epoch == UNRANKED {
+                    // It was still joining when we met it; now it has its epoch.
+                    m.join_epoch = info.join_epoch;
                 }
                 if immediate && m.conn.is_none() && m.dialing.is_none() {
                     self.dial(&name);
@@ -1216,18 +1298,17 @@ impl PeerMachine {
             }
         }
         self.check_entered();
-        // Inbound connections held for this dial are now answered.
-        let held: Vec<ConnId> = self
-            .sessions
+    }
+
+    /// Inbound connections held for our dial `conn`, which ended without a session.
+    fn held_for_dial(&self, conn: ConnId) -> Vec<ConnId> {
+        self.sessions
             .iter()
             .filter(|(_, s)| {
                 matches!(s.phase, Phase::Held { hold: Hold::SimultaneousDial(d), .. } if d == conn)
             })
             .map(|(c, _)| *c)
-            .collect();
-        for h in held {
-            self.release_held(h);
-        }
+            .collect()
     }
 
     /// Re-runs the handshake decision for a held inbound connection.
@@ -1381,6 +1462,12 @@ impl PeerMachine {
         };
         if let Some(reason) = cause.close_reason() {
             self.outputs.push_back(Output::Close { conn, reason });
+        }
+        if !s.is_established() && !s.is_inbound() {
+            // Rule 6: inbound connections held for this dial are answered now.
+            for h in self.held_for_dial(conn) {
+                self.release_held(h);
+            }
         }
         if let JoinPhase::Joining { contact, addr, .. } = self.join {
             if contact == conn {

@@ -55,7 +55,6 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
     pub(crate) name: Arc<str>,
-    pub(crate) incarnation: u64,
 }
 
 /// An outstanding liveness probe (a `Ping` with a nonce).

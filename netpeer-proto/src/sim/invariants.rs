@@ -26,11 +26,12 @@ impl Sim {
             if self.machine(p).is_none() {
                 return self.fail(format!("{} is not running", self.name(p)));
             }
-            let expected: Vec<String> = peers
+            let mut expected: Vec<String> = peers
                 .iter()
                 .filter(|q| **q != p)
                 .map(|q| self.name(*q).to_owned())
                 .collect();
+            expected.sort();
             let view = self.view(p);
             if view != expected {
                 return self.fail(format!(

@@ -87,7 +87,6 @@ pub enum Observed {
 pub(crate) struct SentRecord {
     pub(crate) from: PeerId,
     pub(crate) from_name: String,
-    pub(crate) incarnation: u64,
     pub(crate) kind: String,
     pub(crate) payload: Bytes,
     pub(crate) to: Option<String>,
@@ -120,6 +119,8 @@ struct Link {
     /// Items that hit a partition, per destination side, in order.
     stalled: [Vec<Ev>; 2],
     broken: bool,
+    /// Each side has closed its end.
+    closed: [bool; 2],
     /// The dialer was told the connection is open.
     syn_acked: bool,
 }
@@ -369,6 +370,7 @@ impl Sim {
             .values()
             .filter(|l| {
                 !l.broken
+                    && l.closed == [false; 2]
                     && l.ends[0].1.is_some()
                     && l.ends[1].1.is_some()
                     && ((l.ends[0].0 == a && l.ends[1].0 == b)
@@ -454,7 +456,6 @@ impl Sim {
             let record = SentRecord {
                 from: p,
                 from_name: self.peers[p.0].name.clone(),
-                incarnation: m.incarnation(),
                 kind: kind.to_owned(),
                 payload: payload.clone(),
                 to,
@@ -817,6 +818,7 @@ impl Sim {
                 let Some(conn) = self.links[&link].ends[to].1 else {
                     return;
                 };
+                self.links.get_mut(&link).unwrap().closed[to] = true;
                 if self.peers[p.0].conns.remove(&conn).is_none() {
                     return;
                 }
@@ -855,6 +857,7 @@ impl Sim {
                 Output::Close { conn, reason } => {
                     self.activity(p, &format!("close {conn} {reason:?}"));
                     if let Some((link, side)) = self.peers[p.0].conns.remove(&conn) {
+                        self.links.get_mut(&link).unwrap().closed[side] = true;
                         let l = &self.links[&link];
                         if !l.broken && l.ends[1 - side].1.is_some() {
                             let at = self.arrival(link, 1 - side);
@@ -927,6 +930,7 @@ impl Sim {
                 last_arrival: [Duration::ZERO; 2],
                 stalled: [Vec::new(), Vec::new()],
                 broken: false,
+                closed: [false; 2],
                 syn_acked: false,
             },
         );
