@@ -29,9 +29,7 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use config::{Config, MAX_KIND_LEN, MAX_NAME_LEN, PROTOCOL_VERSIONS, validate_name};
-pub use error::{
-    AcceptError, ConfigError, DecodeValueError, JoinError, NameError, SendError,
-};
+pub use error::{AcceptError, ConfigError, DecodeValueError, JoinError, NameError, SendError};
 pub use event::{
     CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
 };

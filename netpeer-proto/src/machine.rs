@@ -475,12 +475,7 @@ impl PeerMachine {
         }
         let addr = normalize(addr);
         let conn = self.alloc_conn();
-        let session = Session::new(
-            Direction::Outbound(Purpose::Join),
-            addr,
-            &self.config,
-            now,
-        );
+        let session = Session::new(Direction::Outbound(Purpose::Join), addr, &self.config, now);
         self.sessions.insert(conn, session);
         self.join = JoinPhase::Joining {
             contact: conn,
@@ -732,7 +727,9 @@ impl PeerMachine {
             (Phase::Handshake, Frame::Reject(r)) if !s.is_inbound() => {
                 self.drop_session(conn, Cause::RemoteRejected(r.reason))
             }
-            (Phase::Held { .. }, Frame::Leave(_)) => self.drop_session(conn, Cause::Transport(None)),
+            (Phase::Held { .. }, Frame::Leave(_)) => {
+                self.drop_session(conn, Cause::Transport(None))
+            }
             // Rule 2: nothing but Hello before the handshake completes.
             _ => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
         }
@@ -781,7 +778,7 @@ impl PeerMachine {
             .get(&name)
             .map(|m| (m.conn, m.incarnation, m.join_epoch, m.dialing));
         if inbound
-            && !existing.is_some_and(|(c, ..)| c.is_some())
+            && existing.is_none_or(|(c, ..)| c.is_none())
             && self.view_len() + 1 >= self.config.max_members
         {
             return self.reject(conn, RejectReason::RoomFull);
@@ -807,7 +804,10 @@ impl PeerMachine {
                     name: name.clone(),
                     incarnation: hello.incarnation,
                     join_epoch: UNRANKED,
-                    addr: self.sessions.get(&conn).and_then(|s| advertised(&hello, s.addr)),
+                    addr: self
+                        .sessions
+                        .get(&conn)
+                        .and_then(|s| advertised(&hello, s.addr)),
                 };
                 let announce = Frame::Announce(vec![claimant]);
                 let others: Vec<ConnId> = self
@@ -853,7 +853,10 @@ impl PeerMachine {
                 deadline,
             } = self.join
             {
-                let their_addr = self.sessions.get(&conn).and_then(|s| advertised(&hello, s.addr));
+                let their_addr = self
+                    .sessions
+                    .get(&conn)
+                    .and_then(|s| advertised(&hello, s.addr));
                 if hello.wants_welcome && their_addr == Some(addr) {
                     // Two peers join each other at once. Rule 6 again: the join dialled
                     // by the smaller name goes on; the other peer becomes its contact.
@@ -1025,7 +1028,9 @@ impl PeerMachine {
     /// Frames on an established session.
     fn on_session_frame(&mut self, conn: ConnId, frame: Frame) {
         match frame {
-            Frame::Hello(_) => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
+            Frame::Hello(_) => {
+                self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation))
+            }
             Frame::Welcome(w) => {
                 if matches!(self.join, JoinPhase::Joining { contact, .. } if contact == conn) {
                     self.on_welcome(conn, w);
@@ -1431,7 +1436,11 @@ impl PeerMachine {
     fn leave_room(&mut self, expelled: bool) {
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
-            if self.sessions.get(&conn).is_some_and(Session::is_established) {
+            if self
+                .sessions
+                .get(&conn)
+                .is_some_and(Session::is_established)
+            {
                 self.send_frame(conn, &Frame::Leave(Leave { expelled }));
             }
             if self.sessions.remove(&conn).is_some() {
@@ -1552,7 +1561,8 @@ impl PeerMachine {
                 // Rule 8: remember the address and redial with backoff.
                 m.redial = Some(Redial {
                     attempt: 0,
-                    next: now + backoff(self.config.redial_initial, self.config.redial_max, 0, unit),
+                    next: now
+                        + backoff(self.config.redial_initial, self.config.redial_max, 0, unit),
                     until: now + self.config.redial_window,
                 });
             }

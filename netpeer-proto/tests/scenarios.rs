@@ -86,7 +86,12 @@ fn chain_join_of_six() {
     // Everyone saw exactly the later joiners join, nobody saw anyone leave.
     for (i, p) in peers.iter().enumerate() {
         let later: Vec<String> = (i + 1..6).map(|j| format!("p{j}")).collect();
-        assert_eq!(joined(&sim, *p), later, "seed {}: joins seen by p{i}", sim.seed());
+        assert_eq!(
+            joined(&sim, *p),
+            later,
+            "seed {}: joins seen by p{i}",
+            sim.seed()
+        );
         assert!(left(&sim, *p).is_empty());
     }
 }
@@ -106,7 +111,11 @@ fn three_join_at_once_through_three_members() {
         sim.check_full_mesh(&all).unwrap();
         sim.check_all().unwrap();
         for &n in &new {
-            assert!(entered(&sim, n).is_some(), "seed {seed}: {} entered", sim.name(n));
+            assert!(
+                entered(&sim, n).is_some(),
+                "seed {seed}: {} entered",
+                sim.name(n)
+            );
         }
         for &p in &all {
             assert!(left(&sim, p).is_empty(), "seed {seed}: spurious PeerLeft");
@@ -215,11 +224,19 @@ fn restarted_peer_is_admitted_once_the_old_session_fails_its_probe() {
         "took {took:?}"
     );
     assert!(took < config.idle_timeout);
-    assert_ne!(sim.machine(peers[2]).unwrap().incarnation(), old_incarnation);
+    assert_ne!(
+        sim.machine(peers[2]).unwrap().incarnation(),
+        old_incarnation
+    );
     sim.run_until_quiet().unwrap();
     for &p in &peers[..2] {
         let l = left(&sim, p);
-        assert_eq!(l, vec![("p2".to_owned(), LeaveReason::TimedOut)], "seed {}", sim.seed());
+        assert_eq!(
+            l,
+            vec![("p2".to_owned(), LeaveReason::TimedOut)],
+            "seed {}",
+            sim.seed()
+        );
         assert_eq!(joined(&sim, p).iter().filter(|n| *n == "p2").count(), 2);
     }
     sim.check_full_mesh(&peers).unwrap();
@@ -252,7 +269,7 @@ fn crossing_mesh_dials_end_with_one_connection_and_no_noise() {
     let mut crossings = 0;
     for seed in 0..30 {
         let mut sim = Sim::new(seed);
-        let mut config = |sim: &mut Sim, name: &str| {
+        let config = |sim: &mut Sim, name: &str| {
             let mut c = sim.config_for(name);
             // Members announced to us are dialled at once, so x and y dial each other
             // at the same moment: x after the announce, y after the welcome.
@@ -374,9 +391,11 @@ fn send_to_reaches_only_its_target() {
 fn newcomers_through_either_member_see_the_same_latest_state() {
     let mut sim = Sim::from_env(11);
     let peers = room(&mut sim, 2);
-    sim.set_state(peers[0], encode_value(&"v1").unwrap()).unwrap();
+    sim.set_state(peers[0], encode_value(&"v1").unwrap())
+        .unwrap();
     sim.run_until_quiet().unwrap();
-    sim.set_state(peers[1], encode_value(&"v2").unwrap()).unwrap();
+    sim.set_state(peers[1], encode_value(&"v2").unwrap())
+        .unwrap();
     sim.run_until_quiet().unwrap();
     let n1 = sim.add_peer("n1");
     let n2 = sim.add_peer("n2");
@@ -387,7 +406,8 @@ fn newcomers_through_either_member_see_the_same_latest_state() {
     assert_eq!(entered(&sim, n1).unwrap().0, v2, "seed {}", sim.seed());
     assert_eq!(entered(&sim, n2).unwrap().0, v2);
     // Concurrent updates converge on one value everywhere (higher version wins).
-    sim.set_state(peers[0], encode_value(&"a").unwrap()).unwrap();
+    sim.set_state(peers[0], encode_value(&"a").unwrap())
+        .unwrap();
     sim.set_state(n2, encode_value(&"b").unwrap()).unwrap();
     sim.run_until_quiet().unwrap();
     let all = [peers[0], peers[1], n1, n2];
@@ -430,7 +450,10 @@ fn unreachable_member_in_the_welcome_does_not_block_the_join() {
     assert_eq!(failed, vec!["p2"]);
     assert_eq!(members, vec!["p0", "p1"]);
     let took = entered_at(&sim, n).unwrap() - start;
-    assert!(took <= config.handshake_timeout + Duration::from_millis(50), "{took:?}");
+    assert!(
+        took <= config.handshake_timeout + Duration::from_millis(50),
+        "{took:?}"
+    );
     // Healed, the room becomes one again by itself.
     sim.heal();
     sim.run_until_quiet().unwrap();

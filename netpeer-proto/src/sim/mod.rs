@@ -38,9 +38,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::{
-    Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError,
-};
+use crate::{Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError};
 
 /// A peer in the simulation (an index, stable across restarts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,7 +126,9 @@ struct Link {
 #[derive(Debug, Clone)]
 enum Ev {
     /// The dial reaches the acceptor.
-    Syn { link: u64 },
+    Syn {
+        link: u64,
+    },
     /// The dialer learns the outcome.
     Connected {
         link: u64,
@@ -327,7 +327,9 @@ impl Sim {
 
     /// The peer's view of the room (sorted names, itself excluded); empty if crashed.
     pub fn view(&self, p: PeerId) -> Vec<String> {
-        self.machine(p).map(PeerMachine::members).unwrap_or_default()
+        self.machine(p)
+            .map(PeerMachine::members)
+            .unwrap_or_default()
     }
 
     /// Everything the peer observed, with virtual times.
@@ -834,7 +836,11 @@ impl Sim {
     /// Routes everything the peer's machine wants done, then re-arms its timer.
     fn drain(&mut self, p: PeerId) {
         loop {
-            let Some(out) = self.peers[p.0].machine.as_mut().and_then(|m| m.poll_output()) else {
+            let Some(out) = self.peers[p.0]
+                .machine
+                .as_mut()
+                .and_then(|m| m.poll_output())
+            else {
                 break;
             };
             match out {
@@ -889,7 +895,11 @@ impl Sim {
                 }
             }
         }
-        let Some(deadline) = self.peers[p.0].machine.as_ref().and_then(|m| m.poll_timeout()) else {
+        let Some(deadline) = self.peers[p.0]
+            .machine
+            .as_ref()
+            .and_then(|m| m.poll_timeout())
+        else {
             self.peers[p.0].timer = None;
             return;
         };
@@ -916,7 +926,14 @@ impl Sim {
         for cut in cuts.into_iter().chain(std::iter::once(bytes.len())) {
             let piece = bytes.slice(start..cut);
             start = cut;
-            self.schedule(at, Ev::Data { link, to, bytes: piece });
+            self.schedule(
+                at,
+                Ev::Data {
+                    link,
+                    to,
+                    bytes: piece,
+                },
+            );
         }
     }
 

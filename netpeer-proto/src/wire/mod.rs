@@ -133,7 +133,10 @@ impl std::fmt::Display for RejectReason {
         match self {
             RejectReason::NameTaken => f.write_str("name taken"),
             RejectReason::IncompatibleVersion { min, max } => {
-                write!(f, "no common protocol version (remote speaks {min}..={max})")
+                write!(
+                    f,
+                    "no common protocol version (remote speaks {min}..={max})"
+                )
             }
             RejectReason::WrongNetwork => f.write_str("different network"),
             RejectReason::RoomFull => f.write_str("room full"),

@@ -1,0 +1,378 @@
+//! One machine driven by hand: hostile or odd input on a single connection must end
+//! that connection only, with a clear reason, and never panic.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use netpeer_proto::{
+    AcceptError, CloseReason, Config, ConnId, Event, LeaveReason, Output, PeerMachine,
+    RejectReason, SendError,
+    wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
+};
+
+const REMOTE: &str = "127.0.0.1:50000";
+
+fn machine(now: Instant) -> PeerMachine {
+    let mut c = Config::new("alice");
+    c.listen_port = 3000;
+    c.seed = 1;
+    PeerMachine::new(c, now).unwrap()
+}
+
+fn hello(name: &str, network: &str, versions: (u16, u16)) -> Bytes {
+    encode_frame(
+        &Frame::Hello(Hello {
+            versions,
+            network: network.into(),
+            name: name.into(),
+            incarnation: 42,
+            join_epoch: 3,
+            listen_port: 4000,
+            advertise_ip: None,
+            observed_addr: None,
+            wants_welcome: false,
+            state_version: StateVersion::default(),
+        }),
+        1 << 20,
+    )
+    .unwrap()
+}
+
+fn data(seq: u64, kind: &str) -> Bytes {
+    encode_frame(
+        &Frame::Data(Data {
+            seq,
+            to: None,
+            kind: kind.into(),
+            payload: Bytes::from_static(b"\x01"),
+        }),
+        1 << 20,
+    )
+    .unwrap()
+}
+
+fn drain(m: &mut PeerMachine) -> Vec<Output> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+/// Frames the machine sent on `conn` in these outputs.
+fn sent(outputs: &[Output], conn: ConnId) -> Vec<Frame> {
+    let mut decoder = FrameDecoder::new(u32::MAX);
+    let mut frames = Vec::new();
+    for o in outputs {
+        if let Output::Send { conn: c, bytes } = o {
+            if *c == conn {
+                let mut input = &bytes[..];
+                while let Some(f) = decoder.decode_next(&mut input).unwrap() {
+                    frames.push(f);
+                }
+            }
+        }
+    }
+    frames
+}
+
+fn closed(outputs: &[Output], conn: ConnId) -> Option<CloseReason> {
+    outputs.iter().find_map(|o| match o {
+        Output::Close { conn: c, reason } if *c == conn => Some(*reason),
+        _ => None,
+    })
+}
+
+fn events(outputs: &[Output]) -> Vec<Event> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Notify(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A machine with one established session with "bob" on the returned connection.
+fn with_bob(now: Instant) -> (PeerMachine, ConnId) {
+    let mut m = machine(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &hello("bob", "netpeer", (1, 1)), now);
+    let out = drain(&mut m);
+    assert!(matches!(sent(&out, c).first(), Some(Frame::Hello(h)) if h.name == "alice"));
+    assert_eq!(events(&out), vec![Event::PeerJoined { name: "bob".into() }]);
+    assert_eq!(m.members(), vec!["bob"]);
+    (m, c)
+}
+
+#[test]
+fn data_before_hello_is_cut_off() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &data(1, "chat"), now);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, c), Some(CloseReason::ProtocolViolation));
+    assert!(!out.iter().any(|o| matches!(o, Output::Deliver(_))));
+    assert!(events(&out).is_empty(), "the room is untouched");
+    assert_eq!(m.members(), vec!["bob"]);
+    // Bob's session still delivers.
+    m.receive(bob, &data(1, "chat"), now);
+    let out = drain(&mut m);
+    assert!(matches!(&out[..], [Output::Deliver(msg)] if &*msg.from == "bob"));
+}
+
+#[test]
+fn garbage_or_an_oversized_prefix_closes_only_that_connection() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &[0, 0, 0, 3, 0xff, 0xfe, 0xfd], now);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, c), Some(CloseReason::ProtocolViolation));
+    assert_eq!(m.members(), vec!["bob"]);
+
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &u32::MAX.to_be_bytes(), now);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, c), Some(CloseReason::FrameTooLarge));
+    assert_eq!(m.members(), vec!["bob"]);
+
+    // The same on an established session: that member leaves, with the reason.
+    m.receive(bob, &(m.config().max_frame_len + 1).to_be_bytes(), now);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), Some(CloseReason::FrameTooLarge));
+    assert_eq!(
+        events(&out),
+        vec![Event::PeerLeft {
+            name: "bob".into(),
+            reason: LeaveReason::ProtocolViolation
+        }]
+    );
+}
+
+#[test]
+fn the_sender_is_the_session_never_a_frame_field() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    // A data frame has no sender field at all: whatever bob sends is bob's.
+    m.receive(bob, &data(7, "from-carol?"), now);
+    let out = drain(&mut m);
+    let [Output::Deliver(msg)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(&*msg.from, "bob");
+    // A replayed or older sequence number is dropped (exactly once).
+    m.receive(bob, &data(7, "again"), now);
+    m.receive(bob, &data(3, "older"), now);
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn wrong_network_or_version_is_rejected_with_a_reason() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &hello("bob", "elsewhere", (1, 1)), now);
+    let out = drain(&mut m);
+    assert!(
+        matches!(&sent(&out, c)[..], [Frame::Reject(r)] if r.reason == RejectReason::WrongNetwork)
+    );
+    assert_eq!(closed(&out, c), Some(CloseReason::Rejected));
+
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &hello("bob", "netpeer", (7, 9)), now);
+    let out = drain(&mut m);
+    assert!(matches!(
+        &sent(&out, c)[..],
+        [Frame::Reject(r)] if r.reason == RejectReason::IncompatibleVersion { min: 1, max: 1 }
+    ));
+    assert!(m.members().is_empty());
+}
+
+#[test]
+fn an_invalid_name_in_hello_is_a_protocol_violation() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    for bad in ["", "a\u{7}b", &"x".repeat(65)] {
+        let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+        m.receive(c, &hello(bad, "netpeer", (1, 1)), now);
+        let out = drain(&mut m);
+        assert_eq!(
+            closed(&out, c),
+            Some(CloseReason::ProtocolViolation),
+            "{bad:?}"
+        );
+    }
+    assert!(m.members().is_empty());
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_timeout() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    let deadline = m.poll_timeout().unwrap();
+    assert_eq!(deadline, now + m.config().handshake_timeout);
+    // A spurious early call does nothing.
+    m.handle_timeout(now + Duration::from_millis(1));
+    assert!(drain(&mut m).is_empty());
+    m.handle_timeout(deadline);
+    assert_eq!(
+        closed(&drain(&mut m), c),
+        Some(CloseReason::HandshakeTimeout)
+    );
+    assert_eq!(m.connection_count(), 0);
+}
+
+#[test]
+fn pending_handshakes_are_bounded() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    let max = m.config().max_pending_handshakes;
+    for _ in 0..max {
+        m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    }
+    assert_eq!(
+        m.accept(REMOTE.parse().unwrap(), now),
+        Err(AcceptError::TooManyPending(max))
+    );
+}
+
+#[test]
+fn a_full_room_rejects_newcomers() {
+    let now = Instant::now();
+    let mut c = Config::new("alice");
+    c.max_members = 2;
+    let mut m = PeerMachine::new(c, now).unwrap();
+    let c1 = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c1, &hello("bob", "netpeer", (1, 1)), now);
+    drain(&mut m);
+    let c2 = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c2, &hello("carol", "netpeer", (1, 1)), now);
+    let out = drain(&mut m);
+    assert!(
+        matches!(&sent(&out, c2)[..], [Frame::Reject(r)] if r.reason == RejectReason::RoomFull)
+    );
+    assert_eq!(m.members(), vec!["bob"]);
+}
+
+#[test]
+fn sends_that_cannot_fit_are_errors_for_the_caller() {
+    let now = Instant::now();
+    let (mut m, _) = with_bob(now);
+    let max = m.config().max_frame_len;
+    let big = Bytes::from(vec![0u8; max as usize + 1]);
+    assert!(matches!(
+        m.broadcast("k", big.clone(), now),
+        Err(SendError::TooLarge { .. })
+    ));
+    // Exactly max bytes of payload cannot fit either: the frame has a header.
+    let edge = Bytes::from(vec![0u8; max as usize]);
+    assert!(matches!(
+        m.send_to("bob", "k", edge, now),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        m.broadcast(&"k".repeat(256), Bytes::new(), now),
+        Err(SendError::KindTooLong(256))
+    ));
+    assert!(matches!(
+        m.set_state(big, now),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert!(drain(&mut m).is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_member_that_does_not_read_is_closed_as_a_slow_consumer() {
+    let now = Instant::now();
+    let mut c = Config::new("alice");
+    c.max_frame_len = 64 * 1024;
+    c.max_send_queue = 256 * 1024;
+    let mut m = PeerMachine::new(c, now).unwrap();
+    let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(bob, &hello("bob", "netpeer", (1, 1)), now);
+    drain(&mut m);
+    let chunk = Bytes::from(vec![1u8; 32 * 1024]);
+    let mut closed_at = None;
+    for i in 0..20 {
+        m.broadcast("k", chunk.clone(), now).unwrap();
+        let out = drain(&mut m);
+        if let Some(reason) = closed(&out, bob) {
+            closed_at = Some(i);
+            assert_eq!(reason, CloseReason::SlowConsumer);
+            assert_eq!(
+                events(&out),
+                vec![Event::PeerLeft {
+                    name: "bob".into(),
+                    reason: LeaveReason::SlowConsumer
+                }]
+            );
+            break;
+        }
+        assert!(m.queued_bytes(bob) <= 256 * 1024);
+    }
+    // 256 KiB hold seven 32 KiB frames plus headers; the eighth does not fit.
+    assert_eq!(closed_at, Some(7));
+
+    // When the transport reports progress, the same load never trips the bound.
+    let mut c = Config::new("alice");
+    c.max_frame_len = 64 * 1024;
+    c.max_send_queue = 256 * 1024;
+    let mut m = PeerMachine::new(c, now).unwrap();
+    let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(bob, &hello("bob", "netpeer", (1, 1)), now);
+    for o in drain(&mut m) {
+        if let Output::Send { conn, bytes } = o {
+            m.transmitted(conn, bytes.len());
+        }
+    }
+    for _ in 0..20 {
+        m.broadcast("k", chunk.clone(), now).unwrap();
+        for o in drain(&mut m) {
+            assert!(!matches!(o, Output::Close { .. }));
+            if let Output::Send { conn, bytes } = o {
+                m.transmitted(conn, bytes.len());
+            }
+        }
+    }
+    assert_eq!(m.queued_bytes(bob), 0);
+}
+
+#[test]
+fn leave_sends_leave_on_every_session_then_closes_flushing() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    let before = m.incarnation();
+    m.leave(now);
+    let out = drain(&mut m);
+    assert!(matches!(&sent(&out, bob)[..], [Frame::Leave(l)] if !l.expelled));
+    let reason = closed(&out, bob).unwrap();
+    assert_eq!(reason, CloseReason::Leave);
+    assert!(reason.flush());
+    assert!(m.members().is_empty());
+    assert_ne!(
+        m.incarnation(),
+        before,
+        "a fresh incarnation for the next join"
+    );
+}
+
+#[test]
+fn heartbeats_keep_a_session_alive_and_silence_ends_it() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    drain(&mut m);
+    let hb = m.config().heartbeat_interval;
+    let idle = m.config().idle_timeout;
+    m.handle_timeout(now + hb);
+    let out = drain(&mut m);
+    assert!(sent(&out, bob).contains(&Frame::Ping(0)));
+    m.handle_timeout(now + idle);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), Some(CloseReason::IdleTimeout));
+    assert_eq!(
+        events(&out),
+        vec![Event::PeerLeft {
+            name: "bob".into(),
+            reason: LeaveReason::TimedOut
+        }]
+    );
+}
