@@ -1,0 +1,60 @@
+//! What a runtime must provide: spawning, sockets, timers, name resolution. Nothing
+//! else differs between executors.
+
+use std::{future::Future, io, net::SocketAddr, time::Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// An async runtime: the only part of a netpeer adapter that depends on the executor.
+///
+/// `netpeer-tokio` and `netpeer-smol` each implement it in a few dozen lines; the
+/// driver, the [`Peer`](crate::Peer) handle and the event policy are written once, here.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A connected TCP stream.
+    type Stream: Send + 'static;
+    /// Its read half.
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    /// Its write half.
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    /// A bound TCP listener.
+    type Listener: Send + Sync + 'static;
+    /// A spawned task.
+    type Task: Task;
+
+    /// Spawns a task on the runtime.
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Binds a listener.
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// The address a listener is bound to.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+
+    /// Accepts one connection (with `TCP_NODELAY` set).
+    fn accept(
+        &self,
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// Dials (with `TCP_NODELAY` set).
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Splits a stream into halves that can be used from two tasks.
+    fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer);
+
+    /// Completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send;
+
+    /// Resolves `host:port`.
+    fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+}
+
+/// A handle to a spawned task.
+pub trait Task: Send + 'static {
+    /// Cancels the task (at its next await point).
+    fn abort(self);
+    /// Lets the task run to completion on its own.
+    fn detach(self);
+}
