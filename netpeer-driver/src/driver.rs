@@ -101,7 +101,6 @@ struct Driver<R: Runtime> {
     sink: EventSink,
     shared: Arc<Shared>,
     join_reply: Option<async_channel::Sender<Result<Entered, JoinError>>>,
-    view_changed: bool,
     /// `done` of connections closed (flushing) since the last loop turn.
     closing: Vec<async_channel::Receiver<()>>,
 }
@@ -128,7 +127,6 @@ pub(crate) async fn run<R: Runtime>(
             sink,
             shared,
             join_reply: None,
-            view_changed: false,
             closing: Vec::new(),
         };
         let mut timer: Option<(Instant, Sleep)> = None;
@@ -354,10 +352,6 @@ impl<R: Runtime> Driver<R> {
                 Output::Notify(event) => self.notify(event),
             }
         }
-        if self.view_changed {
-            self.view_changed = false;
-            *self.shared.members.lock().expect("not poisoned") = self.machine.members();
-        }
     }
 
     fn close(&mut self, conn: ConnId, flush: bool) {
@@ -398,50 +392,56 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn notify(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::EnteredNetwork { .. }
+                | Event::PeerJoined { .. }
+                | Event::PeerLeft { .. }
+                | Event::Rejected { .. }
+        ) {
+            // The snapshot is current before the application hears of the change.
+            *self.shared.members.lock().expect("not poisoned") = self.machine.members();
+        }
         let event = match event {
             Event::EnteredNetwork {
                 state,
                 members,
                 failed,
             } => {
-                self.view_changed = true;
                 *self.shared.state.lock().expect("not poisoned") = state.clone();
                 let entered = Entered {
                     state,
                     members,
                     failed,
                 };
-                self.reply_join(Ok(entered.clone()));
-                PeerEvent::Entered(entered)
+                // The event is queued before the join's caller is answered.
+                self.sink.push(PeerEvent::Entered(entered.clone()));
+                self.reply_join(Ok(entered));
+                return;
             }
-            Event::PeerJoined { name } => {
-                self.view_changed = true;
-                PeerEvent::Joined { name }
-            }
-            Event::PeerLeft { name, reason } => {
-                self.view_changed = true;
-                PeerEvent::Left { name, reason }
-            }
+            Event::PeerJoined { name } => PeerEvent::Joined { name },
+            Event::PeerLeft { name, reason } => PeerEvent::Left { name, reason },
             Event::Rejected { reason } => {
-                self.view_changed = true;
-                self.reply_join(Err(reason.clone().into()));
-                PeerEvent::Rejected { reason }
+                self.sink.push(PeerEvent::Rejected {
+                    reason: reason.clone(),
+                });
+                self.reply_join(Err(reason.into()));
+                return;
             }
             Event::ConnectFailed { addr, error } => {
                 let error = error.to_string();
-                self.reply_join(Err(JoinError::Unreachable {
-                    addr,
-                    error: error.clone(),
-                }));
-                PeerEvent::JoinFailed {
+                self.sink.push(PeerEvent::JoinFailed {
                     error: format!("could not reach {addr}: {error}"),
-                }
+                });
+                self.reply_join(Err(JoinError::Unreachable { addr, error }));
+                return;
             }
             Event::JoinTimedOut { addr } => {
-                self.reply_join(Err(JoinError::Timeout { addr }));
-                PeerEvent::JoinFailed {
+                self.sink.push(PeerEvent::JoinFailed {
                     error: format!("no welcome from {addr} within the join timeout"),
-                }
+                });
+                self.reply_join(Err(JoinError::Timeout { addr }));
+                return;
             }
             Event::StateChanged { state } => {
                 *self.shared.state.lock().expect("not poisoned") = state.clone();

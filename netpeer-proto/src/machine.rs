@@ -610,6 +610,12 @@ impl PeerMachine {
         self.members.values().filter(|m| m.in_view()).count()
     }
 
+    /// Rule 10: until its welcome, a joining peer's state is not the room's: it must
+    /// never overwrite the room's state with its own initial one.
+    fn may_push_state(&self) -> bool {
+        !matches!(self.join, JoinPhase::Joining { .. })
+    }
+
     fn see_epoch(&mut self, epoch: u64) {
         if epoch != UNRANKED {
             self.max_epoch = self.max_epoch.max(epoch);
@@ -1010,7 +1016,10 @@ impl PeerMachine {
             });
             self.send_frame(conn, &digest);
         }
-        if !hello.wants_welcome && state_is_newer(&self.state_version, &hello.state_version) {
+        if !hello.wants_welcome
+            && self.may_push_state()
+            && state_is_newer(&self.state_version, &hello.state_version)
+        {
             // Rule 10: a member behind on the state catches up.
             let frame = self.state_frame();
             self.send_bytes(conn, frame);
@@ -1046,7 +1055,7 @@ impl PeerMachine {
             }
             Frame::Announce(list) => self.on_member_list(conn, list, false),
             Frame::Digest(d) => {
-                if state_is_newer(&self.state_version, &d.state_version) {
+                if self.may_push_state() && state_is_newer(&self.state_version, &d.state_version) {
                     let frame = self.state_frame();
                     self.send_bytes(conn, frame);
                 }

@@ -480,3 +480,32 @@ fn one_seed_gives_byte_identical_traces_and_seeds_differ() {
     let (_, h3) = run(78);
     assert_ne!(h1, h3);
 }
+
+#[test]
+fn the_openers_initial_state_survives_joiners_with_their_own_initial_state() {
+    // Found by the tokio demo: a joiner pushed its (default) initial state into the
+    // room during its handshake, and its writer name outranked the opener's.
+    let mut sim = Sim::from_env(14);
+    let mut opener = sim.config_for("ana");
+    opener.initial_state = encode_value(&"topic").unwrap();
+    let ana = sim.add_peer_with(opener);
+    let mut peers = vec![ana];
+    for name in ["ben", "cleo", "dan", "zed"] {
+        let p = sim.add_peer(name);
+        sim.join(p, *peers.last().unwrap());
+        let ok = sim.run_until(Duration::from_secs(5), |s| entered(s, p).is_some());
+        assert!(ok, "seed {}", sim.seed());
+        assert_eq!(entered(&sim, p).unwrap().0, encode_value(&"topic").unwrap());
+        peers.push(p);
+    }
+    sim.run_until_quiet().unwrap();
+    for p in peers {
+        assert_eq!(
+            sim.machine(p).unwrap().state(),
+            &encode_value(&"topic").unwrap(),
+            "seed {}: {}",
+            sim.seed(),
+            sim.name(p)
+        );
+    }
+}

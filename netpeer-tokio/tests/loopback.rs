@@ -87,3 +87,261 @@ async fn duplicate_name_is_rejected() {
     assert!(matches!(err, JoinError::NameTaken), "{err:?}");
     assert_eq!(a.members(), vec!["b"]);
 }
+
+fn left_reason(e: &PeerEvent, who: &str) -> Option<LeaveReason> {
+    match e {
+        PeerEvent::Left { name, reason } if name == who => Some(*reason),
+        _ => None,
+    }
+}
+
+/// A peer on its own runtime and thread, which can be killed abruptly: its runtime
+/// is shut down, every task of it stops where it is and its sockets close with no
+/// `Leave`, as when a process dies.
+struct Doomed {
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn doomed(name: &'static str, join: String, messages: u32) -> (Doomed, std::sync::mpsc::Receiver<()>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let p = rt.block_on(async {
+            let p = peer(name).await;
+            p.join(&join).await.unwrap();
+            for i in 0..messages {
+                p.broadcast("n", &i).await.unwrap();
+            }
+            p
+        });
+        ready_tx.send(()).unwrap();
+        let _ = kill_rx.recv();
+        rt.shutdown_background();
+        // Never dropped: dropping the last handle would leave gracefully, and the
+        // point is a peer that dies without a word.
+        std::mem::forget(p);
+    });
+    (Doomed { kill, thread }, ready_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_disconnected_and_timed_out_are_told_apart() {
+    let a = peer("a").await;
+    let mut ea = a.events();
+    let addr = a.local_addr().to_string();
+
+    // Left: a graceful leave.
+    let b = peer("b").await;
+    b.join(&addr).await.unwrap();
+    b.leave().await.unwrap();
+    let e = wait_for(&mut ea, |e| left_reason(e, "b").is_some()).await;
+    assert_eq!(left_reason(&e, "b"), Some(LeaveReason::Left));
+
+    // Disconnected: the peer's runtime is killed mid-stream.
+    let (c, ready) = doomed("c", addr.clone(), 200);
+    tokio::task::spawn_blocking(move || ready.recv().unwrap())
+        .await
+        .unwrap();
+    wait_for(&mut ea, |e| matches!(e, PeerEvent::Joined { name } if name == "c")).await;
+    c.kill.send(()).unwrap();
+    let killed = std::time::Instant::now();
+    let e = wait_for(&mut ea, |e| left_reason(e, "c").is_some()).await;
+    assert_eq!(left_reason(&e, "c"), Some(LeaveReason::Disconnected));
+    assert!(killed.elapsed() < a.config().idle_timeout, "{:?}", killed.elapsed());
+    tokio::task::spawn_blocking(move || c.thread.join().unwrap())
+        .await
+        .unwrap();
+
+    // TimedOut: a member that completes its handshake and then falls silent, its
+    // socket open (a raw client speaking the protocol by hand).
+    let mut raw = raw_member(&a, "silent").await;
+    wait_for(&mut ea, |e| matches!(e, PeerEvent::Joined { name } if name == "silent")).await;
+    let silent_from = std::time::Instant::now();
+    let e = wait_for(&mut ea, |e| left_reason(e, "silent").is_some()).await;
+    assert_eq!(left_reason(&e, "silent"), Some(LeaveReason::TimedOut));
+    let took = silent_from.elapsed();
+    let config = a.config();
+    assert!(took <= config.idle_timeout + Duration::from_millis(500), "{took:?}");
+    // And a closed its end of the connection.
+    let mut buf = vec![0u8; 65536];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok());
+}
+
+/// A raw TCP client that performs the handshake with `peer` as member `name`.
+async fn raw_member(peer: &Peer, name: &str) -> tokio::net::TcpStream {
+    use netpeer_tokio::proto::wire::{Frame, Hello, StateVersion, encode_frame};
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(peer.local_addr()).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        versions: (1, 1),
+        network: peer.config().network.clone(),
+        name: name.into(),
+        incarnation: 1,
+        join_epoch: 1,
+        listen_port: 0,
+        advertise_ip: None,
+        observed_addr: None,
+        wants_welcome: false,
+        state_version: StateVersion::default(),
+    });
+    s.write_all(&encode_frame(&hello, 1 << 20).unwrap()).await.unwrap();
+    s
+}
+
+/// Reads until the peer closes the connection; `true` if it did within the bound.
+async fn cut_off(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(within, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_raw_clients_are_cut_off_and_the_room_keeps_working() {
+    use tokio::io::AsyncWriteExt;
+    let a = Peer::builder("a")
+        .configure(|c| c.handshake_timeout = Duration::from_millis(500))
+        .listen("127.0.0.1:0")
+        .await
+        .unwrap();
+    let b = peer("b").await;
+    let mut eb = b.events();
+    b.join(&a.local_addr().to_string()).await.unwrap();
+
+    // Garbage.
+    let mut g = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
+    g.write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    assert!(cut_off(&mut g, WAIT).await, "garbage client cut off");
+    // A 4 GiB length prefix.
+    let mut h = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
+    h.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert!(cut_off(&mut h, WAIT).await, "huge prefix cut off");
+    // Nothing at all: the handshake timeout frees it.
+    let mut n = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
+    let start = std::time::Instant::now();
+    assert!(cut_off(&mut n, WAIT).await, "silent client cut off");
+    assert!(start.elapsed() >= Duration::from_millis(450), "{:?}", start.elapsed());
+
+    // The room is untouched.
+    assert_eq!(a.members(), vec!["b"]);
+    a.broadcast("still", &"working").await.unwrap();
+    let e = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
+    let PeerEvent::Message(m) = e else { unreachable!() };
+    assert_eq!(m.decode::<String>().unwrap(), "working");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_8_mib_message_arrives_intact() {
+    let a = peer("a").await;
+    let b = peer("b").await;
+    let mut eb = b.events();
+    b.join(&a.local_addr().to_string()).await.unwrap();
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    a.broadcast_bytes("big", big.clone().into()).await.unwrap();
+    let e = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
+    let PeerEvent::Message(m) = e else { unreachable!() };
+    assert_eq!(m.kind, "big");
+    assert_eq!(m.payload.len(), big.len());
+    assert!(m.payload == big, "payload intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opener_rejoins_through_another_member() {
+    let a = peer("a").await;
+    let b = peer("b").await;
+    let c = peer("c").await;
+    let mut ec = c.events();
+    b.join(&a.local_addr().to_string()).await.unwrap();
+    c.join(&a.local_addr().to_string()).await.unwrap();
+    a.leave().await.unwrap();
+    wait_for(&mut ec, |e| left_reason(e, "a") == Some(LeaveReason::Left)).await;
+    b.set_state(&("topic", 7)).await.unwrap();
+    wait_for(&mut ec, |e| matches!(e, PeerEvent::StateChanged { .. })).await;
+    let entered = a.join(&c.local_addr().to_string()).await.unwrap();
+    assert_eq!(entered.members, vec!["b", "c"]);
+    assert_eq!(entered.state::<(String, i32)>().unwrap(), ("topic".into(), 7));
+    wait_for(&mut ec, |e| matches!(e, PeerEvent::Joined { name } if name == "a")).await;
+    assert_eq!(c.members(), vec!["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_leaves_gracefully() {
+    let a = peer("a").await;
+    let mut ea = a.events();
+    let b = peer("b").await;
+    b.join(&a.local_addr().to_string()).await.unwrap();
+    let b2 = b.clone();
+    drop(b);
+    // A clone is still alive: b is still in the room.
+    a.broadcast("ping", &1).await.unwrap();
+    assert_eq!(a.members(), vec!["b"]);
+    drop(b2);
+    let e = wait_for(&mut ea, |e| left_reason(e, "b").is_some()).await;
+    assert_eq!(left_reason(&e, "b"), Some(LeaveReason::Left));
+    assert!(a.members().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_event_consumer_gets_lagged_not_unbounded_memory() {
+    let a = peer("a").await;
+    let b = Peer::builder("b")
+        .event_capacity(8)
+        .listen("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut eb = b.events();
+    b.join(&a.local_addr().to_string()).await.unwrap();
+    // Drain what the join produced so the channel starts empty.
+    while eb.try_recv().is_some() {}
+    for i in 0..100u32 {
+        a.broadcast("n", &i).await.unwrap();
+    }
+    a.broadcast("last", &()).await.unwrap();
+    // Wait (bounded) until b's driver has handled everything: the channel is full.
+    tokio::time::timeout(WAIT, async {
+        while eb.len() < 8 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(eb.len() <= 8, "never more than the capacity");
+    let mut missed = 0;
+    let mut kept = Vec::new();
+    // The peer keeps running: a later message still arrives once there is room.
+    while kept.len() + (missed as usize) < 101 {
+        match wait_for(&mut eb, |_| true).await {
+            PeerEvent::Lagged { missed: m } => missed += m,
+            PeerEvent::Message(m) if m.kind == "n" => kept.push(m.decode::<u32>().unwrap()),
+            PeerEvent::Message(_) => kept.push(u32::MAX),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(missed >= 1, "something was dropped");
+    assert_eq!(kept.len() + missed as usize, 101);
+    // What was kept is in order: the oldest events, then nothing was reordered.
+    let ns: Vec<u32> = kept.iter().copied().filter(|n| *n != u32::MAX).collect();
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");
+}
