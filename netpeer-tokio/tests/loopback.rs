@@ -103,7 +103,11 @@ struct Doomed {
     thread: std::thread::JoinHandle<()>,
 }
 
-fn doomed(name: &'static str, join: String, messages: u32) -> (Doomed, std::sync::mpsc::Receiver<()>) {
+fn doomed(
+    name: &'static str,
+    join: String,
+    messages: u32,
+) -> (Doomed, std::sync::mpsc::Receiver<()>) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -148,12 +152,20 @@ async fn left_disconnected_and_timed_out_are_told_apart() {
     tokio::task::spawn_blocking(move || ready.recv().unwrap())
         .await
         .unwrap();
-    wait_for(&mut ea, |e| matches!(e, PeerEvent::Joined { name } if name == "c")).await;
+    wait_for(
+        &mut ea,
+        |e| matches!(e, PeerEvent::Joined { name } if name == "c"),
+    )
+    .await;
     c.kill.send(()).unwrap();
     let killed = std::time::Instant::now();
     let e = wait_for(&mut ea, |e| left_reason(e, "c").is_some()).await;
     assert_eq!(left_reason(&e, "c"), Some(LeaveReason::Disconnected));
-    assert!(killed.elapsed() < a.config().idle_timeout, "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < a.config().idle_timeout,
+        "{:?}",
+        killed.elapsed()
+    );
     tokio::task::spawn_blocking(move || c.thread.join().unwrap())
         .await
         .unwrap();
@@ -161,13 +173,20 @@ async fn left_disconnected_and_timed_out_are_told_apart() {
     // TimedOut: a member that completes its handshake and then falls silent, its
     // socket open (a raw client speaking the protocol by hand).
     let mut raw = raw_member(&a, "silent").await;
-    wait_for(&mut ea, |e| matches!(e, PeerEvent::Joined { name } if name == "silent")).await;
+    wait_for(
+        &mut ea,
+        |e| matches!(e, PeerEvent::Joined { name } if name == "silent"),
+    )
+    .await;
     let silent_from = std::time::Instant::now();
     let e = wait_for(&mut ea, |e| left_reason(e, "silent").is_some()).await;
     assert_eq!(left_reason(&e, "silent"), Some(LeaveReason::TimedOut));
     let took = silent_from.elapsed();
     let config = a.config();
-    assert!(took <= config.idle_timeout + Duration::from_millis(500), "{took:?}");
+    assert!(
+        took <= config.idle_timeout + Duration::from_millis(500),
+        "{took:?}"
+    );
     // And a closed its end of the connection.
     let mut buf = vec![0u8; 65536];
     let closed = tokio::time::timeout(WAIT, async {
@@ -186,7 +205,9 @@ async fn left_disconnected_and_timed_out_are_told_apart() {
 async fn raw_member(peer: &Peer, name: &str) -> tokio::net::TcpStream {
     use netpeer_tokio::proto::wire::{Frame, Hello, StateVersion, encode_frame};
     use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(peer.local_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(peer.local_addr())
+        .await
+        .unwrap();
     let hello = Frame::Hello(Hello {
         versions: (1, 1),
         network: peer.config().network.clone(),
@@ -199,7 +220,9 @@ async fn raw_member(peer: &Peer, name: &str) -> tokio::net::TcpStream {
         wants_welcome: false,
         state_version: StateVersion::default(),
     });
-    s.write_all(&encode_frame(&hello, 1 << 20).unwrap()).await.unwrap();
+    s.write_all(&encode_frame(&hello, 1 << 20).unwrap())
+        .await
+        .unwrap();
     s
 }
 
@@ -231,24 +254,38 @@ async fn hostile_raw_clients_are_cut_off_and_the_room_keeps_working() {
     b.join(&a.local_addr().to_string()).await.unwrap();
 
     // Garbage.
-    let mut g = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
-    g.write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut g = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
+    g.write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     assert!(cut_off(&mut g, WAIT).await, "garbage client cut off");
     // A 4 GiB length prefix.
-    let mut h = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut h = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
     h.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     assert!(cut_off(&mut h, WAIT).await, "huge prefix cut off");
     // Nothing at all: the handshake timeout frees it.
-    let mut n = tokio::net::TcpStream::connect(a.local_addr()).await.unwrap();
+    let mut n = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     assert!(cut_off(&mut n, WAIT).await, "silent client cut off");
-    assert!(start.elapsed() >= Duration::from_millis(450), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        start.elapsed()
+    );
 
     // The room is untouched.
     assert_eq!(a.members(), vec!["b"]);
     a.broadcast("still", &"working").await.unwrap();
     let e = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
-    let PeerEvent::Message(m) = e else { unreachable!() };
+    let PeerEvent::Message(m) = e else {
+        unreachable!()
+    };
     assert_eq!(m.decode::<String>().unwrap(), "working");
 }
 
@@ -258,10 +295,14 @@ async fn an_8_mib_message_arrives_intact() {
     let b = peer("b").await;
     let mut eb = b.events();
     b.join(&a.local_addr().to_string()).await.unwrap();
-    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
     a.broadcast_bytes("big", big.clone().into()).await.unwrap();
     let e = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
-    let PeerEvent::Message(m) = e else { unreachable!() };
+    let PeerEvent::Message(m) = e else {
+        unreachable!()
+    };
     assert_eq!(m.kind, "big");
     assert_eq!(m.payload.len(), big.len());
     assert!(m.payload == big, "payload intact");
@@ -281,8 +322,15 @@ async fn the_opener_rejoins_through_another_member() {
     wait_for(&mut ec, |e| matches!(e, PeerEvent::StateChanged { .. })).await;
     let entered = a.join(&c.local_addr().to_string()).await.unwrap();
     assert_eq!(entered.members, vec!["b", "c"]);
-    assert_eq!(entered.state::<(String, i32)>().unwrap(), ("topic".into(), 7));
-    wait_for(&mut ec, |e| matches!(e, PeerEvent::Joined { name } if name == "a")).await;
+    assert_eq!(
+        entered.state::<(String, i32)>().unwrap(),
+        ("topic".into(), 7)
+    );
+    wait_for(
+        &mut ec,
+        |e| matches!(e, PeerEvent::Joined { name } if name == "a"),
+    )
+    .await;
     assert_eq!(c.members(), vec!["a", "b"]);
 }
 
@@ -344,4 +392,26 @@ async fn a_slow_event_consumer_gets_lagged_not_unbounded_memory() {
     // What was kept is in order: the oldest events, then nothing was reordered.
     let ns: Vec<u32> = kept.iter().copied().filter(|n| *n != u32::MAX).collect();
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_and_127_0_0_1_are_the_same_room() {
+    let a = peer("a").await;
+    let b = peer("b").await;
+    let c = peer("c").await;
+    let port = a.local_addr().port();
+    // `localhost` may resolve to ::1 first; a refused candidate is skipped.
+    b.join(&format!("localhost:{port}")).await.unwrap();
+    c.join(&format!("127.0.0.1:{port}")).await.unwrap();
+    let mut ea = a.events();
+    tokio::time::timeout(WAIT, async {
+        while a.members() != ["b", "c"] || b.members() != ["a", "c"] {
+            wait_for(&mut ea, |_| true).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.members(), vec!["a", "b"]);
+    let err = c.join("no-such-host.invalid:1").await.unwrap_err();
+    assert!(matches!(err, JoinError::Resolve { .. }), "{err:?}");
 }
