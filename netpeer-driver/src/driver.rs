@@ -240,6 +240,8 @@ impl<R: Runtime> Driver<R> {
             Command::Leave { reply } => {
                 self.machine.leave(now);
                 self.route();
+                // Leaving empties the view without a PeerLeft per member.
+                *self.shared.members.lock().expect("not poisoned") = self.machine.members();
                 // The closed connections flush on their own; answer once they are done.
                 let waits = std::mem::take(&mut self.closing);
                 let rt = self.rt.clone();

@@ -83,7 +83,10 @@ async fn run() -> Result<(), String> {
     }
     for (peer, events) in &mut peers {
         while peer.members().len() < 4 {
-            expect(events, "a full mesh", |e| matches!(e, PeerEvent::Joined { .. })).await?;
+            expect(events, "a full mesh", |e| {
+                matches!(e, PeerEvent::Joined { .. })
+            })
+            .await?;
         }
     }
     demo.log("room", "full mesh: every peer sees the 4 others");
@@ -114,15 +117,20 @@ async fn run() -> Result<(), String> {
             return Err(format!("{} heard {heard:?}", peer.name()));
         }
     }
-    demo.log("room", "20 greetings delivered: each peer heard the 4 others");
+    demo.log(
+        "room",
+        "20 greetings delivered: each peer heard the 4 others",
+    );
 
     // 3. The opener leaves; the others see it leave gracefully.
     peers[0].0.leave().await.map_err(|e| e.to_string())?;
     demo.log("ana", "left the room");
     for (peer, events) in peers.iter_mut().skip(1) {
-        expect(events, "ana's leave", |e| {
-            matches!(e, PeerEvent::Left { name, reason: LeaveReason::Left } if name == "ana")
-        })
+        expect(
+            events,
+            "ana's leave",
+            |e| matches!(e, PeerEvent::Left { name, reason: LeaveReason::Left } if name == "ana"),
+        )
         .await?;
         demo.log(peer.name(), "saw ana leave (Left)");
     }
@@ -139,7 +147,10 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     for (peer, events) in peers.iter_mut().skip(2) {
-        let e = expect(events, "ben's message", |e| matches!(e, PeerEvent::Message(_))).await?;
+        let e = expect(events, "ben's message", |e| {
+            matches!(e, PeerEvent::Message(_))
+        })
+        .await?;
         if let PeerEvent::Message(m) = e {
             let text: String = m.decode().map_err(|e| e.to_string())?;
             demo.log(peer.name(), format!("heard {}: {text:?}", m.from));
@@ -165,9 +176,11 @@ async fn run() -> Result<(), String> {
         return Err("ana did not get the current room".into());
     }
     for (peer, events) in peers.iter_mut().skip(1) {
-        expect(events, "ana's return", |e| {
-            matches!(e, PeerEvent::Joined { name } if name == "ana")
-        })
+        expect(
+            events,
+            "ana's return",
+            |e| matches!(e, PeerEvent::Joined { name } if name == "ana"),
+        )
         .await?;
         demo.log(peer.name(), "saw ana join again");
     }
@@ -176,9 +189,11 @@ async fn run() -> Result<(), String> {
         .send_to("eve", "chat", &"hi eve, just you")
         .await
         .map_err(|e| e.to_string())?;
-    let e = expect(&mut peers[4].1, "ana's direct message", |e| {
-        matches!(e, PeerEvent::Message(m) if m.direct)
-    })
+    let e = expect(
+        &mut peers[4].1,
+        "ana's direct message",
+        |e| matches!(e, PeerEvent::Message(m) if m.direct),
+    )
     .await?;
     if let PeerEvent::Message(m) = e {
         demo.log("eve", format!("got a direct message from {}", m.from));

@@ -1,0 +1,57 @@
+//! # netpeer-tests
+//!
+//! The conformance suite of netpeer: one set of cases ([`cases`]), each written once and
+//! generic over [`netpeer_driver::Runtime`], run on real loopback sockets over every
+//! adapter and runtime ([`run`]): tokio (`netpeer-tokio`), smol's executor and
+//! async-std (both `netpeer-smol`), plus a mixed room whose members run on all three.
+//!
+//! `tests/conformance.rs` instantiates the suite once per runtime with
+//! [`conformance_suite!`]; a new adapter gets the whole suite by adding one runner and
+//! one line there.
+//!
+//! Every wait is bounded ([`support::within`], [`support::WAIT`]); nothing sleeps to
+//! synchronise; failure detection is made fast with [`support::fast`].
+#![forbid(unsafe_code)]
+
+pub mod cases;
+pub mod run;
+pub mod support;
+
+/// Instantiates every conformance case as a `#[test]` on one runtime.
+///
+/// `$run` is a function like [`run::tokio`]: it builds the runtime, hands its
+/// [`Runtime`](netpeer_driver::Runtime) value to the case and blocks until the case
+/// is over. The list of cases lives here, once; their code lives in [`cases`].
+///
+/// ```no_run
+/// mod smol {
+///     netpeer_tests::conformance_suite!(netpeer_tests::run::smol);
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($run:path) => {
+        $crate::conformance_suite!(@cases $run;
+            join,
+            broadcast,
+            send_to,
+            set_state,
+            leave,
+            drop_last_handle,
+            rejoin_through_another_member,
+            duplicate_name,
+            large_message,
+            garbage_client,
+            slow_consumer,
+        );
+    };
+    (@cases $run:path; $($case:ident,)*) => {
+        $(
+            #[test]
+            fn $case() {
+                $run(|rt| $crate::cases::$case(rt));
+            }
+        )*
+    };
+}
