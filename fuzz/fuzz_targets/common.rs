@@ -67,6 +67,7 @@ pub struct FInfo {
 
 #[derive(Debug, Arbitrary)]
 pub enum FReason {
+    Key,
     NameTaken,
     Version(u16, u16),
     Network,
@@ -95,6 +96,7 @@ pub enum FFrame {
     Ping(u64),
     Pong(u64),
     Leave(bool),
+    Noise(Vec<u8>),
 }
 
 impl FHello {
@@ -155,6 +157,7 @@ impl FFrame {
             }),
             FFrame::Reject(r) => Frame::Reject(Reject {
                 reason: match r {
+                    FReason::Key => RejectReason::KeyMismatch,
                     FReason::NameTaken => RejectReason::NameTaken,
                     FReason::Version(min, max) => RejectReason::IncompatibleVersion {
                         min: *min,
@@ -187,6 +190,7 @@ impl FFrame {
             FFrame::Ping(n) => Frame::Ping(*n),
             FFrame::Pong(n) => Frame::Pong(*n),
             FFrame::Leave(e) => Frame::Leave(Leave { expelled: *e }),
+            FFrame::Noise(m) => Frame::Noise(Bytes::from(m.clone())),
         }
     }
 
@@ -217,7 +221,15 @@ pub enum Op {
 pub const REMOTE: &str = "127.0.0.1:50000";
 
 pub fn config() -> Config {
+    config_keyed(false)
+}
+
+/// A configuration, private (with a room key) or open.
+pub fn config_keyed(keyed: bool) -> Config {
     let mut c = Config::new("alice");
+    if keyed {
+        c.room_key = Some(netpeer_proto::RoomKey::from_bytes([7; 32]));
+    }
     c.listen_port = 3000;
     c.max_frame_len = 64 * 1024;
     c.max_send_queue = 256 * 1024;

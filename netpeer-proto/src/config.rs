@@ -75,6 +75,12 @@ pub struct Config {
     pub max_send_queue: usize,
     /// Seed of every random choice this machine makes (incarnations, jitter, gossip).
     pub seed: u64,
+    /// The room key of a private room: every connection is then a Noise session bound
+    /// to it (see [`RoomKey`](crate::RoomKey)). `None`: an open room.
+    pub room_key: Option<crate::RoomKey>,
+    /// Seed of the Noise ephemeral keys. Adapters fill it from the operating system's
+    /// random source; `None` derives it from `seed` (deterministic, for simulations).
+    pub crypto_seed: Option<[u8; 32]>,
 }
 
 impl Config {
@@ -102,6 +108,8 @@ impl Config {
             max_pending_handshakes: 64,
             max_send_queue: 32 * 1024 * 1024 + 64 * 1024,
             seed: 0,
+            room_key: None,
+            crypto_seed: None,
         }
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod event;
 mod machine;
 mod membership;
+mod secure;
 mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -34,6 +35,7 @@ pub use event::{
     CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
 };
 pub use machine::PeerMachine;
+pub use secure::{NOISE_PATTERN, RoomKey, SecureError};
 pub use wire::StateVersion;
 
 /// Encodes any serialisable value as CBOR bytes (for payloads and state).

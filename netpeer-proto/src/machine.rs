@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -22,6 +22,7 @@ use crate::{
     membership::{
         Member, Redial, Tombstones, incumbent_wins, normalize, state_is_newer, tombstone_ttl,
     },
+    secure::SecureChannel,
     session::{
         Direction, Hold, Phase, Probe, Purpose, Remote, Session, TimerVerdict, backoff,
         keep_connection_dialled_by_us, probe_deadline,
@@ -104,6 +105,9 @@ impl Cause {
 /// conflict (rule 3).
 const UNRANKED: u64 = u64::MAX;
 
+/// Largest jump of the join epoch accepted from a remote (hostile input bound).
+const MAX_EPOCH_JUMP: u64 = 1 << 32;
+
 /// Rule 12: where a member that dialled us from `remote` can be dialled: the IP it
 /// advertises or the one we see, and the port it listens on.
 fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
@@ -152,6 +156,10 @@ fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
 pub struct PeerMachine {
     config: Config,
     rng: ChaCha8Rng,
+    /// Seeds the Noise ephemeral keys of private rooms (a CSPRNG).
+    crypto_rng: ChaCha20Rng,
+    /// Reused buffer for decrypted input.
+    plaintext: Vec<u8>,
     now: Instant,
     incarnation: u64,
     join_epoch: u64,
@@ -174,6 +182,11 @@ impl PeerMachine {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let crypto_rng = ChaCha20Rng::from_seed(
+            config
+                .crypto_seed
+                .unwrap_or_else(|| crate::secure::session_seed(&mut rng)),
+        );
         let incarnation = rng.next_u64();
         let state = config.initial_state.clone();
         let state_version = StateVersion {
@@ -184,6 +197,8 @@ impl PeerMachine {
         Ok(PeerMachine {
             config,
             rng,
+            crypto_rng,
+            plaintext: Vec::new(),
             now,
             incarnation,
             join_epoch: 0,
@@ -320,7 +335,11 @@ impl PeerMachine {
             return Err(AcceptError::TooManyPending(pending));
         }
         let conn = self.alloc_conn();
-        let session = Session::new(Direction::Inbound, normalize(remote), &self.config, now);
+        let mut session = Session::new(Direction::Inbound, normalize(remote), &self.config, now);
+        if let Some(key) = &self.config.room_key {
+            let seed = crate::secure::session_seed(&mut self.crypto_rng);
+            session.secure = Some(SecureChannel::responder(key, seed));
+        }
         self.sessions.insert(conn, session);
         Ok(conn)
     }
@@ -335,6 +354,20 @@ impl PeerMachine {
             return;
         }
         s.phase = Phase::Handshake;
+        if let Some(key) = &self.config.room_key {
+            // Private room: the Noise handshake comes first; Hello follows, encrypted.
+            let seed = crate::secure::session_seed(&mut self.crypto_rng);
+            let (channel, first) = SecureChannel::initiator(key, seed);
+            s.secure = Some(channel);
+            return self.send_plain_frame(conn, &Frame::Noise(first));
+        }
+        self.send_hello(conn);
+    }
+
+    fn send_hello(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         let wants_welcome = s.purpose() == Some(&Purpose::Join);
         let addr = s.addr;
         let hello = self.hello(addr, wants_welcome);
@@ -357,15 +390,47 @@ impl PeerMachine {
             return;
         }
         s.last_recv = now;
+        if let Some(channel) = s.secure.as_mut().filter(|c| c.is_transport()) {
+            // Private room: decrypt the segments, then decode the frames inside.
+            let mut plaintext = std::mem::take(&mut self.plaintext);
+            plaintext.clear();
+            let result = channel.decrypt(data, &mut plaintext);
+            match result {
+                Ok(()) => self.receive_frames(conn, &plaintext),
+                Err(_) => self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation)),
+            }
+            if plaintext.capacity() <= 1 << 20 {
+                self.plaintext = plaintext;
+            }
+            return;
+        }
+        self.receive_frames(conn, data);
+    }
+
+    /// Decodes and handles every frame in `data` (plaintext).
+    fn receive_frames(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         let Some(mut decoder) = s.decoder.take() else {
             return;
         };
+        let was_secure = s.is_secure();
         let mut input = data;
         loop {
             match decoder.decode_next(&mut input) {
                 Ok(Some(frame)) => {
                     self.on_frame(conn, frame);
-                    if !self.sessions.contains_key(&conn) {
+                    let Some(s) = self.sessions.get_mut(&conn) else {
+                        return;
+                    };
+                    if !was_secure && s.is_secure() {
+                        // The Noise handshake just completed: the rest is ciphertext.
+                        s.decoder = Some(decoder);
+                        if !input.is_empty() {
+                            let now = self.now;
+                            self.receive(conn, input, now);
+                        }
                         return;
                     }
                 }
@@ -555,7 +620,8 @@ impl PeerMachine {
             });
         }
         self.state_version = StateVersion {
-            counter: self.state_version.counter + 1,
+            // A hostile member may have pushed the counter to its end: saturate.
+            counter: self.state_version.counter.saturating_add(1),
             writer: self.config.name.clone(),
         };
         self.state = state;
@@ -616,8 +682,10 @@ impl PeerMachine {
         !matches!(self.join, JoinPhase::Joining { .. })
     }
 
+    /// Rule 3: join epochs only grow by one per join; a remote claiming a jump beyond
+    /// [`MAX_EPOCH_JUMP`] (or the unranked value) does not move ours.
     fn see_epoch(&mut self, epoch: u64) {
-        if epoch != UNRANKED {
+        if epoch < UNRANKED - 1 && epoch - self.max_epoch.min(epoch) <= MAX_EPOCH_JUMP {
             self.max_epoch = self.max_epoch.max(epoch);
         }
     }
@@ -688,8 +756,21 @@ impl PeerMachine {
         encode_frame(&frame, u32::MAX).expect("no limit")
     }
 
-    /// Queues bytes on a connection; crossing `max_send_queue` closes it (rule 11).
+    /// Queues bytes on a connection (encrypted in a private room); crossing
+    /// `max_send_queue` closes it (rule 11).
     fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let bytes = match s.secure.as_mut().filter(|c| c.is_transport()) {
+            Some(channel) => channel.encrypt(&bytes),
+            None => bytes,
+        };
+        self.push_bytes(conn, bytes);
+    }
+
+    /// Queues bytes as they are (the Noise handshake and what precedes it).
+    fn push_bytes(&mut self, conn: ConnId, bytes: Bytes) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -711,6 +792,39 @@ impl PeerMachine {
         }
     }
 
+    fn send_plain_frame(&mut self, conn: ConnId, frame: &Frame) {
+        let bytes = encode_frame(frame, u32::MAX).expect("no limit");
+        self.push_bytes(conn, bytes);
+    }
+
+    /// A Noise handshake message (private rooms).
+    fn on_noise(&mut self, conn: ConnId, message: Bytes) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let Some(channel) = s.secure.as_mut() else {
+            // We have no room key; the other side has one.
+            return self.reject(conn, RejectReason::KeyMismatch);
+        };
+        if channel.is_transport() {
+            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        match channel.read_handshake(&message) {
+            // Another key (or a forgery): refused in plaintext, we share no key.
+            Err(_) => self.reject(conn, RejectReason::KeyMismatch),
+            Ok(reply) => {
+                let inbound = s.is_inbound();
+                if let Some(reply) = reply {
+                    self.send_plain_frame(conn, &Frame::Noise(reply));
+                }
+                if !inbound {
+                    // Both keys agree: the dialer opens with its (encrypted) Hello.
+                    self.send_hello(conn);
+                }
+            }
+        }
+    }
+
     fn reject(&mut self, conn: ConnId, reason: RejectReason) {
         self.send_frame(
             conn,
@@ -728,7 +842,17 @@ impl PeerMachine {
             return;
         };
         match (&s.phase, frame) {
+            (Phase::Established, Frame::Noise(_)) => {
+                self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation))
+            }
             (Phase::Established, frame) => self.on_session_frame(conn, frame),
+            (Phase::Handshake, Frame::Noise(message)) => self.on_noise(conn, message),
+            (Phase::Handshake, Frame::Hello(_))
+                if self.config.room_key.is_some() && !s.is_secure() =>
+            {
+                // A peer without the room key (it spoke in plaintext).
+                self.reject(conn, RejectReason::KeyMismatch)
+            }
             (Phase::Handshake, Frame::Hello(hello)) => self.on_hello(conn, hello),
             (Phase::Handshake, Frame::Reject(r)) if !s.is_inbound() => {
                 self.drop_session(conn, Cause::RemoteRejected(r.reason))
@@ -940,7 +1064,8 @@ impl PeerMachine {
             let ours = self.hello(observed, false);
             self.send_frame(conn, &Frame::Hello(ours));
             if hello.wants_welcome {
-                self.max_epoch += 1;
+                // Never reaches UNRANKED: see_epoch bounds what remotes can push.
+                self.max_epoch = self.max_epoch.saturating_add(1).min(UNRANKED - 1);
                 let welcome = Welcome {
                     join_epoch: self.max_epoch,
                     members: self.view_infos(Some(&hello.name)),
@@ -992,7 +1117,10 @@ impl PeerMachine {
             self.close_quietly(h, CloseReason::Duplicate);
         }
         let joining = self.is_joining();
-        if !silent && !joining {
+        if !silent && self.reports_membership(conn) {
+            if let Some(m) = self.members.get_mut(&name) {
+                m.reported = true;
+            }
             self.notify(Event::PeerJoined { name: name.clone() });
         }
         if !known && !silent {
@@ -1037,7 +1165,7 @@ impl PeerMachine {
     /// Frames on an established session.
     fn on_session_frame(&mut self, conn: ConnId, frame: Frame) {
         match frame {
-            Frame::Hello(_) => {
+            Frame::Hello(_) | Frame::Noise(_) => {
                 self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation))
             }
             Frame::Welcome(w) => {
@@ -1179,6 +1307,9 @@ impl PeerMachine {
         }
         let failed = std::mem::take(failed).into_iter().collect();
         self.join = JoinPhase::Idle;
+        for m in self.members.values_mut() {
+            m.reported = m.in_view();
+        }
         let event = Event::EnteredNetwork {
             state: self.state.clone(),
             members: self.members(),
@@ -1232,11 +1363,14 @@ impl PeerMachine {
             }
             Some(m) => {
                 if let Some(conn) = m.conn {
-                    // Rule 3: another incarnation of a member we are connected to.
-                    if m.challenger.is_none() {
+                    // Rule 3: another incarnation of a member we are connected to: probe
+                    // it. A claimant without a rank (a newcomer not yet welcomed) never
+                    // challenges: if the holder is gone, the newcomer enters through its
+                    // contact and dials us; if the holder answers, it is refused.
+                    if info.join_epoch != UNRANKED && m.challenger.is_none() {
                         m.challenger = Some(info);
-                        self.start_probe(conn);
                     }
+                    self.start_probe(conn);
                 } else {
                     // The one we knew is lost; the one we heard of is alive somewhere.
                     m.reincarnate(info.incarnation, info.join_epoch);
@@ -1330,6 +1464,10 @@ impl PeerMachine {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
+        // Released already (and perhaps admitted): leave its phase alone.
+        if !matches!(s.phase, Phase::Held { .. }) {
+            return;
+        }
         let Phase::Held { hello, .. } = std::mem::replace(&mut s.phase, Phase::Handshake) else {
             return;
         };
@@ -1401,7 +1539,10 @@ impl PeerMachine {
             }
         }
         if let Some(ch) = challenger {
-            if !expelled && incumbent_wins((ch.join_epoch, ch.incarnation), holder) {
+            // Only ranks we know are compared: a holder we met while it was still
+            // joining has none yet here, and the rule must pick the same winner everywhere.
+            let ranked = holder.0 != UNRANKED && ch.join_epoch != UNRANKED;
+            if !expelled && ranked && incumbent_wins((ch.join_epoch, ch.incarnation), holder) {
                 if let Some(addr) = ch.addr {
                     // Challenge: meet the other incarnation; its Hello settles it.
                     let dialing = self.members.get(&name).and_then(|m| m.dialing);
@@ -1540,11 +1681,24 @@ impl PeerMachine {
         self.notify(event);
     }
 
-    /// An established member's session ended.
+    /// Whether a new session on `conn` is reported with `PeerJoined`: always, except
+    /// for the contact while we wait for its welcome, and for everyone while we connect
+    /// to the welcome's members (`EnteredNetwork` reports the room then). A join that
+    /// fails before its welcome thus never leaves a member in view that the
+    /// application was not told about.
+    fn reports_membership(&self, conn: ConnId) -> bool {
+        match &self.join {
+            JoinPhase::Idle => true,
+            JoinPhase::Joining { contact, .. } => *contact != conn,
+            JoinPhase::Entering { .. } => false,
+        }
+    }
+
+    /// An established member's session ended. `PeerLeft` is reported iff the
+    /// application was told the member is in the room.
     fn member_lost(&mut self, name: &str, conn: ConnId, cause: &Cause) {
         let now = self.now;
         let unit = self.unit_random();
-        let joining = self.is_joining();
         let Some(m) = self.members.get_mut(name) else {
             return;
         };
@@ -1552,15 +1706,16 @@ impl PeerMachine {
             return;
         }
         m.conn = None;
+        let reported = std::mem::replace(&mut m.reported, false);
         let challenger = m.challenger.take();
         let reason = cause.leave_reason();
-        if let Some(reason) = reason {
-            if !joining {
-                self.notify(Event::PeerLeft {
-                    name: name.to_owned(),
-                    reason,
-                });
-            }
+        if reported {
+            // A reported member that goes for a reason of ours (our join through it
+            // timed out) has, for the application, disconnected.
+            self.notify(Event::PeerLeft {
+                name: name.to_owned(),
+                reason: reason.unwrap_or(LeaveReason::Disconnected),
+            });
         }
         let m = self.members.get_mut(name).expect("present");
         match reason {

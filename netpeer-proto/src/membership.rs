@@ -39,6 +39,9 @@ pub(crate) struct Member {
     pub(crate) last_seq: u64,
     /// Another incarnation of this name we heard of while connected (rule 3).
     pub(crate) challenger: Option<MemberInfo>,
+    /// The application was told it is in the room (`PeerJoined` or `EnteredNetwork`)
+    /// and not told since that it left.
+    pub(crate) reported: bool,
 }
 
 impl Member {
@@ -53,6 +56,7 @@ impl Member {
             redial: None,
             last_seq: 0,
             challenger: None,
+            reported: false,
         }
     }
 
@@ -86,9 +90,15 @@ pub(crate) fn incumbent_wins(a: (u64, u64), b: (u64, u64)) -> bool {
     a < b
 }
 
-/// Rule 10: a state update is adopted iff its version is higher than ours.
+/// Largest step of the state counter accepted from a remote in one update: honest
+/// members count one by one, so a jump beyond this is hostile (it would let one member
+/// push the counter to its end and freeze the state for everyone).
+pub(crate) const MAX_STATE_JUMP: u64 = 1 << 32;
+
+/// Rule 10: a state update is adopted iff its version is higher than ours (and its
+/// counter did not jump by more than [`MAX_STATE_JUMP`]).
 pub(crate) fn state_is_newer(candidate: &StateVersion, current: &StateVersion) -> bool {
-    candidate > current
+    candidate > current && candidate.counter - current.counter <= MAX_STATE_JUMP
 }
 
 /// Rule 12: addresses are compared in canonical form (IPv4-mapped IPv6 → IPv4).

@@ -79,6 +79,8 @@ pub(crate) struct Session {
     /// Bytes handed to the driver and not yet reported transmitted.
     pub(crate) queued: usize,
     pub(crate) probe: Option<Probe>,
+    /// The Noise channel of a private room.
+    pub(crate) secure: Option<crate::secure::SecureChannel>,
 }
 
 impl Session {
@@ -98,11 +100,17 @@ impl Session {
             last_send: now,
             queued: 0,
             probe: None,
+            secure: None,
         }
     }
 
     pub(crate) fn is_established(&self) -> bool {
         matches!(self.phase, Phase::Established)
+    }
+
+    /// Whether the connection's Noise handshake is complete (private rooms).
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure.as_ref().is_some_and(|c| c.is_transport())
     }
 
     pub(crate) fn is_inbound(&self) -> bool {

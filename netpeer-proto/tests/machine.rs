@@ -376,3 +376,91 @@ fn heartbeats_keep_a_session_alive_and_silence_ends_it() {
         }]
     );
 }
+
+#[test]
+fn fuzz_regression_state_counter_at_its_end_does_not_overflow() {
+    // Found by `fuzz/run.sh` (target `machine`): a member sent a state version with
+    // counter u64::MAX; our next set_state computed counter + 1.
+    use netpeer_proto::wire::StateUpdate;
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    let hostile = encode_frame(
+        &Frame::State(StateUpdate {
+            version: StateVersion {
+                counter: u64::MAX,
+                writer: "bob".into(),
+            },
+            state: Bytes::from_static(b"\x01"),
+        }),
+        1 << 20,
+    )
+    .unwrap();
+    m.receive(bob, &hostile, now);
+    drain(&mut m);
+    // A jump to the counter's end is refused outright.
+    assert_eq!(m.state_version().counter, 0);
+    assert_eq!(m.state(), &Bytes::from_static(b"\xf6"));
+    // And even a counter legitimately near its end saturates instead of panicking.
+    let near = encode_frame(
+        &Frame::State(StateUpdate {
+            version: StateVersion {
+                counter: 1 << 32,
+                writer: "bob".into(),
+            },
+            state: Bytes::from_static(b"\x02"),
+        }),
+        1 << 20,
+    )
+    .unwrap();
+    m.receive(bob, &near, now);
+    assert_eq!(m.state_version().counter, 1 << 32);
+    m.set_state(Bytes::from_static(b"\x03"), now).unwrap();
+    assert_eq!(m.state_version().counter, (1 << 32) + 1);
+}
+
+#[test]
+fn fuzz_regression_join_epoch_at_its_end_does_not_overflow() {
+    // Found by `fuzz/run.sh` (target `handshake`): a Hello with join_epoch u64::MAX - 1
+    // raised our epoch counter; the next welcome computed it + 1, twice.
+    let now = Instant::now();
+    let mut m = machine(now);
+    let remote = REMOTE.parse().unwrap();
+    let mut hostile = Hello {
+        versions: (1, 1),
+        network: "netpeer".into(),
+        name: "mallory".into(),
+        incarnation: 1,
+        join_epoch: u64::MAX - 1,
+        listen_port: 4000,
+        advertise_ip: None,
+        observed_addr: None,
+        wants_welcome: false,
+        state_version: StateVersion::default(),
+    };
+    let c = m.accept(remote, now).unwrap();
+    m.receive(
+        c,
+        &encode_frame(&Frame::Hello(hostile.clone()), 1 << 20).unwrap(),
+        now,
+    );
+    drain(&mut m);
+    for (i, name) in ["n1", "n2", "n3"].iter().enumerate() {
+        hostile.name = (*name).into();
+        hostile.incarnation = 10 + i as u64;
+        hostile.wants_welcome = true;
+        let c = m.accept(remote, now).unwrap();
+        m.receive(
+            c,
+            &encode_frame(&Frame::Hello(hostile.clone()), 1 << 20).unwrap(),
+            now,
+        );
+        let out = drain(&mut m);
+        let welcome = sent(&out, c).into_iter().find_map(|f| match f {
+            Frame::Welcome(w) => Some(w),
+            _ => None,
+        });
+        // Welcomed with a small epoch: the hostile one did not move ours.
+        assert_eq!(welcome.unwrap().join_epoch, i as u64 + 1);
+    }
+    assert_eq!(m.members(), vec!["mallory", "n1", "n2", "n3"]);
+}

@@ -509,3 +509,41 @@ fn the_openers_initial_state_survives_joiners_with_their_own_initial_state() {
         );
     }
 }
+
+#[test]
+fn everyone_joins_at_once_through_random_earlier_peers() {
+    // The join graph is a random tree: most contacts are themselves still joining.
+    for seed in 0..10u64 {
+        let mut sim = Sim::new(seed);
+        let peers: Vec<PeerId> = (0..16).map(|i| sim.add_peer(&format!("p{i:02}"))).collect();
+        let mut pick = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        for i in 1..peers.len() {
+            pick = pick
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let via = (pick >> 33) as usize % i;
+            sim.join(peers[i], peers[via]);
+        }
+        let start = sim.now();
+        let ok = sim.run_until(Duration::from_secs(30), |s| {
+            peers.iter().all(|p| s.view(*p).len() == peers.len() - 1)
+        });
+        assert!(
+            ok,
+            "seed {seed}: no full mesh; views {:?}",
+            peers.iter().map(|p| sim.view(*p).len()).collect::<Vec<_>>()
+        );
+        let took = sim.now() - start;
+        sim.run_until_quiet().unwrap();
+        sim.check_full_mesh(&peers).unwrap();
+        sim.check_all().unwrap();
+        for &p in &peers[1..] {
+            assert!(
+                entered(&sim, p).is_some(),
+                "seed {seed}: {} entered",
+                sim.name(p)
+            );
+        }
+        eprintln!("seed {seed}: full mesh of 16 after {took:?} (virtual)");
+    }
+}

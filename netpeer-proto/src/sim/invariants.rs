@@ -1,6 +1,13 @@
 //! Invariant checks any test can call. Each returns `Err` with the seed and what broke.
+//!
+//! Some invariants are watched while the simulation runs (a delivery from a member not
+//! in the receiver's view, a send queue over its bound, a `PeerJoined` for a member
+//! already in view or a `PeerLeft` for one that is not); what they find is reported by
+//! [`Sim::check_running`] and so by [`Sim::check_all`].
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{ConnId, Event, Message};
 
 use super::{PeerId, Sim};
 
@@ -12,6 +19,121 @@ impl Sim {
             super::SEED_ENV,
             self.seed
         ))
+    }
+
+    fn violation(&mut self, p: PeerId, what: String) {
+        let line = format!("at {:?} {}: {what}", self.now, self.peers[p.0].name);
+        self.trace
+            .push(format!("{:>12.6} ! {line}", self.now.as_secs_f64()));
+        self.violations.push(line);
+    }
+
+    /// Watched on every send: the connection's queue is within `max_send_queue`.
+    pub(super) fn check_queue(&mut self, p: PeerId, conn: ConnId) {
+        let Some(m) = self.peers[p.0].machine.as_ref() else {
+            return;
+        };
+        let (queued, max) = (m.queued_bytes(conn), m.config().max_send_queue);
+        if queued > max {
+            self.violation(
+                p,
+                format!("send queue of {conn} holds {queued} > {max} bytes"),
+            );
+        }
+    }
+
+    /// Watched on every delivery: the sender is a member in the receiver's view, and
+    /// not the receiver itself.
+    pub(super) fn check_delivered_from_member(&mut self, p: PeerId, msg: &Message) {
+        let Some(m) = self.peers[p.0].machine.as_ref() else {
+            return;
+        };
+        let from = &*msg.from;
+        if from == m.name() || !m.members().iter().any(|n| n == from) {
+            self.violation(
+                p,
+                format!("delivery of {:?} attributed to non-member {from}", msg.kind),
+            );
+        }
+    }
+
+    /// Watched on every event: the room the application builds from events alone.
+    pub(super) fn track_event(&mut self, p: PeerId, event: &Event) {
+        let now = self.now;
+        let alone = self.peers[p.0]
+            .machine
+            .as_ref()
+            .is_none_or(|m| m.members().is_empty());
+        let peer = &mut self.peers[p.0];
+        let problem = match event {
+            Event::EnteredNetwork { members, .. } => {
+                peer.event_view = members.iter().cloned().collect();
+                None
+            }
+            Event::PeerJoined { name } => (!peer.event_view.insert(name.clone()))
+                .then(|| format!("PeerJoined {name}, which was in view already")),
+            Event::PeerLeft { name, reason } => (!peer.event_view.remove(name))
+                .then(|| format!("PeerLeft {name} ({reason:?}), which was not in view")),
+            Event::Rejected { .. } if alone => {
+                // Refused at join time, or expelled from the room (then it left).
+                peer.departures.push(now);
+                peer.event_view.clear();
+                None
+            }
+            _ => None,
+        };
+        if let Some(what) = problem {
+            self.violation(p, what);
+        }
+    }
+
+    /// What was watched while running: no delivery from a non-member, every send queue
+    /// within its bound at every send, events consistent with the view (no
+    /// `PeerJoined` for a member in view, no `PeerLeft` for one not in view).
+    pub fn check_running(&self) -> Result<(), String> {
+        match self.violations.first() {
+            Some(v) => self.fail(format!(
+                "{v} ({} violation(s) in all)",
+                self.violations.len()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The application's view built from events (`EnteredNetwork`, `PeerJoined`,
+    /// `PeerLeft`, `Rejected`, and its own `leave`) equals the machine's view, for
+    /// every running peer that is not in the middle of a join.
+    pub fn check_event_views(&self) -> Result<(), String> {
+        for p in self.peer_ids() {
+            let Some(m) = self.machine(p) else { continue };
+            if self.peers[p.0].frozen || m.is_joining() {
+                continue;
+            }
+            let from_events: Vec<String> = self.peers[p.0].event_view.iter().cloned().collect();
+            let view = m.members();
+            if from_events != view {
+                return self.fail(format!(
+                    "{}: events say the room is {from_events:?}, the view is {view:?}",
+                    self.name(p)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After faults stop, the network heals and the run is quiet: every running peer
+    /// is in one room with every other (one full mesh, unique names, one connection per
+    /// pair), see [`check_full_mesh`](Self::check_full_mesh).
+    pub fn check_converged(&self) -> Result<(), String> {
+        let live: Vec<PeerId> = self
+            .peer_ids()
+            .into_iter()
+            .filter(|p| self.is_live(*p))
+            .collect();
+        if live.len() < 2 {
+            return Ok(());
+        }
+        self.check_full_mesh(&live)
     }
 
     /// The given peers form one full mesh: each one's view is exactly the others' names,
@@ -71,21 +193,22 @@ impl Sim {
         self.peers[p.0].conns.get(&conn).map(|(link, _)| *link)
     }
 
-    /// Views are symmetric: if `a` has `b` in view, `b` has `a` (among running peers).
+    /// Views are symmetric: if `a` has `b` in view, `b` has `a` (among running peers;
+    /// with several peers of one name, one of them).
     pub fn check_symmetry(&self) -> Result<(), String> {
-        let by_name: BTreeMap<&str, PeerId> = self
-            .peer_ids()
-            .into_iter()
-            .filter(|p| self.is_live(*p))
-            .map(|p| (self.name(p), p))
-            .collect();
-        for (&name, &p) in &by_name {
-            for other in self.view(p) {
-                let Some(&q) = by_name.get(other.as_str()) else {
-                    return self.fail(format!("{name} sees {other}, which is not running"));
-                };
-                if !self.view(q).iter().any(|n| n == name) {
-                    return self.fail(format!("{name} sees {other} but not the reverse"));
+        let mut by_name: BTreeMap<&str, Vec<PeerId>> = BTreeMap::new();
+        for p in self.peer_ids().into_iter().filter(|p| self.is_live(*p)) {
+            by_name.entry(self.name(p)).or_default().push(p);
+        }
+        for (&name, holders) in &by_name {
+            for &p in holders {
+                for other in self.view(p) {
+                    let Some(qs) = by_name.get(other.as_str()) else {
+                        return self.fail(format!("{name} sees {other}, which is not running"));
+                    };
+                    if !qs.iter().any(|q| self.view(*q).iter().any(|n| n == name)) {
+                        return self.fail(format!("{name} sees {other} but not the reverse"));
+                    }
                 }
             }
         }
@@ -94,10 +217,15 @@ impl Sim {
 
     /// Delivery invariants (rule 9): every delivery matches a message that was sent by
     /// the named sender (delivered ⊆ sent, no forged sender), no message is delivered
-    /// twice, per sender delivery is FIFO, a direct message reaches only its target;
-    /// and, if no fault was injected, every message reached every member that was in
-    /// the sender's view when it was sent.
+    /// twice, per sender delivery is FIFO, a direct message reaches only its target and
+    /// a broadcast only members that were in the sender's view when it was sent; and,
+    /// if no fault was injected, every message reached every member that was in the
+    /// sender's view when it was sent (unless that member left the room after it was
+    /// sent, by `leave` or expulsion). Payloads need not be unique: a delivery matches
+    /// the earliest unmatched send after the sender's previous match.
     pub fn check_delivery(&self) -> Result<(), String> {
+        // Per receiver: the sends its deliveries matched.
+        let mut used_by: Vec<BTreeSet<usize>> = Vec::new();
         for r in self.peer_ids() {
             let rname = self.name(r).to_owned();
             // Per sender: index of the last matched record.
@@ -112,7 +240,10 @@ impl Sim {
                         && s.kind == msg.kind
                         && s.payload == msg.payload
                         && s.to.is_some() == msg.direct
-                        && s.to.as_ref().is_none_or(|t| *t == rname)
+                        && match &s.to {
+                            Some(t) => *t == rname,
+                            None => s.view.contains(&rname),
+                        }
                 });
                 let Some((i, _)) = found else {
                     let ever = self.sent.iter().any(|s| {
@@ -131,44 +262,79 @@ impl Sim {
                 used.insert(i);
                 last.insert(from, i);
             }
-            if !self.faulted {
-                for (i, s) in self.sent.iter().enumerate() {
-                    let addressed = match &s.to {
-                        Some(t) => *t == rname,
-                        None => s.view.contains(&rname),
-                    };
-                    if addressed && s.from != r && !used.contains(&i) {
-                        return self.fail(format!(
-                            "{rname} never got {:?} sent by {} at {:?}",
-                            s.kind, s.from_name, s.at
-                        ));
-                    }
+            used_by.push(used);
+        }
+        if self.faulted {
+            return Ok(());
+        }
+        // No fault: every addressed member got it. A name held by several peers (a
+        // rejected impostor) is satisfied by any of them.
+        for (i, s) in self.sent.iter().enumerate() {
+            let addressed: Vec<&String> = match &s.to {
+                Some(t) => vec![t],
+                None => s.view.iter().collect(),
+            };
+            for name in addressed {
+                let holders: Vec<PeerId> = self
+                    .peer_ids()
+                    .into_iter()
+                    .filter(|r| *r != s.from && self.name(*r) == name)
+                    .collect();
+                let ok = holders.iter().any(|r| {
+                    used_by[r.0].contains(&i)
+                        || self.peers[r.0].departures.iter().any(|t| *t >= s.at)
+                });
+                if !holders.is_empty() && !ok {
+                    return self.fail(format!(
+                        "{name} never got {:?} sent by {} at {:?}",
+                        s.kind, s.from_name, s.at
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    /// Every machine's send queues are within `max_send_queue` (rule 11).
+    /// Every machine's send queues are within `max_send_queue` (rule 11), and each
+    /// queue is what the network still has to transmit for that connection (the
+    /// machine's accounting matches the transport's).
     pub fn check_bounds(&self) -> Result<(), String> {
         for p in self.peer_ids() {
-            if let Some(m) = self.machine(p) {
-                for conn in self.peers[p.0].conns.keys() {
-                    if m.queued_bytes(*conn) > m.config().max_send_queue {
-                        return self.fail(format!("{}: send queue over its bound", self.name(p)));
-                    }
+            let Some(m) = self.machine(p) else { continue };
+            let max = m.config().max_send_queue;
+            for (conn, (link, side)) in &self.peers[p.0].conns {
+                let queued = m.queued_bytes(*conn);
+                if queued > max {
+                    return self.fail(format!(
+                        "{}: send queue of {conn} holds {queued} > {max} bytes",
+                        self.name(p)
+                    ));
                 }
+                let unsent = self.links[link].unsent[1 - side];
+                if !self.peers[p.0].frozen && queued != unsent {
+                    return self.fail(format!(
+                        "{}: machine counts {queued} bytes queued on {conn}, the link {unsent}",
+                        self.name(p)
+                    ));
+                }
+            }
+            let members = m.members().len() + 1;
+            if members > m.config().max_members {
+                return self.fail(format!("{}: {members} members in view", self.name(p)));
             }
         }
         Ok(())
     }
 
-    /// Symmetry, delivery and bounds; then, among running peers that are in a room
-    /// (non-empty view), one full mesh.
+    /// Everything: [`check_running`](Self::check_running), symmetry, delivery, bounds,
+    /// event views; then, among running peers that are in a room (non-empty view), one
+    /// full mesh.
     pub fn check_all(&self) -> Result<(), String> {
+        self.check_running()?;
         self.check_symmetry()?;
         self.check_delivery()?;
         self.check_bounds()?;
+        self.check_event_views()?;
         let in_room: Vec<PeerId> = self
             .peer_ids()
             .into_iter()

@@ -5,9 +5,21 @@
 //! incarnation and jitter — derives from the seed, collections are ordered and ties
 //! are broken by a sequence number, so a run replays exactly. The network model has
 //! per-link latency with jitter (FIFO per connection, reordering across connections),
-//! refused connects, link resets, partitions (traffic stalls, as TCP retransmits, and
-//! flows again on heal), crashes (no FIN), restarts (same name and address, new
-//! incarnation) and freezes (the peer stops reading and timing).
+//! reads of at most [`NetConfig::max_read`] bytes at random offsets, refused and
+//! timed-out (black-holed) connects ([`Listener`], [`Sim::black_hole`]), link resets
+//! ([`Sim::cut`]), partitions (traffic stalls, as TCP retransmits, and flows again on
+//! [`Sim::heal`]), crashes (no FIN), restarts (same name and address, new incarnation),
+//! freezes (the peer stops reading and timing) and slow links ([`Sim::slow_link`]: a
+//! bandwidth limit per direction, so the sender learns late that its bytes were
+//! [`transmitted`](PeerMachine::transmitted) and its send queue fills). Names resolve
+//! the way an adapter resolves them ([`Sim::join_host`]: `localhost` is `127.0.0.1`),
+//! and a dual-stack listener ([`NetConfig::dual_stack`]) sees IPv4 dialers as
+//! IPv4-mapped IPv6 addresses.
+//!
+//! Every run keeps a [trace](Sim::trace) of what each peer did and observed, and
+//! records what the invariants need; the checks ([`Sim::check_all`] and the `check_*`
+//! methods) return `Err` naming the seed. [`schedule`] runs random schedules of
+//! operations and faults (used by the proptest suite and the soak runner).
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,14 +35,35 @@
 //! assert_eq!(sim.delivered(bob)[0].decode::<String>().unwrap(), "hi");
 //! sim.check_all().unwrap();
 //! ```
+//!
+//! Faults are script commands too; the checks say whether the room came through:
+//!
+//! ```
+//! use std::time::Duration;
+//! use netpeer_proto::sim::Sim;
+//!
+//! let mut sim = Sim::new(3);
+//! let peers: Vec<_> = ["a", "b", "c"].iter().map(|n| sim.add_peer(n)).collect();
+//! sim.join(peers[1], peers[0]);
+//! sim.join(peers[2], peers[0]);
+//! sim.run_until_quiet().unwrap();
+//! sim.partition(&[&peers[..1]]); // a alone on one side, b and c on the other
+//! sim.run_for(Duration::from_secs(10));
+//! assert!(sim.view(peers[0]).is_empty());
+//! sim.heal();
+//! sim.run_until_quiet().unwrap();
+//! sim.check_converged().unwrap(); // one room again, without the application's help
+//! sim.check_all().unwrap();
+//! ```
 
 mod invariants;
+pub mod schedule;
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, VecDeque},
-    fmt::Write as _,
-    net::SocketAddr,
+    collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque},
+    fmt::{self, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -38,7 +71,10 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::{Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError};
+use crate::{
+    Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError,
+    membership::normalize,
+};
 
 /// A peer in the simulation (an index, stable across restarts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,6 +89,16 @@ pub struct NetConfig {
     pub jitter: Duration,
     /// Split every send into random chunks and deliver them as separate reads.
     pub chunking: bool,
+    /// Largest read: a send longer than this arrives in several reads (at least
+    /// `len / max_read`), and a slow link transmits it in pieces of this size.
+    pub max_read: usize,
+    /// A dial whose SYN is lost (black hole, partition) fails with
+    /// [`ConnectFailure::TimedOut`] after this long; `None`: the dialer's own handshake
+    /// timeout is what ends it.
+    pub connect_timeout: Option<Duration>,
+    /// Listeners are dual-stack: an accepted IPv4 dialer shows up as an IPv4-mapped
+    /// IPv6 address (`[::ffff:127.0.0.1]:port`), as on a socket bound to `[::]`.
+    pub dual_stack: bool,
     /// A run is quiet after this long without a connect, close, event or delivery.
     pub quiet_period: Duration,
     /// `run_until_quiet` gives up after this much virtual time.
@@ -65,10 +111,51 @@ impl Default for NetConfig {
             latency: Duration::from_millis(1),
             jitter: Duration::from_micros(800),
             chunking: true,
+            max_read: 64 * 1024,
+            connect_timeout: None,
+            dual_stack: false,
             quiet_period: Duration::from_secs(8),
             max_run: Duration::from_secs(600),
         }
     }
+}
+
+/// How a peer's listening port answers a new dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listener {
+    /// The dial connects (also while the peer is frozen: its kernel accepts).
+    #[default]
+    Open,
+    /// The dial is refused after one round trip (a closed port, a RST).
+    Refuse,
+    /// The SYN vanishes (a firewall dropping it): the dial times out.
+    BlackHole,
+}
+
+/// [`Sim::join_host`] could not resolve a host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownHost(pub String);
+
+impl fmt::Display for UnknownHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown host {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownHost {}
+
+/// Resolves a host the way an adapter does: `localhost` is `127.0.0.1`; IP literals,
+/// bracketed or not, stand for themselves; IPv4-mapped IPv6 is kept as given (the
+/// machine normalises it).
+pub fn resolve_host(host: &str) -> Result<IpAddr, UnknownHost> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    bare.parse().map_err(|_| UnknownHost(host.to_owned()))
 }
 
 /// What one peer observed, for tests and invariants.
@@ -106,6 +193,13 @@ struct SimPeer {
     conns: BTreeMap<ConnId, (u64, usize)>,
     observed: Vec<(Duration, Observed)>,
     restarts: u32,
+    listener: Listener,
+    /// The room as the application sees it from the events alone.
+    event_view: BTreeSet<String>,
+    /// Virtual times at which the peer left a room (command or expulsion).
+    departures: Vec<Duration>,
+    /// Reads handed to the machine.
+    reads: u64,
 }
 
 #[derive(Debug)]
@@ -121,6 +215,18 @@ struct Link {
     closed: [bool; 2],
     /// The dialer was told the connection is open.
     syn_acked: bool,
+    /// Per destination side, on a slow link: pieces the sender handed over that are
+    /// not on the wire yet (its socket's send queue), the head one being transmitted.
+    outq: [VecDeque<Bytes>; 2],
+    /// Per destination side: bytes in `outq`.
+    unsent: [usize; 2],
+    /// Per destination side: a piece is being transmitted (a `TxDone` is scheduled).
+    tx_busy: [bool; 2],
+    /// Per destination side: generation of the transmission; a `TxDone` of an older
+    /// generation (the queue was flushed or dropped meanwhile) is stale.
+    tx_gen: [u64; 2],
+    /// Per destination side: the sender closed with a flush; the FIN follows the queue.
+    fin_after_queue: [bool; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +248,23 @@ enum Ev {
     Fin {
         link: u64,
         to: usize,
+    },
+    /// A reset that reaches a frozen peer when it runs again (even on a broken link).
+    Reset {
+        link: u64,
+        to: usize,
+    },
+    /// A slow link finished putting the head of its queue towards `to` on the wire.
+    TxDone {
+        link: u64,
+        to: usize,
+        generation: u64,
+    },
+    /// The (frozen) sender on `side` learns that `n` of its bytes were transmitted.
+    Transmitted {
+        link: u64,
+        side: usize,
+        n: usize,
     },
     Timer {
         peer: PeerId,
@@ -193,9 +316,15 @@ pub struct Sim {
     last_activity: Duration,
     events_processed: u64,
     pub(crate) sent: Vec<SentRecord>,
-    /// A fault happened (crash, partition, cut, freeze, restart): the "no fault"
-    /// delivery invariant no longer applies.
+    /// A fault happened (crash, partition, cut, freeze, restart, slow link): the
+    /// "no fault" delivery invariant no longer applies.
     pub(crate) faulted: bool,
+    /// Directed bandwidth limits in bytes per second: (from, to).
+    bandwidth: BTreeMap<(PeerId, PeerId), u64>,
+    /// Addresses where nothing answers: dials there time out.
+    black_holes: BTreeSet<SocketAddr>,
+    /// Invariant violations noticed while running (checked by `check_all`).
+    pub(crate) violations: Vec<String>,
 }
 
 /// The environment variable that overrides a test's seed.
@@ -232,6 +361,9 @@ impl Sim {
             events_processed: 0,
             sent: Vec::new(),
             faulted: false,
+            bandwidth: BTreeMap::new(),
+            black_holes: BTreeSet::new(),
+            violations: Vec::new(),
         }
     }
 
@@ -253,6 +385,17 @@ impl Sim {
     /// The network parameters (mutable between steps).
     pub fn net_mut(&mut self) -> &mut NetConfig {
         &mut self.net
+    }
+
+    /// The network parameters.
+    pub fn net(&self) -> &NetConfig {
+        &self.net
+    }
+
+    /// Whether a fault was injected so far (crash, partition, cut, freeze, restart,
+    /// slow link, refusing or black-holed listener).
+    pub fn faulted(&self) -> bool {
+        self.faulted
     }
 
     fn instant(&self) -> Instant {
@@ -293,6 +436,10 @@ impl Sim {
             conns: BTreeMap::new(),
             observed: Vec::new(),
             restarts: 0,
+            listener: Listener::Open,
+            event_view: BTreeSet::new(),
+            departures: Vec::new(),
+            reads: 0,
         });
         self.log(id, "start");
         self.drain(id);
@@ -323,6 +470,31 @@ impl Sim {
     pub fn is_live(&self, p: PeerId) -> bool {
         let peer = &self.peers[p.0];
         peer.machine.is_some() && !peer.frozen
+    }
+
+    /// How many reads (calls of [`PeerMachine::receive`]) the peer got so far.
+    pub fn reads(&self, p: PeerId) -> u64 {
+        self.peers[p.0].reads
+    }
+
+    /// Whether the peer is crashed (no machine until [`restart`](Self::restart)).
+    pub fn is_crashed(&self, p: PeerId) -> bool {
+        self.peers[p.0].machine.is_none()
+    }
+
+    /// Whether the peer is frozen.
+    pub fn is_frozen(&self, p: PeerId) -> bool {
+        self.peers[p.0].frozen
+    }
+
+    /// How many times the peer was restarted.
+    pub fn restarts(&self, p: PeerId) -> u32 {
+        self.peers[p.0].restarts
+    }
+
+    /// The peer called `name` (the first one, if several share it).
+    pub fn peer_named(&self, name: &str) -> Option<PeerId> {
+        self.peers.iter().position(|p| p.name == name).map(PeerId)
     }
 
     /// The peer's view of the room (sorted names, itself excluded); empty if crashed.
@@ -366,6 +538,21 @@ impl Sim {
         self.peers[p.0].observed.clear();
     }
 
+    /// The peers `p` has an established session with, by the connection carrying it
+    /// (so peers sharing a name are told apart), in the order of `p`'s sessions.
+    pub fn session_peers(&self, p: PeerId) -> Vec<PeerId> {
+        let Some(m) = self.machine(p) else {
+            return Vec::new();
+        };
+        m.sessions()
+            .into_iter()
+            .filter_map(|(conn, _)| {
+                let (link, side) = self.peers[p.0].conns.get(&conn)?;
+                Some(self.links[link].ends[1 - side].0)
+            })
+            .collect()
+    }
+
     /// Open simulated TCP connections between `a` and `b` (both ends open).
     pub fn links_between(&self, a: PeerId, b: PeerId) -> usize {
         self.links
@@ -406,6 +593,20 @@ impl Sim {
         self.with_machine(p, |m, now| m.join(addr, now).ok());
     }
 
+    /// `p` joins through `host:port`, the host resolved as an adapter resolves it
+    /// ([`resolve_host`]: `localhost` is `127.0.0.1`). Returns the address dialled.
+    pub fn join_host(
+        &mut self,
+        p: PeerId,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, UnknownHost> {
+        let addr = SocketAddr::new(resolve_host(host)?, port);
+        self.log(p, &format!("resolve {host} -> {addr}"));
+        self.join_addr(p, addr);
+        Ok(addr)
+    }
+
     /// `p` broadcasts a message.
     pub fn broadcast(
         &mut self,
@@ -414,10 +615,15 @@ impl Sim {
         payload: impl Into<Bytes>,
     ) -> Result<usize, SendError> {
         let payload = payload.into();
-        self.record_sent(p, kind, &payload, None);
+        let view = self.view(p);
         self.log(p, &format!("broadcast {kind} {}B", payload.len()));
-        self.with_machine(p, |m, now| m.broadcast(kind, payload, now))
-            .unwrap_or(Err(SendError::NotRunning))
+        let r = self
+            .with_machine(p, |m, now| m.broadcast(kind, payload.clone(), now))
+            .unwrap_or(Err(SendError::NotRunning));
+        if r.is_ok() {
+            self.record_sent(p, kind, &payload, None, view);
+        }
+        r
     }
 
     /// `p` sends a message to the member called `to`.
@@ -429,12 +635,13 @@ impl Sim {
         payload: impl Into<Bytes>,
     ) -> Result<(), SendError> {
         let payload = payload.into();
+        let view = self.view(p);
         self.log(p, &format!("send_to {to} {kind} {}B", payload.len()));
         let r = self
             .with_machine(p, |m, now| m.send_to(to, kind, payload.clone(), now))
             .unwrap_or(Err(SendError::NotRunning));
         if r.is_ok() {
-            self.record_sent(p, kind, &payload, Some(to.to_owned()));
+            self.record_sent(p, kind, &payload, Some(to.to_owned()), view);
         }
         r
     }
@@ -450,22 +657,33 @@ impl Sim {
     /// `p` leaves the room gracefully.
     pub fn leave(&mut self, p: PeerId) {
         self.log(p, "leave");
+        if self.peers[p.0].machine.is_some() {
+            let now = self.now;
+            let peer = &mut self.peers[p.0];
+            peer.departures.push(now);
+            peer.event_view.clear();
+        }
         self.with_machine(p, |m, now| m.leave(now));
     }
 
-    fn record_sent(&mut self, p: PeerId, kind: &str, payload: &Bytes, to: Option<String>) {
-        if let Some(m) = self.peers[p.0].machine.as_ref() {
-            let record = SentRecord {
-                from: p,
-                from_name: self.peers[p.0].name.clone(),
-                kind: kind.to_owned(),
-                payload: payload.clone(),
-                to,
-                view: m.members(),
-                at: self.now,
-            };
-            self.sent.push(record);
-        }
+    fn record_sent(
+        &mut self,
+        p: PeerId,
+        kind: &str,
+        payload: &Bytes,
+        to: Option<String>,
+        view: Vec<String>,
+    ) {
+        let record = SentRecord {
+            from: p,
+            from_name: self.peers[p.0].name.clone(),
+            kind: kind.to_owned(),
+            payload: payload.clone(),
+            to,
+            view,
+            at: self.now,
+        };
+        self.sent.push(record);
     }
 
     // ---------------------------------------------------------------- faults
@@ -480,7 +698,7 @@ impl Sim {
                 g[p.0] = i as u32;
             }
         }
-        let _ = writeln!(self.trace_line(), "partition {groups:?}");
+        let _ = write!(self.trace_line(), "partition {groups:?}");
         self.groups = Some(g);
     }
 
@@ -493,7 +711,7 @@ impl Sim {
             for side in 0..2 {
                 let stalled = std::mem::take(&mut self.links.get_mut(&id).unwrap().stalled[side]);
                 for ev in stalled {
-                    let at = self.arrival(id, side);
+                    let at = self.arrival(id, side, self.now);
                     self.schedule(at, ev);
                 }
             }
@@ -509,6 +727,7 @@ impl Sim {
         peer.frozen = false;
         peer.inbox.clear();
         peer.timer = None;
+        peer.event_view.clear();
         let conns = std::mem::take(&mut peer.conns);
         for (_, (link, _)) in conns {
             if let Some(l) = self.links.get_mut(&link) {
@@ -575,16 +794,75 @@ impl Sim {
             l.broken = true;
             l.stalled = [Vec::new(), Vec::new()];
             let ends = l.ends;
-            for (peer, conn) in ends {
-                if let Some(conn) = conn {
+            for (side, (peer, conn)) in ends.into_iter().enumerate() {
+                let Some(conn) = conn else { continue };
+                if self.peers[peer.0].conns.get(&conn) != Some(&(id, side)) {
+                    continue; // that end is closed already
+                }
+                if self.peers[peer.0].frozen {
+                    // It learns of the reset when it reads again.
+                    self.peers[peer.0]
+                        .inbox
+                        .push_back(Ev::Reset { link: id, to: side });
+                } else {
                     self.peers[peer.0].conns.remove(&conn);
-                    let now = self.instant();
-                    if !self.peers[peer.0].frozen {
-                        self.with_machine(peer, |m, _| m.closed(conn, now));
-                    }
+                    self.with_machine(peer, |m, now| m.closed(conn, now));
                 }
             }
         }
+    }
+
+    /// Limits the bandwidth from `from` to `to` to `bytes_per_sec` (on their current
+    /// and future connections): `from`'s sends are transmitted in pieces of
+    /// [`NetConfig::max_read`] bytes as the link drains, and its machine learns of each
+    /// piece only then, so its send queue to `to` fills.
+    pub fn slow_link(&mut self, from: PeerId, to: PeerId, bytes_per_sec: u64) {
+        self.faulted = true;
+        let bytes_per_sec = bytes_per_sec.max(1);
+        self.trace_line()
+            .push_str(&format!("slow {} -> {} {bytes_per_sec}B/s", from.0, to.0));
+        self.bandwidth.insert((from, to), bytes_per_sec);
+    }
+
+    /// Every link towards `p` becomes slow (see [`slow_link`](Self::slow_link)): `p`
+    /// reads at most `bytes_per_sec` from each peer.
+    pub fn slow_peer(&mut self, p: PeerId, bytes_per_sec: u64) {
+        for q in self.peer_ids() {
+            if q != p {
+                self.slow_link(q, p, bytes_per_sec);
+            }
+        }
+    }
+
+    /// Lifts the bandwidth limit from `from` to `to`; what is queued goes out at once.
+    pub fn restore_link(&mut self, from: PeerId, to: PeerId) {
+        self.trace_line()
+            .push_str(&format!("restore {} -> {}", from.0, to.0));
+        self.bandwidth.remove(&(from, to));
+        self.flush_queues(Some(from), Some(to));
+    }
+
+    /// Lifts every bandwidth limit; what is queued goes out at once.
+    pub fn restore_all_links(&mut self) {
+        self.trace_line().push_str("restore all");
+        self.bandwidth.clear();
+        self.flush_queues(None, None);
+    }
+
+    /// How `p`'s listening port answers new dials from now on.
+    pub fn set_listener(&mut self, p: PeerId, listener: Listener) {
+        if listener != Listener::Open {
+            self.faulted = true;
+        }
+        self.log(p, &format!("listener {listener:?}"));
+        self.peers[p.0].listener = listener;
+    }
+
+    /// Dials to `addr` (where no peer listens) time out instead of being refused.
+    pub fn black_hole(&mut self, addr: SocketAddr) {
+        self.faulted = true;
+        let _ = write!(self.trace_line(), "black hole {addr}");
+        self.black_holes.insert(normalize(addr));
     }
 
     // ------------------------------------------------------------------ runs
@@ -670,9 +948,10 @@ impl Sim {
         self.net.latency + Duration::from_nanos(extra)
     }
 
-    /// Arrival time of the next item on `link` towards `side` (FIFO per direction).
-    fn arrival(&mut self, link: u64, side: usize) -> Duration {
-        let at = self.now + self.one_way();
+    /// Arrival time of the next item on `link` towards `side` that leaves its sender
+    /// at `left_at` (FIFO per direction).
+    fn arrival(&mut self, link: u64, side: usize, left_at: Duration) -> Duration {
+        let at = left_at + self.one_way();
         let l = self.links.get_mut(&link).unwrap();
         let at = at.max(l.last_arrival[side]);
         l.last_arrival[side] = at;
@@ -680,16 +959,22 @@ impl Sim {
     }
 
     fn can_talk(&self, a: PeerId, b: PeerId) -> bool {
-        self.groups.as_ref().is_none_or(|g| g[a.0] == g[b.0])
+        // Peers added after the partition are in the group of the unlisted ones.
+        let group = |g: &Vec<u32>, p: PeerId| g.get(p.0).copied().unwrap_or(u32::MAX);
+        self.groups
+            .as_ref()
+            .is_none_or(|g| group(g, a) == group(g, b))
     }
 
     fn peer_of(&self, ev: &Ev) -> Option<PeerId> {
         match ev {
             Ev::Syn { link } => self.links.get(link).map(|l| l.ends[1].0),
             Ev::Connected { link, .. } => self.links.get(link).map(|l| l.ends[0].0),
-            Ev::Data { link, to, .. } | Ev::Fin { link, to } => {
+            Ev::Data { link, to, .. } | Ev::Fin { link, to } | Ev::Reset { link, to } => {
                 self.links.get(link).map(|l| l.ends[*to].0)
             }
+            Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.ends[*side].0),
+            Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.ends[1 - *to].0),
             Ev::Timer { peer, .. } => Some(*peer),
         }
     }
@@ -703,7 +988,33 @@ impl Sim {
                 return; // superseded
             }
         }
+        if let Ev::TxDone {
+            link,
+            to,
+            generation,
+        } = ev
+        {
+            // The network's part: it goes on while the sender is frozen.
+            if self.links[&link].tx_gen[to] == generation {
+                self.tx_done(link, to);
+            }
+            return;
+        }
         if self.peers[p.0].machine.is_none() {
+            if let Ev::Syn { link } = ev {
+                // It crashed while the SYN was on the way: its port is closed now.
+                let l = &self.links[&link];
+                if self.can_talk(l.ends[0].0, l.ends[1].0) {
+                    let at = self.arrival(link, 0, self.now);
+                    self.schedule(
+                        at,
+                        Ev::Connected {
+                            link,
+                            result: Err(ConnectFailure::Refused),
+                        },
+                    );
+                }
+            }
             return;
         }
         // Traffic across a partition stalls on its link.
@@ -721,7 +1032,9 @@ impl Sim {
         if let Ev::Syn { link } = ev {
             let l = &self.links[&link];
             if !self.can_talk(l.ends[0].0, l.ends[1].0) {
-                return; // the SYN is lost; the dialer's handshake timeout ends it
+                // The SYN is lost; the dialer's handshake timeout ends it.
+                self.syn_lost(link);
+                return;
             }
         }
         if self.peers[p.0].frozen {
@@ -729,7 +1042,7 @@ impl Sim {
                 // The kernel of a frozen process still completes the TCP handshake.
                 Ev::Syn { link } => {
                     self.links.get_mut(&link).unwrap().syn_acked = true;
-                    let at = self.arrival(link, 0);
+                    let at = self.arrival(link, 0, self.now);
                     self.schedule(
                         at,
                         Ev::Connected {
@@ -750,19 +1063,29 @@ impl Sim {
         let now = self.instant();
         match ev {
             Ev::Syn { link } => {
-                let remote = SocketAddr::from(([127, 0, 0, 1], 40_000 + (link % 20_000) as u16));
+                let port = 40_000 + (link % 20_000) as u16;
+                let remote = if self.net.dual_stack {
+                    SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), port)
+                } else {
+                    SocketAddr::from(([127, 0, 0, 1], port))
+                };
                 let accepted = self.peers[p.0]
                     .machine
                     .as_mut()
                     .map(|m| m.accept(remote, now));
                 match accepted {
                     Some(Ok(conn)) => {
+                        let (dialer, dialer_conn) = self.links[&link].ends[0];
+                        let dialer = self.tag(dialer);
+                        let dialer_conn = dialer_conn.map_or(String::new(), |c| c.to_string());
+                        self.log(p, &format!("accept {conn} from {dialer} {dialer_conn}"));
                         let l = self.links.get_mut(&link).unwrap();
                         l.ends[1].1 = Some(conn);
+                        let dialer_closed = l.closed[0];
                         self.peers[p.0].conns.insert(conn, (link, 1));
                         // A frozen acceptor's kernel answered already when the SYN came.
                         if !std::mem::replace(&mut l.syn_acked, true) {
-                            let at = self.arrival(link, 0);
+                            let at = self.arrival(link, 0, self.now);
                             self.schedule(
                                 at,
                                 Ev::Connected {
@@ -771,13 +1094,18 @@ impl Sim {
                                 },
                             );
                         }
+                        if dialer_closed {
+                            // The dialer gave up while its SYN was on the way.
+                            let at = self.arrival(link, 1, self.now);
+                            self.schedule(at, Ev::Fin { link, to: 1 });
+                        }
                     }
                     _ if self.links[&link].syn_acked => {
-                        let at = self.arrival(link, 0);
+                        let at = self.arrival(link, 0, self.now);
                         self.schedule(at, Ev::Fin { link, to: 0 });
                     }
                     _ => {
-                        let at = self.arrival(link, 0);
+                        let at = self.arrival(link, 0, self.now);
                         self.schedule(
                             at,
                             Ev::Connected {
@@ -793,43 +1121,74 @@ impl Sim {
                 let Some(conn) = self.links[&link].ends[0].1 else {
                     return;
                 };
-                if !self.peers[p.0].conns.contains_key(&conn) {
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, 0)) {
                     return; // the dialer gave up on it already
                 }
                 match result {
                     Ok(()) => {
+                        self.log(p, &format!("connected {conn}"));
                         self.with_machine(p, |m, now| m.connected(conn, now));
                     }
                     Err(e) => {
+                        self.log(p, &format!("connect {conn} failed: {e}"));
                         self.peers[p.0].conns.remove(&conn);
                         self.links.get_mut(&link).unwrap().broken = true;
                         self.with_machine(p, |m, now| m.connect_failed(conn, e, now));
                     }
                 }
             }
-            Ev::Data { link, to, bytes } => {
+            Ev::Data {
+                link, to, bytes, ..
+            } => {
                 let Some(conn) = self.links[&link].ends[to].1 else {
                     return;
                 };
-                if !self.peers[p.0].conns.contains_key(&conn) {
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
                     return;
                 }
+                self.peers[p.0].reads += 1;
                 self.with_machine(p, |m, now| m.receive(conn, &bytes, now));
             }
-            Ev::Fin { link, to } => {
+            Ev::Fin { link, to } | Ev::Reset { link, to } => {
                 let Some(conn) = self.links[&link].ends[to].1 else {
                     return;
                 };
                 self.links.get_mut(&link).unwrap().closed[to] = true;
-                if self.peers[p.0].conns.remove(&conn).is_none() {
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
                     return;
                 }
+                self.peers[p.0].conns.remove(&conn);
+                self.log(p, &format!("closed {conn} by the remote"));
                 self.with_machine(p, |m, now| m.closed(conn, now));
             }
+            Ev::Transmitted { link, side, n } => {
+                let Some(conn) = self.links[&link].ends[side].1 else {
+                    return;
+                };
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, side)) {
+                    return;
+                }
+                self.with_machine(p, |m, _| m.transmitted(conn, n));
+            }
+            Ev::TxDone { .. } => {}
             Ev::Timer { .. } => {
                 self.peers[p.0].timer = None;
                 self.with_machine(p, |m, now| m.handle_timeout(now));
             }
+        }
+    }
+
+    /// A SYN vanished: the dialer hears nothing, or a timeout if the adapter has one.
+    fn syn_lost(&mut self, link: u64) {
+        if let Some(t) = self.net.connect_timeout {
+            let at = self.now + t;
+            self.schedule(
+                at,
+                Ev::Connected {
+                    link,
+                    result: Err(ConnectFailure::TimedOut),
+                },
+            );
         }
     }
 
@@ -845,16 +1204,21 @@ impl Sim {
             };
             match out {
                 Output::Send { conn, bytes } => {
-                    if let Some(m) = self.peers[p.0].machine.as_mut() {
-                        m.transmitted(conn, bytes.len());
+                    let route = self.peers[p.0]
+                        .conns
+                        .get(&conn)
+                        .copied()
+                        .filter(|(link, _)| !self.links[link].broken);
+                    match route {
+                        Some((link, side)) => self.transmit(p, conn, link, 1 - side, bytes),
+                        None => {
+                            // Nowhere to go (reset or vanished): the write is dropped.
+                            if let Some(m) = self.peers[p.0].machine.as_mut() {
+                                m.transmitted(conn, bytes.len());
+                            }
+                        }
                     }
-                    let Some(&(link, side)) = self.peers[p.0].conns.get(&conn) else {
-                        continue;
-                    };
-                    if self.links[&link].broken {
-                        continue;
-                    }
-                    self.send_chunks(link, 1 - side, bytes);
+                    self.check_queue(p, conn);
                 }
                 Output::Connect { conn, addr } => {
                     self.activity(p, &format!("connect {conn} {addr}"));
@@ -863,11 +1227,24 @@ impl Sim {
                 Output::Close { conn, reason } => {
                     self.activity(p, &format!("close {conn} {reason:?}"));
                     if let Some((link, side)) = self.peers[p.0].conns.remove(&conn) {
-                        self.links.get_mut(&link).unwrap().closed[side] = true;
-                        let l = &self.links[&link];
-                        if !l.broken && l.ends[1 - side].1.is_some() {
-                            let at = self.arrival(link, 1 - side);
-                            self.schedule(at, Ev::Fin { link, to: 1 - side });
+                        let to = 1 - side;
+                        let now = self.now;
+                        let l = self.links.get_mut(&link).unwrap();
+                        l.closed[side] = true;
+                        if !reason.flush() {
+                            // Not flushed: what is still queued is dropped.
+                            l.outq[to].clear();
+                            l.unsent[to] = 0;
+                            l.tx_busy[to] = false;
+                            l.tx_gen[to] += 1;
+                        }
+                        if !l.broken && l.ends[to].1.is_some() {
+                            if l.outq[to].is_empty() {
+                                let at = self.arrival(link, to, now);
+                                self.schedule(at, Ev::Fin { link, to });
+                            } else {
+                                l.fin_after_queue[to] = true;
+                            }
                         }
                     }
                 }
@@ -883,6 +1260,7 @@ impl Sim {
                             fnv(&message.payload)
                         ),
                     );
+                    self.check_delivered_from_member(p, &message);
                     let now = self.now;
                     self.peers[p.0]
                         .observed
@@ -890,6 +1268,7 @@ impl Sim {
                 }
                 Output::Notify(event) => {
                     self.activity(p, &format!("event {}", describe(&event)));
+                    self.track_event(p, &event);
                     let now = self.now;
                     self.peers[p.0].observed.push((now, Observed::Event(event)));
                 }
@@ -910,16 +1289,134 @@ impl Sim {
         }
     }
 
-    fn send_chunks(&mut self, link: u64, to: usize, bytes: Bytes) {
-        let at = self.arrival(link, to);
-        if !self.net.chunking || bytes.len() < 2 {
-            self.schedule(at, Ev::Data { link, to, bytes });
+    /// Puts `bytes` from `p` (its `conn`) on `link` towards side `to`: at once, or, on a
+    /// slow link, into the link's queue, piece by piece as the bandwidth allows.
+    fn transmit(&mut self, p: PeerId, conn: ConnId, link: u64, to: usize, bytes: Bytes) {
+        let dest = self.links[&link].ends[to].0;
+        let slow = self.bandwidth.contains_key(&(p, dest));
+        if !slow && self.links[&link].outq[to].is_empty() {
+            if let Some(m) = self.peers[p.0].machine.as_mut() {
+                m.transmitted(conn, bytes.len());
+            }
+            let at = self.arrival(link, to, self.now);
+            self.schedule_reads(link, to, bytes, at);
             return;
         }
-        // Split at up to three random offsets: reads never align with frames.
-        let mut cuts: Vec<usize> = (0..3)
-            .map(|_| 1 + (self.rng.next_u64() as usize) % (bytes.len() - 1))
+        let step = self.net.max_read.max(1);
+        let l = self.links.get_mut(&link).unwrap();
+        l.unsent[to] += bytes.len();
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (start + step).min(bytes.len());
+            l.outq[to].push_back(bytes.slice(start..end));
+            start = end;
+        }
+        if !l.tx_busy[to] {
+            self.next_piece(link, to);
+        }
+    }
+
+    /// Schedules the end of the transmission of the head of the queue towards `to`.
+    fn next_piece(&mut self, link: u64, to: usize) {
+        let l = &self.links[&link];
+        let (from, dest) = (l.ends[1 - to].0, l.ends[to].0);
+        let Some(len) = l.outq[to].front().map(Bytes::len) else {
+            self.links.get_mut(&link).unwrap().tx_busy[to] = false;
+            return;
+        };
+        let d = match self.bandwidth.get(&(from, dest)) {
+            Some(&bw) => {
+                let nanos = (len as u128 * 1_000_000_000).div_ceil(u128::from(bw));
+                Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+            }
+            None => Duration::ZERO,
+        };
+        let l = self.links.get_mut(&link).unwrap();
+        l.tx_busy[to] = true;
+        let generation = l.tx_gen[to];
+        self.schedule(
+            self.now + d,
+            Ev::TxDone {
+                link,
+                to,
+                generation,
+            },
+        );
+    }
+
+    /// The head of the queue towards `to` is on the wire: it travels, the sender learns
+    /// it was transmitted, the next piece starts.
+    fn tx_done(&mut self, link: u64, to: usize) {
+        let l = self.links.get_mut(&link).unwrap();
+        l.tx_busy[to] = false;
+        if l.broken {
+            l.outq[to].clear();
+            l.unsent[to] = 0;
+            return;
+        }
+        let Some(piece) = l.outq[to].pop_front() else {
+            return;
+        };
+        let n = piece.len();
+        l.unsent[to] -= n;
+        let (side, (sender, conn)) = (1 - to, l.ends[1 - to]);
+        let at = self.arrival(link, to, self.now);
+        self.schedule_reads(link, to, piece, at);
+        if !self.links[&link].outq[to].is_empty() {
+            self.next_piece(link, to);
+        } else if std::mem::take(&mut self.links.get_mut(&link).unwrap().fin_after_queue[to]) {
+            let at = self.arrival(link, to, self.now);
+            self.schedule(at, Ev::Fin { link, to });
+        }
+        let Some(conn) = conn else { return };
+        if self.peers[sender.0].conns.get(&conn) != Some(&(link, side)) {
+            return;
+        }
+        if self.peers[sender.0].frozen {
+            self.peers[sender.0]
+                .inbox
+                .push_back(Ev::Transmitted { link, side, n });
+        } else if self.peers[sender.0].machine.is_some() {
+            self.with_machine(sender, |m, _| m.transmitted(conn, n));
+        }
+    }
+
+    /// Every queued piece on links from `from` to `to` goes on the wire now (the link
+    /// is fast again).
+    fn flush_queues(&mut self, from: Option<PeerId>, to: Option<PeerId>) {
+        let ids: Vec<(u64, usize)> = self
+            .links
+            .iter()
+            .flat_map(|(id, l)| {
+                (0..2).filter_map(move |dest| {
+                    let ok = !l.outq[dest].is_empty()
+                        && from.is_none_or(|f| l.ends[1 - dest].0 == f)
+                        && to.is_none_or(|t| l.ends[dest].0 == t);
+                    ok.then_some((*id, dest))
+                })
+            })
             .collect();
+        for (id, dest) in ids {
+            self.links.get_mut(&id).unwrap().tx_gen[dest] += 1;
+            while !self.links[&id].outq[dest].is_empty() && !self.links[&id].broken {
+                self.tx_done(id, dest);
+                // tx_done scheduled the next piece; this flush supersedes it.
+                let l = self.links.get_mut(&id).unwrap();
+                l.tx_gen[dest] += 1;
+                l.tx_busy[dest] = false;
+            }
+        }
+    }
+
+    /// Schedules `bytes` to arrive at `at` as reads of at most `max_read` bytes, cut
+    /// at random offsets if chunking is on (reads never align with frames).
+    fn schedule_reads(&mut self, link: u64, to: usize, bytes: Bytes, at: Duration) {
+        let mut cuts: Vec<usize> = Vec::new();
+        if self.net.chunking && bytes.len() >= 2 {
+            cuts.extend((0..3).map(|_| 1 + (self.rng.next_u64() as usize) % (bytes.len() - 1)));
+        }
+        let step = self.net.max_read.max(1);
+        cuts.extend((1..bytes.len().div_ceil(step)).map(|i| i * step));
         cuts.sort_unstable();
         cuts.dedup();
         let mut start = 0;
@@ -949,22 +1446,29 @@ impl Sim {
                 broken: false,
                 closed: [false; 2],
                 syn_acked: false,
+                outq: [VecDeque::new(), VecDeque::new()],
+                unsent: [0; 2],
+                tx_busy: [false; 2],
+                tx_gen: [0; 2],
+                fin_after_queue: [false; 2],
             },
         );
         self.peers[p.0].conns.insert(conn, (link, 0));
-        let target = self
-            .peers
-            .iter()
-            .position(|peer| peer.addr == addr && peer.machine.is_some());
-        match target {
-            Some(t) => {
+        // A dual-stack listener answers IPv4-mapped dials; compare canonical forms.
+        let addr = normalize(addr);
+        let target = self.peers.iter().position(|peer| peer.addr == addr);
+        let listener = target.map(|t| (self.peers[t].listener, self.peers[t].machine.is_some()));
+        match (target, listener) {
+            (Some(t), Some((Listener::Open, true))) => {
                 self.links.get_mut(&link).unwrap().ends[1].0 = PeerId(t);
-                let at = self.arrival(link, 1);
+                let at = self.arrival(link, 1, self.now);
                 self.schedule(at, Ev::Syn { link });
             }
-            None => {
+            (_, Some((Listener::BlackHole, _))) => self.syn_lost(link),
+            (None, _) if self.black_holes.contains(&addr) => self.syn_lost(link),
+            _ => {
                 // Nothing listens there: refused after a round trip.
-                let at = self.arrival(link, 0) + self.net.latency;
+                let at = self.arrival(link, 0, self.now) + self.net.latency;
                 self.schedule(
                     at,
                     Ev::Connected {
@@ -984,13 +1488,19 @@ impl Sim {
         self.trace.last_mut().unwrap()
     }
 
+    /// The peer's name in the trace; a peer sharing the name of an earlier one is told
+    /// apart by its index (`p1#4`).
+    pub fn tag(&self, p: PeerId) -> String {
+        let name = &self.peers[p.0].name;
+        if self.peers[..p.0].iter().any(|q| q.name == *name) {
+            format!("{name}#{}", p.0)
+        } else {
+            name.clone()
+        }
+    }
+
     fn log(&mut self, p: PeerId, what: &str) {
-        let line = format!(
-            "{:>12.6} {} {}",
-            self.now.as_secs_f64(),
-            self.peers[p.0].name,
-            what
-        );
+        let line = format!("{:>12.6} {} {what}", self.now.as_secs_f64(), self.tag(p));
         self.trace.push(line);
     }
 

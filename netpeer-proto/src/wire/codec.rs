@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::{Frame, PREFIX_LEN};
+use super::{Data, Frame, PREFIX_LEN};
 
 /// Why bytes from a connection could not be decoded. The connection is closed; nothing
 /// else is affected.
@@ -31,8 +31,13 @@ pub enum DecodeError {
 
 /// Encodes one frame: u32 big-endian length, then the CBOR value.
 ///
-/// Returns `None` if the encoded frame would exceed `max_frame_len`.
+/// Returns `Err(len)` if the encoded frame (`len` bytes, prefix excluded) would exceed
+/// `max_frame_len`. A [`Frame::Data`] takes a direct path (one exact allocation, no
+/// serde); its bytes are the ones serde + ciborium write for it.
 pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
+    if let Frame::Data(data) = frame {
+        return data_fast::encode(data, max_frame_len);
+    }
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(&[0; PREFIX_LEN]);
     // Writing into a Vec cannot fail, and every Frame is serialisable.
@@ -46,7 +51,14 @@ pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
 }
 
 /// Decodes one frame body (without prefix); trailing bytes are an error.
+///
+/// A data frame in the exact shape [`encode_frame`] writes is decoded directly; anything
+/// else (other frames, or a data frame a foreign encoder laid out differently) goes
+/// through serde + ciborium, which decides validity and errors.
 pub(crate) fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
+    if let Some(frame) = data_fast::decode(body) {
+        return Ok(frame);
+    }
     let mut reader = body;
     let frame: Frame =
         ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -152,5 +164,322 @@ impl FrameDecoder {
     fn reset(&mut self) {
         self.header_len = 0;
         self.body_len = None;
+    }
+}
+
+/// The hot frame, [`Frame::Data`], without serde: the CBOR value
+/// `{"Data": {"seq": uint, "to": null / text, "kind": text, "payload": bytes}}` with
+/// definite lengths and minimal heads, which is what serde + ciborium write for it.
+mod data_fast {
+    use bytes::Bytes;
+
+    use super::{Data, Frame, PREFIX_LEN};
+
+    /// `{"Data": {` : a map of one entry, the key "Data", a map of four entries.
+    const OPEN: &[u8] = &[0xa1, 0x64, b'D', b'a', b't', b'a', 0xa4];
+    const SEQ: &[u8] = &[0x63, b's', b'e', b'q'];
+    const TO: &[u8] = &[0x62, b't', b'o'];
+    const KIND: &[u8] = &[0x64, b'k', b'i', b'n', b'd'];
+    const PAYLOAD: &[u8] = &[0x67, b'p', b'a', b'y', b'l', b'o', b'a', b'd'];
+    const NULL: u8 = 0xf6;
+    const UINT: u8 = 0;
+    const BYTES: u8 = 2;
+    const TEXT: u8 = 3;
+
+    /// Length of a minimal CBOR head carrying `v`.
+    fn head_len(v: u64) -> usize {
+        match v {
+            0..=23 => 1,
+            24..=0xff => 2,
+            0x100..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+
+    fn put_head(buf: &mut Vec<u8>, major: u8, v: u64) {
+        let m = major << 5;
+        match head_len(v) {
+            1 => buf.push(m | v as u8),
+            2 => buf.extend_from_slice(&[m | 24, v as u8]),
+            3 => {
+                buf.push(m | 25);
+                buf.extend_from_slice(&(v as u16).to_be_bytes());
+            }
+            5 => {
+                buf.push(m | 26);
+                buf.extend_from_slice(&(v as u32).to_be_bytes());
+            }
+            _ => {
+                buf.push(m | 27);
+                buf.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    pub(super) fn encode(d: &Data, max_frame_len: u32) -> Result<Bytes, usize> {
+        let to_len =
+            d.to.as_ref()
+                .map_or(1, |t| head_len(t.len() as u64) + t.len());
+        let len = OPEN.len()
+            + SEQ.len()
+            + head_len(d.seq)
+            + TO.len()
+            + to_len
+            + KIND.len()
+            + head_len(d.kind.len() as u64)
+            + d.kind.len()
+            + PAYLOAD.len()
+            + head_len(d.payload.len() as u64)
+            + d.payload.len();
+        if len > max_frame_len as usize {
+            return Err(len);
+        }
+        let mut buf = Vec::with_capacity(PREFIX_LEN + len);
+        // len <= max_frame_len, a u32.
+        buf.extend_from_slice(&(len as u32).to_be_bytes());
+        buf.extend_from_slice(OPEN);
+        buf.extend_from_slice(SEQ);
+        put_head(&mut buf, UINT, d.seq);
+        buf.extend_from_slice(TO);
+        match &d.to {
+            None => buf.push(NULL),
+            Some(t) => {
+                put_head(&mut buf, TEXT, t.len() as u64);
+                buf.extend_from_slice(t.as_bytes());
+            }
+        }
+        buf.extend_from_slice(KIND);
+        put_head(&mut buf, TEXT, d.kind.len() as u64);
+        buf.extend_from_slice(d.kind.as_bytes());
+        buf.extend_from_slice(PAYLOAD);
+        put_head(&mut buf, BYTES, d.payload.len() as u64);
+        buf.extend_from_slice(&d.payload);
+        debug_assert_eq!(buf.len(), PREFIX_LEN + len);
+        Ok(Bytes::from(buf))
+    }
+
+    /// The data frame in `body`, if `body` is exactly one in the shape [`encode`]
+    /// writes (any head width is accepted); `None` sends the body to the general path.
+    pub(super) fn decode(body: &[u8]) -> Option<Frame> {
+        let mut c = Cursor(body.strip_prefix(OPEN)?);
+        c.expect(SEQ)?;
+        let seq = c.head(UINT)?;
+        c.expect(TO)?;
+        let to = if c.0.first() == Some(&NULL) {
+            c.0 = &c.0[1..];
+            None
+        } else {
+            Some(c.text()?.to_owned())
+        };
+        c.expect(KIND)?;
+        let kind = c.text()?.to_owned();
+        c.expect(PAYLOAD)?;
+        let n = c.head(BYTES)?;
+        let payload = Bytes::copy_from_slice(c.take(n)?);
+        if !c.0.is_empty() {
+            return None;
+        }
+        Some(Frame::Data(Data {
+            seq,
+            to,
+            kind,
+            payload,
+        }))
+    }
+
+    struct Cursor<'a>(&'a [u8]);
+
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+            let n = usize::try_from(n).ok()?;
+            if n > self.0.len() {
+                return None;
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Some(head)
+        }
+
+        fn expect(&mut self, bytes: &[u8]) -> Option<()> {
+            self.0 = self.0.strip_prefix(bytes)?;
+            Some(())
+        }
+
+        /// A definite head of major type `major`: its argument.
+        fn head(&mut self, major: u8) -> Option<u64> {
+            let (&b, rest) = self.0.split_first()?;
+            if b >> 5 != major {
+                return None;
+            }
+            self.0 = rest;
+            let width = match b & 0x1f {
+                v @ 0..=23 => return Some(u64::from(v)),
+                24 => 1,
+                25 => 2,
+                26 => 4,
+                27 => 8,
+                _ => return None,
+            };
+            let arg = self.take(width)?;
+            Some(arg.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+        }
+
+        fn text(&mut self) -> Option<&'a str> {
+            let n = self.head(TEXT)?;
+            std::str::from_utf8(self.take(n)?).ok()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use bytes::Bytes;
+
+        use super::super::{Data, Frame, decode_body, encode_frame};
+
+        fn serde_encoded(frame: &Frame) -> Vec<u8> {
+            let mut buf = Vec::new();
+            ciborium::into_writer(frame, &mut buf).unwrap();
+            buf
+        }
+
+        fn serde_decoded(body: &[u8]) -> Frame {
+            ciborium::from_reader(body).unwrap()
+        }
+
+        fn frames() -> Vec<Frame> {
+            let mut out = Vec::new();
+            let lens = [0usize, 1, 23, 24, 255, 256, 65_535, 65_536, 70_000];
+            let seqs = [
+                0u64,
+                23,
+                24,
+                255,
+                256,
+                65_535,
+                65_536,
+                u32::MAX as u64,
+                u64::MAX,
+            ];
+            for (i, &seq) in seqs.iter().enumerate() {
+                let len = lens[i % lens.len()];
+                let kind = "k".repeat([0, 1, 23, 24, 255][i % 5]);
+                let to = match i % 3 {
+                    0 => None,
+                    1 => Some(String::new()),
+                    _ => Some("ünïcode-name".repeat(3)),
+                };
+                out.push(Frame::Data(Data {
+                    seq,
+                    to,
+                    kind,
+                    payload: Bytes::from((0..len).map(|b| b as u8).collect::<Vec<u8>>()),
+                }));
+            }
+            out
+        }
+
+        #[test]
+        fn the_fast_encoding_is_byte_for_byte_the_serde_one() {
+            for frame in frames() {
+                let fast = encode_frame(&frame, u32::MAX).unwrap();
+                let body = serde_encoded(&frame);
+                assert_eq!(&fast[..4], &(body.len() as u32).to_be_bytes());
+                assert_eq!(&fast[4..], &body[..], "{}", frame.name());
+            }
+        }
+
+        #[test]
+        fn the_fast_decoding_agrees_with_serde() {
+            for frame in frames() {
+                let body = serde_encoded(&frame);
+                assert_eq!(super::decode(&body).as_ref(), Some(&frame));
+                assert_eq!(serde_decoded(&body), frame);
+            }
+        }
+
+        #[test]
+        fn the_fast_path_refuses_what_it_does_not_know_and_serde_decides() {
+            let Frame::Data(d) = &frames()[2] else {
+                unreachable!()
+            };
+            // Another key order (a foreign encoder): serde still reads it.
+            let value = ciborium::Value::Map(vec![(
+                "Data".into(),
+                ciborium::Value::Map(vec![
+                    ("kind".into(), d.kind.clone().into()),
+                    ("payload".into(), ciborium::Value::Bytes(d.payload.to_vec())),
+                    ("to".into(), ciborium::Value::Null),
+                    ("seq".into(), d.seq.into()),
+                ]),
+            )]);
+            let mut body = Vec::new();
+            ciborium::into_writer(&value, &mut body).unwrap();
+            assert_eq!(super::decode(&body), None);
+            let Ok(Frame::Data(back)) = decode_body(&body) else {
+                panic!("serde reads any key order")
+            };
+            assert_eq!(
+                (back.seq, back.to, back.kind),
+                (d.seq, None, d.kind.clone())
+            );
+
+            // Wider heads than needed are the same value.
+            let wide = [
+                &[0xa1, 0x64][..],
+                b"Data",
+                &[0xa4, 0x63],
+                b"seq",
+                &[0x1b, 0, 0, 0, 0, 0, 0, 0, 5, 0x62],
+                b"to",
+                &[0xf6, 0x64],
+                b"kind",
+                &[0x78, 1, b'x', 0x67],
+                b"payload",
+                &[0x59, 0, 2, 1, 2],
+            ]
+            .concat();
+            let want = Frame::Data(Data {
+                seq: 5,
+                to: None,
+                kind: "x".into(),
+                payload: Bytes::from_static(&[1, 2]),
+            });
+            assert_eq!(super::decode(&wide).as_ref(), Some(&want));
+            assert_eq!(serde_decoded(&wide), want);
+
+            // Invalid UTF-8, a truncated payload, trailing bytes: the general path's errors.
+            let mut bad = serde_encoded(&frames()[1]);
+            let at = bad.windows(5).position(|w| w == b"\x64kind").unwrap() + 6;
+            bad[at] = 0xff;
+            assert!(matches!(
+                decode_body(&bad),
+                Err(super::super::DecodeError::Malformed(_))
+            ));
+            let good = serde_encoded(&frames()[1]);
+            assert!(matches!(
+                decode_body(&good[..good.len() - 1]),
+                Err(super::super::DecodeError::Malformed(_))
+            ));
+            let mut long = good.clone();
+            long.extend_from_slice(&[0, 0]);
+            assert_eq!(
+                decode_body(&long),
+                Err(super::super::DecodeError::Trailing(2))
+            );
+        }
+
+        #[test]
+        fn an_oversized_data_frame_is_refused_with_its_length() {
+            let frame = Frame::Data(Data {
+                seq: 1,
+                to: None,
+                kind: "k".into(),
+                payload: Bytes::from(vec![0; 2000]),
+            });
+            let len = serde_encoded(&frame).len();
+            assert_eq!(encode_frame(&frame, 1024), Err(len));
+            assert!(encode_frame(&frame, len as u32).is_ok());
+        }
     }
 }

@@ -43,6 +43,8 @@ pub enum Frame {
     Pong(u64),
     /// The sender leaves the room; it closes next.
     Leave(Leave),
+    /// A Noise handshake message (private rooms; sent in plaintext, before `Hello`).
+    Noise(#[serde(with = "payload")] Bytes),
 }
 
 impl Frame {
@@ -59,6 +61,7 @@ impl Frame {
             Frame::Ping(_) => "Ping",
             Frame::Pong(_) => "Pong",
             Frame::Leave(_) => "Leave",
+            Frame::Noise(_) => "Noise",
         }
     }
 }
@@ -126,6 +129,8 @@ pub enum RejectReason {
     WrongNetwork,
     /// The room has `max_members` members already.
     RoomFull,
+    /// One side has a room key and the other has another key, or none.
+    KeyMismatch,
 }
 
 impl std::fmt::Display for RejectReason {
@@ -140,6 +145,7 @@ impl std::fmt::Display for RejectReason {
             }
             RejectReason::WrongNetwork => f.write_str("different network"),
             RejectReason::RoomFull => f.write_str("room full"),
+            RejectReason::KeyMismatch => f.write_str("room key mismatch"),
         }
     }
 }
