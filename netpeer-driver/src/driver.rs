@@ -28,8 +28,13 @@ use crate::{
 const BATCH: usize = 256;
 /// Socket events waiting for the driver; readers wait when it is full (backpressure).
 const IO_QUEUE: usize = 1024;
-/// Bytes read per `read` call.
+/// Largest read buffer: bytes read per `read` call at most.
 const READ_BUF: usize = 64 * 1024;
+/// First read buffer of a connection: it doubles (up to [`READ_BUF`]) while reads fill
+/// it, so an idle connection holds a page, not 64 KiB.
+const READ_BUF_MIN: usize = 4 * 1024;
+/// Read buffers handed back by the driver for reuse, per connection.
+const READ_BUF_SPARE: usize = 2;
 /// Frames smaller than this are copied into one buffer and written with one call.
 const COALESCE: usize = 64 * 1024;
 /// How long a closing connection may take to flush before it is dropped.
@@ -70,14 +75,20 @@ pub(crate) enum Command {
 enum Io<R: Runtime> {
     Accepted(R::Stream, SocketAddr),
     Connected(ConnId, io::Result<R::Stream>),
-    Read(ConnId, Bytes),
+    /// `n` bytes read into the buffer (handed back through `Conn::spare` once used).
+    Read(ConnId, Vec<u8>, usize),
     Eof(ConnId),
     Written(ConnId, usize),
     WriteFailed(ConnId),
 }
 
 struct Conn<R: Runtime> {
-    tx: async_channel::Sender<Bytes>,
+    /// The writer's queue: one batch of frames per driver wake-up.
+    tx: async_channel::Sender<Vec<Bytes>>,
+    /// Frames routed during this wake-up, not yet handed to the writer.
+    pending: Vec<Bytes>,
+    /// Read buffers back to the reader.
+    spare: async_channel::Sender<Vec<u8>>,
     reader: R::Task,
     writer: R::Task,
     /// Closed (never sent to) when the writer task ends.
@@ -103,6 +114,8 @@ struct Driver<R: Runtime> {
     join_reply: Option<async_channel::Sender<Result<Entered, JoinError>>>,
     /// `done` of connections closed (flushing) since the last loop turn.
     closing: Vec<async_channel::Receiver<()>>,
+    /// Connections with `pending` frames.
+    dirty: Vec<ConnId>,
 }
 
 /// Runs one peer until every handle is dropped, then leaves the room gracefully.
@@ -128,6 +141,7 @@ pub(crate) async fn run<R: Runtime>(
             shared,
             join_reply: None,
             closing: Vec::new(),
+            dirty: Vec::new(),
         };
         let mut timer: Option<(Instant, Sleep)> = None;
         loop {
@@ -284,7 +298,12 @@ impl<R: Runtime> Driver<R> {
                     Err(e) => self.machine.connect_failed(conn, connect_failure(&e), now),
                 }
             }
-            Io::Read(conn, bytes) => self.machine.receive(conn, &bytes, now),
+            Io::Read(conn, buf, n) => {
+                self.machine.receive(conn, &buf[..n], now);
+                if let Some(c) = self.conns.get(&conn) {
+                    let _ = c.spare.try_send(buf);
+                }
+            }
             Io::Eof(conn) | Io::WriteFailed(conn) => {
                 if let Some(c) = self.conns.remove(&conn) {
                     c.reader.abort();
@@ -301,10 +320,11 @@ impl<R: Runtime> Driver<R> {
         let (read, write) = R::split(stream);
         let (tx, rx) = async_channel::unbounded();
         let (done_tx, done) = async_channel::bounded::<()>(1);
+        let (spare, spare_rx) = async_channel::bounded(READ_BUF_SPARE);
         let span = debug_span!("conn", %conn);
         let reader = self
             .rt
-            .spawn(reader::<R>(conn, read, self.io_tx.clone()).instrument(span.clone()));
+            .spawn(reader::<R>(conn, read, self.io_tx.clone(), spare_rx).instrument(span.clone()));
         let io = self.io_tx.clone();
         let writer = self.rt.spawn(
             async move {
@@ -317,6 +337,8 @@ impl<R: Runtime> Driver<R> {
             conn,
             Conn {
                 tx,
+                pending: Vec::new(),
+                spare,
                 reader,
                 writer,
                 done,
@@ -324,14 +346,17 @@ impl<R: Runtime> Driver<R> {
         );
     }
 
-    /// Carries out everything the machine asked for.
+    /// Carries out everything the machine asked for, then hands each writer its frames
+    /// and the application its events, one batch each.
     fn route(&mut self) {
         while let Some(output) = self.machine.poll_output() {
             match output {
                 Output::Send { conn, bytes } => {
-                    if let Some(c) = self.conns.get(&conn) {
-                        // Unbounded channel: the machine bounds it (max_send_queue).
-                        let _ = c.tx.try_send(bytes);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        if c.pending.is_empty() {
+                            self.dirty.push(conn);
+                        }
+                        c.pending.push(bytes);
                     }
                 }
                 Output::Connect { conn, addr } => {
@@ -354,13 +379,19 @@ impl<R: Runtime> Driver<R> {
                 Output::Notify(event) => self.notify(event),
             }
         }
+        for conn in std::mem::take(&mut self.dirty) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.hand_over();
+            }
+        }
+        self.sink.flush();
     }
 
     fn close(&mut self, conn: ConnId, flush: bool) {
         if let Some(task) = self.connecting.remove(&conn) {
             task.abort();
         }
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
         if !flush {
@@ -371,6 +402,7 @@ impl<R: Runtime> Driver<R> {
         // The writer drains its queue, shuts the write side down and ends; the reader
         // keeps reading (and the machine ignores it) so unread data does not turn our
         // FIN into a reset. Both are dropped at the latest after LINGER.
+        c.hand_over();
         drop(c.tx);
         self.closing.push(c.done.clone());
         let rt = self.rt.clone();
@@ -458,26 +490,48 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn reply_join(&mut self, result: Result<Entered, JoinError>) {
+        // Events queued so far (`Entered` among them) reach the application first.
+        self.sink.flush();
         if let Some(reply) = self.join_reply.take() {
             let _ = reply.try_send(result);
         }
     }
 }
 
-async fn reader<R: Runtime>(conn: ConnId, mut read: R::Reader, io: async_channel::Sender<Io<R>>) {
-    let mut buf = vec![0u8; READ_BUF];
+impl<R: Runtime> Conn<R> {
+    /// Hands the frames routed so far to the writer.
+    fn hand_over(&mut self) {
+        if !self.pending.is_empty() {
+            // Unbounded channel: the machine bounds it (max_send_queue).
+            let _ = self.tx.try_send(std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+/// Reads into buffers the driver hands back (no copy, no allocation per read). A buffer
+/// starts at [`READ_BUF_MIN`] and doubles while reads fill it, up to [`READ_BUF`].
+async fn reader<R: Runtime>(
+    conn: ConnId,
+    mut read: R::Reader,
+    io: async_channel::Sender<Io<R>>,
+    spare: async_channel::Receiver<Vec<u8>>,
+) {
+    let mut size = READ_BUF_MIN;
     loop {
+        let mut buf = match spare.try_recv() {
+            Ok(buf) if buf.len() == size => buf,
+            _ => vec![0u8; size],
+        };
         match read.read(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = io.send(Io::Eof(conn)).await;
                 return;
             }
             Ok(n) => {
-                if io
-                    .send(Io::Read(conn, Bytes::copy_from_slice(&buf[..n])))
-                    .await
-                    .is_err()
-                {
+                if n == size && size < READ_BUF {
+                    size *= 2;
+                }
+                if io.send(Io::Read(conn, buf, n)).await.is_err() {
                     return;
                 }
             }
@@ -490,22 +544,20 @@ async fn reader<R: Runtime>(conn: ConnId, mut read: R::Reader, io: async_channel
 async fn writer<R: Runtime>(
     conn: ConnId,
     mut write: R::Writer,
-    rx: async_channel::Receiver<Bytes>,
+    rx: async_channel::Receiver<Vec<Bytes>>,
     io: async_channel::Sender<Io<R>>,
 ) {
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(COALESCE);
-    while let Ok(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1024 {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Ok(mut batch) = rx.recv().await {
+        while batch.len() < 4096 {
             match rx.try_recv() {
-                Ok(b) => batch.push(b),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
         let total: usize = batch.iter().map(Bytes::len).sum();
         let result = write_batch::<R>(&mut write, &batch, &mut buf).await;
-        batch.clear();
+        drop(batch);
         if result.is_err() {
             let _ = io.send(Io::WriteFailed(conn)).await;
             return;

@@ -1,16 +1,21 @@
 //! What the application hears, through a bounded channel with a documented lag policy.
 
 use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use bytes::Bytes;
+use event_listener::{Event, EventListener};
 use futures_core::Stream;
+use futures_lite::future;
 use netpeer_proto::{DecodeValueError, LeaveReason, Message, RejectReason};
 use serde::de::DeserializeOwned;
 
@@ -81,23 +86,28 @@ pub enum PeerEvent {
 /// Lag policy: the channel holds `event_capacity` events (builder option, default
 /// 4096). When it is full, new events are dropped and counted; the next receive returns
 /// [`PeerEvent::Lagged`] with the count, then the events still queued.
-#[derive(Debug)]
+///
+/// The driver hands over everything one wake-up produced at once (one lock, one
+/// notification), and the queue takes memory only for events actually waiting.
 pub struct Events {
-    rx: async_channel::Receiver<PeerEvent>,
-    lagged: Arc<AtomicU64>,
-    /// The receiver pinned for `Stream` use, made on first poll.
-    pinned: Option<Pin<Box<async_channel::Receiver<PeerEvent>>>>,
+    queue: Arc<Queue>,
+    /// Registered while waiting for the driver (`Stream` polling keeps it across polls).
+    listener: Option<EventListener>,
 }
 
-// `rx` is never pinned through `Events` (only the boxed copy is), so moving it is fine.
-impl Unpin for Events {}
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl Clone for Events {
     fn clone(&self) -> Self {
         Events {
-            rx: self.rx.clone(),
-            lagged: self.lagged.clone(),
-            pinned: None,
+            queue: self.queue.clone(),
+            listener: None,
         }
     }
 }
@@ -105,29 +115,62 @@ impl Clone for Events {
 impl Events {
     /// The next event; `None` once the peer is gone and every event was received.
     pub async fn recv(&mut self) -> Option<PeerEvent> {
-        if let Some(lag) = self.take_lag() {
-            return Some(lag);
-        }
-        self.rx.recv().await.ok()
+        future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<PeerEvent> {
-        self.take_lag().or_else(|| self.rx.try_recv().ok())
+        self.next_ready().flatten()
     }
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.queue.lock().items.len()
     }
 
     /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty() && self.lagged.load(Ordering::Relaxed) == 0
+        self.queue.lock().items.is_empty() && self.queue.lagged.load(Ordering::Acquire) == 0
+    }
+
+    /// `Some(Some(event))`, `Some(None)` once the driver is gone and everything was
+    /// received, `None` if the caller must wait.
+    fn next_ready(&self) -> Option<Option<PeerEvent>> {
+        if let Some(lag) = self.take_lag() {
+            return Some(Some(lag));
+        }
+        let mut state = self.queue.lock();
+        if let Some(event) = state.items.pop_front() {
+            if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
+                state.items.shrink_to(SHRINK_TO);
+            }
+            return Some(Some(event));
+        }
+        state.closed.then_some(None)
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        loop {
+            if let Some(next) = self.next_ready() {
+                self.listener = None;
+                return Poll::Ready(next);
+            }
+            match self.listener.as_mut() {
+                // Registered before the next check: a push after it notifies us.
+                None => self.listener = Some(self.queue.ready.listen()),
+                Some(listener) => {
+                    ready!(Pin::new(listener).poll(cx));
+                    self.listener = None;
+                }
+            }
+        }
     }
 
     fn take_lag(&self) -> Option<PeerEvent> {
-        let missed = self.lagged.swap(0, Ordering::AcqRel);
+        if self.queue.lagged.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let missed = self.queue.lagged.swap(0, Ordering::AcqRel);
         (missed > 0).then_some(PeerEvent::Lagged { missed })
     }
 }
@@ -136,46 +179,107 @@ impl Stream for Events {
     type Item = PeerEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
-        if let Some(lag) = self.take_lag() {
-            return Poll::Ready(Some(lag));
-        }
-        let this = &mut *self;
-        let rx = &this.rx;
-        this.pinned
-            .get_or_insert_with(|| Box::pin(rx.clone()))
-            .as_mut()
-            .poll_next(cx)
+        self.poll_recv(cx)
     }
 }
 
-/// The driver's end.
-#[derive(Debug)]
+/// A queue that grew past this many slots is shrunk once it is empty again.
+const SHRINK_ABOVE: usize = 16 * 1024;
+const SHRINK_TO: usize = 256;
+
+/// What the driver and every [`Events`] clone share.
+struct Queue {
+    state: Mutex<State>,
+    /// Notified when events arrive or the driver goes away.
+    ready: Event,
+    lagged: AtomicU64,
+}
+
+struct State {
+    items: VecDeque<PeerEvent>,
+    capacity: usize,
+    /// The driver is gone: no event will come after those queued.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The driver's end: events are collected during one wake-up and handed over by
+/// [`flush`](EventSink::flush).
 pub(crate) struct EventSink {
-    tx: async_channel::Sender<PeerEvent>,
-    lagged: Arc<AtomicU64>,
+    queue: Arc<Queue>,
+    batch: Vec<PeerEvent>,
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSink")
+            .field("batch", &self.batch.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventSink {
-    pub(crate) fn push(&self, event: PeerEvent) {
-        if let Err(async_channel::TrySendError::Full(_)) = self.tx.try_send(event) {
-            self.lagged.fetch_add(1, Ordering::AcqRel);
+    /// Queues an event; it reaches the application at the next [`flush`](Self::flush).
+    pub(crate) fn push(&mut self, event: PeerEvent) {
+        self.batch.push(event);
+    }
+
+    /// Hands the collected events to the application: those that do not fit in the
+    /// capacity are dropped (the newest) and counted for [`PeerEvent::Lagged`].
+    pub(crate) fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
         }
+        let mut dropped = 0;
+        {
+            let mut state = self.queue.lock();
+            let room = state.capacity.saturating_sub(state.items.len());
+            if self.batch.len() > room {
+                dropped = (self.batch.len() - room) as u64;
+                self.batch.truncate(room);
+            }
+            state.items.extend(self.batch.drain(..));
+        }
+        if dropped > 0 {
+            self.queue.lagged.fetch_add(dropped, Ordering::AcqRel);
+        }
+        self.queue.ready.notify(usize::MAX);
+    }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.flush();
+        self.queue.lock().closed = true;
+        self.queue.ready.notify(usize::MAX);
     }
 }
 
 /// A bounded event channel with the lag policy.
 pub(crate) fn channel(capacity: usize) -> (EventSink, Events) {
-    let (tx, rx) = async_channel::bounded(capacity.max(1));
-    let lagged = Arc::new(AtomicU64::new(0));
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            capacity: capacity.max(1),
+            closed: false,
+        }),
+        ready: Event::new(),
+        lagged: AtomicU64::new(0),
+    });
     (
         EventSink {
-            tx,
-            lagged: lagged.clone(),
+            queue: queue.clone(),
+            batch: Vec::new(),
         },
         Events {
-            rx,
-            lagged,
-            pinned: None,
+            queue,
+            listener: None,
         },
     )
 }

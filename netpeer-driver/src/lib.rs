@@ -17,8 +17,8 @@ mod runtime;
 
 pub use events::{Entered, Events, PeerEvent};
 pub use netpeer_proto::{
-    self as proto, Config, DecodeValueError, LeaveReason, Message, RejectReason, decode_value,
-    encode_value,
+    self as proto, Config, DecodeValueError, LeaveReason, Message, RejectReason, RoomKey,
+    decode_value, encode_value,
 };
 pub use peer::{Builder, Error, JoinError, Peer};
 pub use runtime::{Runtime, Task};

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use netpeer_proto::{Config, ConfigError, PeerMachine, RejectReason};
+use netpeer_proto::{Config, ConfigError, PeerMachine, RejectReason, RoomKey};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -68,6 +68,10 @@ pub enum JoinError {
     /// The member we joined through belongs to another network.
     #[error("the member belongs to another network")]
     WrongNetwork,
+    /// The room is private and our room key is another one (or we have none, or it
+    /// is an open room and we have one).
+    #[error("room key mismatch: the room uses another key (or none)")]
+    KeyMismatch,
     /// The room is full.
     #[error("the room is full")]
     RoomFull,
@@ -113,6 +117,7 @@ impl From<RejectReason> for JoinError {
             }
             RejectReason::WrongNetwork => JoinError::WrongNetwork,
             RejectReason::RoomFull => JoinError::RoomFull,
+            RejectReason::KeyMismatch => JoinError::KeyMismatch,
             other => JoinError::Rejected(other),
         }
     }
@@ -168,6 +173,15 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Makes the room private: every connection is a Noise session bound to `key`
+    /// (`RoomKey::from_bytes` for 32 random bytes, or `RoomKey::from_passphrase`).
+    /// Peers without the key cannot join, read or inject anything. It protects the room
+    /// from outsiders, not members from each other.
+    pub fn room_key(mut self, key: RoomKey) -> Self {
+        self.config.room_key = Some(key);
+        self
+    }
+
     /// Fixes the seed of the peer's random choices (tests); by default it is random.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -193,6 +207,12 @@ impl<R: Runtime> Builder<R> {
         self.config.listen_port = local_addr.port();
         if !self.seeded {
             self.config.seed = fastrand::u64(..);
+        }
+        if self.config.room_key.is_some() && self.config.crypto_seed.is_none() {
+            // Ephemeral Noise keys come from the operating system's random source.
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e)))?;
+            self.config.crypto_seed = Some(seed);
         }
         let machine = PeerMachine::new(self.config, Instant::now())?;
         let (sink, events) = events::channel(self.event_capacity);

@@ -84,7 +84,7 @@ use futures_lite::future;
 
 pub use netpeer_driver::{
     Config, DecodeValueError, Entered, Error, Events, JoinError, LeaveReason, Message, PeerEvent,
-    RejectReason, decode_value, encode_value, proto,
+    RejectReason, RoomKey, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by async-io. Build one with [`Smol::builder`].

@@ -41,7 +41,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 
 pub use netpeer_driver::{
     Config, DecodeValueError, Entered, Error, Events, JoinError, LeaveReason, Message, PeerEvent,
-    RejectReason, decode_value, encode_value, proto,
+    RejectReason, RoomKey, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by tokio. See the [crate docs](crate).
