@@ -899,7 +899,7 @@ impl PeerMachine {
             if we_win {
                 return self.reject(conn, RejectReason::NameTaken);
             }
-            return self.expelled();
+            return self.expelled(RejectReason::NameTaken);
         }
         self.see_epoch(hello.join_epoch);
         let name = hello.name.clone();
@@ -907,11 +907,28 @@ impl PeerMachine {
             .members
             .get(&name)
             .map(|m| (m.conn, m.incarnation, m.join_epoch, m.dialing));
-        if inbound
+        let joining_through_it = matches!(
+            self.join,
+            JoinPhase::Joining { contact, .. } if contact == conn
+        );
+        if !joining_through_it
             && existing.is_none_or(|(c, ..)| c.is_none())
             && self.view_len() + 1 >= self.config.max_members
         {
-            return self.reject(conn, RejectReason::RoomFull);
+            // Rule 11: a full room. A member admitted elsewhere (two contacts filled
+            // the last slot at once) is weighed against our youngest member by the
+            // rule every member applies alike: the youngest gives way.
+            let rank = (hello.join_epoch, hello.incarnation);
+            match self.youngest_member() {
+                Some((youngest, their_rank))
+                    if !hello.wants_welcome
+                        && hello.join_epoch != UNRANKED
+                        && incumbent_wins(rank, their_rank) =>
+                {
+                    self.expel(youngest, RejectReason::RoomFull);
+                }
+                _ => return self.reject(conn, RejectReason::RoomFull),
+            }
         }
         if let Some((Some(old), incarnation, join_epoch, _)) = existing {
             if incarnation == hello.incarnation {
@@ -957,7 +974,7 @@ impl PeerMachine {
                 (hello.join_epoch, hello.incarnation),
                 (join_epoch, incarnation),
             ) {
-                self.expel(old);
+                self.expel(old, RejectReason::NameTaken);
                 return self.admit(conn, hello, false);
             }
             return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
@@ -1174,9 +1191,9 @@ impl PeerMachine {
                 }
             }
             Frame::Reject(r) => {
-                if r.reason == RejectReason::NameTaken {
-                    // Rule 3: we lost a name conflict.
-                    self.expelled();
+                if matches!(r.reason, RejectReason::NameTaken | RejectReason::RoomFull) {
+                    // Rule 3 / 11: we lost a name conflict, or the room has no place.
+                    self.expelled(r.reason);
                 } else {
                     self.drop_session(conn, Cause::RemoteRejected(r.reason));
                 }
@@ -1531,7 +1548,7 @@ impl PeerMachine {
             let wins = !hello.wants_welcome
                 && incumbent_wins((hello.join_epoch, hello.incarnation), holder);
             if wins {
-                self.expel(conn);
+                self.expel(conn, RejectReason::NameTaken);
                 expelled = true;
                 self.release_held(h);
             } else {
@@ -1564,23 +1581,27 @@ impl PeerMachine {
             .collect()
     }
 
-    /// Rule 3: the member on `conn` lost a name conflict; it is told and dropped.
-    fn expel(&mut self, conn: ConnId) {
-        self.send_frame(
-            conn,
-            &Frame::Reject(Reject {
-                reason: RejectReason::NameTaken,
-            }),
-        );
+    /// Rule 3 / 11: the member on `conn` lost a name conflict or its place in a full
+    /// room; it is told why and dropped.
+    fn expel(&mut self, conn: ConnId, reason: RejectReason) {
+        self.send_frame(conn, &Frame::Reject(Reject { reason }));
         self.drop_session(conn, Cause::Local(CloseReason::Replaced));
     }
 
-    /// Rule 3: we lost a name conflict: leave the room and tell the application.
-    fn expelled(&mut self) {
+    /// The member in our view that joined last (largest join epoch, then
+    /// incarnation), with its rank.
+    fn youngest_member(&self) -> Option<(ConnId, (u64, u64))> {
+        self.members
+            .values()
+            .filter_map(|m| m.conn.map(|c| (c, (m.join_epoch, m.incarnation))))
+            .max_by_key(|(_, rank)| *rank)
+    }
+
+    /// Rule 3 / 11: we lost a name conflict or a place in a full room: leave the room
+    /// and tell the application.
+    fn expelled(&mut self, reason: RejectReason) {
         self.leave_room(true);
-        self.notify(Event::Rejected {
-            reason: RejectReason::NameTaken,
-        });
+        self.notify(Event::Rejected { reason });
     }
 
     fn leave_room(&mut self, expelled: bool) {
@@ -1603,7 +1624,8 @@ impl PeerMachine {
         self.members.clear();
         self.join = JoinPhase::Idle;
         self.incarnation = self.rng.next_u64();
-        self.join_epoch = 0;
+        // Alone again: no rank until a welcome gives one (rule 3 and 11).
+        self.join_epoch = UNRANKED;
         self.next_seq = 0;
     }
 
@@ -1646,12 +1668,28 @@ impl PeerMachine {
         }
         if let Some(Purpose::Member(name)) = s.purpose() {
             let superseded = matches!(cause, Cause::Local(CloseReason::Duplicate));
-            if matches!(cause, Cause::RemoteRejected(RejectReason::NameTaken)) {
-                // Rule 3: a member holds our name and wins: we are out.
-                self.expelled();
+            if let Cause::RemoteRejected(
+                reason @ (RejectReason::NameTaken | RejectReason::RoomFull),
+            ) = &cause
+            {
+                // Rule 3 / 11: a member holds our name and wins, or the room is full
+                // and we are its youngest: we are out.
+                self.expelled(reason.clone());
                 return;
             }
             let name = name.clone();
+            if matches!(cause, Cause::WeRejected(_)) {
+                // We refused what answered there (full room, wrong network, ...).
+                if let Some(m) = self.members.get_mut(&name) {
+                    if m.dialing == Some(conn) {
+                        m.dialing = None;
+                    }
+                }
+                if self.members.get(&name).is_some_and(|m| !m.in_view()) {
+                    self.forget(&name);
+                }
+                return;
+            }
             self.dial_failed(&name, conn, superseded);
         }
     }
@@ -1670,12 +1708,20 @@ impl PeerMachine {
                 addr,
                 error: ConnectFailure::Other("that address leads to this peer itself".into()),
             },
+            Cause::Transport(None) => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other(
+                    "the member closed the connection before its welcome (shutting down, \
+                     or too many pending handshakes)"
+                        .into(),
+                ),
+            },
             other => Event::ConnectFailed {
                 addr,
-                error: ConnectFailure::Other(format!(
-                    "connection ended before the welcome ({:?})",
-                    other.close_reason()
-                )),
+                error: ConnectFailure::Other(match other.close_reason() {
+                    Some(reason) => format!("the connection ended before the welcome: {reason:?}"),
+                    None => "the connection ended before the welcome".into(),
+                }),
             },
         };
         self.notify(event);

@@ -547,3 +547,59 @@ fn everyone_joins_at_once_through_random_earlier_peers() {
         eprintln!("seed {seed}: full mesh of 16 after {took:?} (virtual)");
     }
 }
+
+#[test]
+fn two_newcomers_racing_for_the_last_place_one_enters_one_is_refused() {
+    // Found by netpeer-tokio/tests/limits.rs: both newcomers took the last place and the
+    // room stayed over max_members, split. Now the youngest gives way everywhere.
+    let mut both_admitted_at_first = 0;
+    for seed in 0..30u64 {
+        let mut sim = Sim::new(seed);
+        let limited = |sim: &mut Sim, name: &str| {
+            let mut c = sim.config_for(name);
+            c.max_members = 4;
+            sim.add_peer_with(c)
+        };
+        let a = limited(&mut sim, "a");
+        let b = limited(&mut sim, "b");
+        let c = limited(&mut sim, "c");
+        sim.join(b, a);
+        sim.join(c, a);
+        sim.run_until_quiet().unwrap();
+        let e0 = limited(&mut sim, "e0");
+        let e1 = limited(&mut sim, "e1");
+        sim.join(e0, a);
+        sim.join(e1, b);
+        sim.run_until_quiet().unwrap();
+        let in_room: Vec<PeerId> = [e0, e1]
+            .into_iter()
+            .filter(|p| entered(&sim, *p).is_some() && !sim.view(*p).is_empty())
+            .collect();
+        assert_eq!(
+            in_room.len(),
+            1,
+            "seed {seed}: {:?} {:?}",
+            sim.events(e0),
+            sim.events(e1)
+        );
+        let out = if in_room[0] == e0 { e1 } else { e0 };
+        assert!(
+            sim.events(out).contains(&Event::Rejected {
+                reason: RejectReason::RoomFull
+            }),
+            "seed {seed}: {:?}",
+            sim.events(out)
+        );
+        assert!(sim.view(out).is_empty());
+        if sim
+            .events(out)
+            .iter()
+            .any(|e| matches!(e, Event::EnteredNetwork { .. }))
+        {
+            both_admitted_at_first += 1;
+        }
+        sim.check_full_mesh(&[a, b, c, in_room[0]]).unwrap();
+        sim.check_all().unwrap();
+    }
+    let _ = both_admitted_at_first;
+}

@@ -1,0 +1,153 @@
+//! Micro benchmarks of the protocol core (divan: it builds in a fraction of criterion's
+//! time here and reports per-iteration times with throughput counters).
+//!
+//! `cargo bench -p netpeer-proto --bench machine`
+
+use std::{net::SocketAddr, time::Instant};
+
+use bytes::Bytes;
+use divan::{Bencher, black_box, counter::ItemsCount};
+use netpeer_proto::{
+    Config, ConnId, Output, PeerMachine,
+    sim::Sim,
+    wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
+};
+
+fn main() {
+    divan::main();
+}
+
+const MAX: u32 = 16 << 20;
+const SIZES: [usize; 3] = [64, 1024, 64 * 1024];
+
+fn data(seq: u64, size: usize) -> Frame {
+    Frame::Data(Data {
+        seq,
+        to: None,
+        kind: "chat".into(),
+        payload: Bytes::from(vec![7u8; size]),
+    })
+}
+
+#[divan::bench(args = SIZES)]
+fn encode_data_frame(bencher: Bencher, size: usize) {
+    let frame = data(1, size);
+    bencher.bench(|| encode_frame(black_box(&frame), MAX).unwrap());
+}
+
+#[divan::bench(args = SIZES)]
+fn decode_data_frame(bencher: Bencher, size: usize) {
+    let bytes = encode_frame(&data(1, size), MAX).unwrap();
+    let mut decoder = FrameDecoder::new(MAX);
+    bencher.bench_local(|| {
+        let mut input = &bytes[..];
+        decoder.decode_next(black_box(&mut input)).unwrap().unwrap()
+    });
+}
+
+fn hello(name: &str) -> Bytes {
+    encode_frame(
+        &Frame::Hello(Hello {
+            versions: (1, 1),
+            network: "netpeer".into(),
+            name: name.into(),
+            incarnation: 1,
+            join_epoch: 1,
+            listen_port: 1,
+            advertise_ip: None,
+            observed_addr: None,
+            wants_welcome: false,
+            state_version: StateVersion::default(),
+        }),
+        MAX,
+    )
+    .unwrap()
+}
+
+/// A machine with `n` established sessions (bob0..), outputs drained.
+fn machine_with(n: usize) -> (PeerMachine, Vec<ConnId>) {
+    let now = Instant::now();
+    let mut config = Config::new("alice");
+    config.max_pending_handshakes = n + 1;
+    let mut m = PeerMachine::new(config, now).unwrap();
+    let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let conns = (0..n)
+        .map(|i| {
+            let c = m.accept(remote, now).unwrap();
+            m.receive(c, &hello(&format!("bob{i}")), now);
+            c
+        })
+        .collect();
+    while m.poll_output().is_some() {}
+    (m, conns)
+}
+
+/// One machine's receive → deliver path: 1,000 64-byte messages in 64 KiB reads.
+#[divan::bench]
+fn receive_to_deliver_64b(bencher: Bencher) {
+    const N: u64 = 1000;
+    bencher
+        .counter(ItemsCount::new(N))
+        .with_inputs(|| {
+            let (m, conns) = machine_with(1);
+            let stream: Vec<u8> = (1..=N)
+                .flat_map(|seq| encode_frame(&data(seq, 64), MAX).unwrap().to_vec())
+                .collect();
+            (m, conns[0], stream)
+        })
+        .bench_local_values(|(mut m, conn, stream)| {
+            let now = Instant::now();
+            let mut delivered = 0;
+            for chunk in stream.chunks(64 * 1024) {
+                m.receive(conn, chunk, now);
+                while let Some(o) = m.poll_output() {
+                    if let Output::Deliver(msg) = o {
+                        delivered += msg.payload.len();
+                    }
+                }
+            }
+            delivered
+        });
+}
+
+/// A 64-byte broadcast to N sessions: encoded once, the frame shared by every session.
+#[divan::bench(args = [1, 8, 32])]
+fn broadcast_to_sessions(bencher: Bencher, n: usize) {
+    let (mut m, _) = machine_with(n);
+    let payload = Bytes::from(vec![7u8; 64]);
+    let now = Instant::now();
+    bencher.bench_local(|| {
+        m.broadcast("chat", payload.clone(), now).unwrap();
+        while let Some(o) = m.poll_output() {
+            if let Output::Send { conn, bytes } = o {
+                m.transmitted(conn, bytes.len());
+            }
+        }
+    });
+}
+
+/// A newcomer joining a room of 32 in the simulator, until everyone is meshed (virtual
+/// network, so this measures protocol work, not sockets).
+#[divan::bench(sample_count = 20)]
+fn join_room_of_32(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            let mut sim = Sim::new(1);
+            let first = sim.add_peer("p0");
+            for i in 1..32 {
+                let p = sim.add_peer(&format!("p{i}"));
+                sim.join(p, first);
+            }
+            sim.run_until_quiet().unwrap();
+            let newcomer = sim.add_peer("newcomer");
+            (sim, first, newcomer)
+        })
+        .bench_local_values(|(mut sim, first, newcomer)| {
+            sim.join(newcomer, first);
+            let ok = sim.run_until(std::time::Duration::from_secs(5), |s| {
+                s.view(newcomer).len() == 32
+            });
+            assert!(ok);
+            sim
+        });
+}
