@@ -279,3 +279,51 @@ fn replayed_reordered_or_modified_segments_end_that_session_only() {
         assert!(w.b.members().is_empty());
     }
 }
+
+#[test]
+fn a_wiretap_on_the_simulated_network_sees_no_plaintext() {
+    let run = |key: Option<&RoomKey>| {
+        let mut sim = Sim::from_env(24);
+        sim.net_mut().capture = true;
+        let peers: Vec<PeerId> = ["alice-tapped", "bob-tapped", "carol-tapped"]
+            .iter()
+            .map(|n| keyed(&mut sim, n, key))
+            .collect();
+        sim.join(peers[1], peers[0]);
+        sim.join(peers[2], peers[1]);
+        sim.run_until_quiet().unwrap();
+        sim.check_full_mesh(&peers).unwrap();
+        sim.broadcast(
+            peers[0],
+            "plans",
+            encode_value(&"meet at the old mill").unwrap(),
+        )
+        .unwrap();
+        sim.send_to(
+            peers[2],
+            "bob-tapped",
+            "aside",
+            encode_value(&"bring snacks").unwrap(),
+        )
+        .unwrap();
+        sim.set_state(peers[1], encode_value(&"topic: the mill").unwrap())
+            .unwrap();
+        sim.run_until_quiet().unwrap();
+        sim.check_all().unwrap();
+        let wire = sim.captured().to_vec();
+        [
+            "old mill",
+            "snacks",
+            "the mill",
+            "alice-tapped",
+            "carol-tapped",
+            "plans",
+        ]
+        .into_iter()
+        .filter(|s| contains(&wire, s.as_bytes()))
+        .count()
+    };
+    assert_eq!(run(Some(&RoomKey::from_bytes([6; 32]))), 0);
+    // The control: an open room shows every one of them.
+    assert_eq!(run(None), 6);
+}

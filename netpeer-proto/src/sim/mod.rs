@@ -103,6 +103,8 @@ pub struct NetConfig {
     pub quiet_period: Duration,
     /// `run_until_quiet` gives up after this much virtual time.
     pub max_run: Duration,
+    /// Record every byte any peer sends (see [`Sim::captured`]), as a wiretap would.
+    pub capture: bool,
 }
 
 impl Default for NetConfig {
@@ -116,6 +118,7 @@ impl Default for NetConfig {
             dual_stack: false,
             quiet_period: Duration::from_secs(8),
             max_run: Duration::from_secs(600),
+            capture: false,
         }
     }
 }
@@ -299,6 +302,8 @@ impl Ord for Scheduled {
 /// The simulator. See the [module docs](self).
 #[derive(Debug)]
 pub struct Sim {
+    /// Every byte sent, in order, when `NetConfig::capture` is on.
+    captured: Vec<u8>,
     seed: u64,
     rng: ChaCha8Rng,
     /// Anchor for the machines' `Instant`s; only offsets from it are ever observed.
@@ -361,10 +366,16 @@ impl Sim {
             events_processed: 0,
             sent: Vec::new(),
             faulted: false,
+            captured: Vec::new(),
             bandwidth: BTreeMap::new(),
             black_holes: BTreeSet::new(),
             violations: Vec::new(),
         }
+    }
+
+    /// Every byte any peer sent so far, in order (empty unless `NetConfig::capture`).
+    pub fn captured(&self) -> &[u8] {
+        &self.captured
     }
 
     /// The seed of this run.
@@ -1204,6 +1215,9 @@ impl Sim {
             };
             match out {
                 Output::Send { conn, bytes } => {
+                    if self.net.capture {
+                        self.captured.extend_from_slice(&bytes);
+                    }
                     let route = self.peers[p.0]
                         .conns
                         .get(&conn)
