@@ -50,7 +50,7 @@
 //! | --- | --- |
 //! | an [`async_executor::Executor`] (what smol runs) | [`Smol::with_executor`] (feature `async-executor`, on by default) |
 //! | smol's global executor | `Smol::with_spawner(\|task\| smol::spawn(task).detach())` |
-//! | async-std | [`Smol::async_std`] (feature `async-std`) |
+//! | async-std | `Smol::async_std` (feature `async-std`) |
 //! | anything else | [`Smol::with_spawner`] with a closure that runs the task to completion |
 //!
 //! The spawned tasks are `Send`, so the executor may run them on any thread.
@@ -62,7 +62,7 @@
 //! maintainers point to smol. There is no separate netpeer adapter for it and none is
 //! needed: async-std's sockets and timers *are* async-io's (the same reactor), so this
 //! crate serves async-std programs as they are, spawning with `async_std::task::spawn`
-//! ([`Smol::async_std`]), and keeps serving them after they move to smol.
+//! (`Smol::async_std`), and keeps serving them after they move to smol.
 //!
 //! ## Cancellation is the same on every executor
 //!
