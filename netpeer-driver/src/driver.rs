@@ -27,12 +27,16 @@ use crate::{
 /// wake-up: the handles and the sockets are served in turn).
 const BATCH: usize = 256;
 /// Socket events waiting for the driver; readers wait when it is full (backpressure).
-const IO_QUEUE: usize = 1024;
+/// (Bounded channels allocate every slot up front: this is memory per peer.)
+const IO_QUEUE: usize = 128;
+/// Commands from the handles waiting for the driver; `broadcast` and the other commands
+/// wait when it is full. One wake-up of the driver takes up to [`BATCH`] of them.
+pub(crate) const COMMAND_QUEUE: usize = 256;
 /// Largest read buffer: bytes read per `read` call at most.
 const READ_BUF: usize = 64 * 1024;
 /// First read buffer of a connection: it doubles (up to [`READ_BUF`]) while reads fill
-/// it, so an idle connection holds a page, not 64 KiB.
-const READ_BUF_MIN: usize = 4 * 1024;
+/// it, so an idle connection holds 2 KiB, not 64 KiB.
+const READ_BUF_MIN: usize = 2 * 1024;
 /// Read buffers handed back by the driver for reuse, per connection.
 const READ_BUF_SPARE: usize = 2;
 /// Frames smaller than this are copied into one buffer and written with one call.
@@ -300,8 +304,11 @@ impl<R: Runtime> Driver<R> {
             }
             Io::Read(conn, buf, n) => {
                 self.machine.receive(conn, &buf[..n], now);
-                if let Some(c) = self.conns.get(&conn) {
-                    let _ = c.spare.try_send(buf);
+                // Only grown buffers are worth keeping: an idle connection holds one.
+                if buf.len() > READ_BUF_MIN {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.spare.try_send(buf);
+                    }
                 }
             }
             Io::Eof(conn) | Io::WriteFailed(conn) => {

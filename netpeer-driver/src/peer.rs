@@ -216,7 +216,7 @@ impl<R: Runtime> Builder<R> {
         }
         let machine = PeerMachine::new(self.config, Instant::now())?;
         let (sink, events) = events::channel(self.event_capacity);
-        let (cmd_tx, cmd_rx) = async_channel::bounded(1024);
+        let (cmd_tx, cmd_rx) = async_channel::bounded(driver::COMMAND_QUEUE);
         let shared = Arc::new(Shared {
             members: Mutex::new(Vec::new()),
             state: Mutex::new(machine.state().clone()),

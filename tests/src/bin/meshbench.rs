@@ -1,0 +1,1618 @@
+//! meshbench: netpeer on loopback, on tokio and on smol, against the limit.
+//!
+//! ```text
+//! cargo run --release -p netpeer-tests --bin meshbench -- [--quick] [--json FILE]
+//! ```
+//!
+//! Every row is measured in this one run, next to a raw TCP baseline doing the same
+//! job with no protocol: the same framed bytes (the exact `Data` frames netpeer sends)
+//! fanned out over one TCP connection per pair of nodes, on the same runtime, with a
+//! reader that only splits length prefixes. The table gives netpeer / raw per row.
+//!
+//! - **join**: N = 2, 8, 32 peers, one after another through the first peer, and all
+//!   at once through a random earlier member; each run ends when every peer's view
+//!   holds all the others (a full mesh is verified every time). Raw: the same pattern
+//!   of TCP connects until every pair is connected.
+//! - **broadcast**: one sender or all senders, N = 4 and 8, 64 B and 4 KiB payloads, in
+//!   messages per second delivered per receiver (messages each receiver gets / time
+//!   until the last receiver has them all). Zero loss is verified by exact counts and
+//!   per-sender order (each payload carries its sender's counter); a gap, a duplicate,
+//!   a reorder, a `Lagged` event or a member leaving fails the row loudly.
+//! - **latency**: one sender at 1,000 messages/s with N = 8, one-way p50 / p99 / p99.9
+//!   over every receiver (the send time travels in the payload; one process, one clock).
+//! - **memory**: RSS of a child process running one idle peer in a room of 8 (the other
+//!   7 live here), and RSS per peer of 8 idle peers in one child process, then after a
+//!   throughput run in that room.
+//!
+//! netpeer's broadcast never waits for receivers (rule 11: a member whose send queue
+//! crosses `max_send_queue` is closed as a slow consumer), so the senders here keep a
+//! window: a sender runs at most `window` messages ahead of its slowest receiver's
+//! application (8 MiB of frames, at most 16,384 messages), the receivers' event
+//! channels hold every message a window allows, and `max_send_queue` (32 MiB by
+//! default) is above any window. Loss can then only come from netpeer itself. Raw TCP
+//! needs no window: its writes block.
+//!
+//! Every wait is bounded; a row that hits its bound fails. Loopback only.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    future::Future,
+    io::{BufRead, BufReader, Write as _},
+    process::{Command, ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_executor::Executor;
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use netpeer_driver::{
+    Builder, Events, Peer, PeerEvent, Runtime, Task,
+    proto::wire::{Data, Frame, encode_frame},
+};
+use netpeer_smol::Smol;
+use netpeer_tokio::Tokio;
+use serde::Serialize;
+
+/// The bound on one row.
+const ROW_LIMIT: Duration = Duration::from_secs(120);
+/// Kind of every benchmark message.
+const KIND: &str = "bench";
+/// Largest frame netpeer accepts by default (the raw readers use it too).
+const MAX_FRAME: u32 = 16 << 20;
+
+// ------------------------------------------------------------------------ options
+
+#[derive(Debug, Clone)]
+struct Opts {
+    quick: bool,
+    /// Only rows whose "benchmark case" contains this (profiling one row).
+    only: Option<String>,
+    /// Only this runtime.
+    runtime: Option<String>,
+}
+
+impl Opts {
+    fn wants(&self, bench: &str, case: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| format!("{bench} {case}").contains(o.as_str()))
+    }
+
+    /// Messages per sender in a throughput row.
+    fn per_sender(&self, size: usize, senders: usize) -> u64 {
+        let total: u64 = match (size <= 64, self.quick) {
+            (true, false) => 300_000,
+            (true, true) => 30_000,
+            (false, false) => 40_000,
+            (false, true) => 4_000,
+        };
+        // All senders: about as many messages per receiver as with one sender.
+        (total / senders.max(1) as u64).max(1)
+    }
+
+    fn latency_secs(&self) -> u64 {
+        if self.quick { 1 } else { 5 }
+    }
+
+    fn join_rounds(&self) -> usize {
+        if self.quick { 1 } else { 5 }
+    }
+}
+
+// -------------------------------------------------------------------------- rows
+
+/// One line of the table (and one object of the JSON).
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    runtime: String,
+    bench: String,
+    case: String,
+    unit: String,
+    /// netpeer's value (higher is better for rates, lower for times and memory).
+    netpeer: Option<f64>,
+    /// The raw TCP baseline's value, where there is one.
+    raw: Option<f64>,
+    /// netpeer / raw.
+    ratio: Option<f64>,
+    /// What was verified (or why the row failed).
+    check: String,
+    ok: bool,
+    /// The issue's target for this row, if it has one, and whether it was met.
+    target: Option<String>,
+    met: Option<bool>,
+    /// Extra numbers (JSON only).
+    detail: serde_json::Value,
+}
+
+impl Row {
+    fn new(runtime: &str, bench: &str, case: &str, unit: &str) -> Self {
+        Row {
+            runtime: runtime.into(),
+            bench: bench.into(),
+            case: case.into(),
+            unit: unit.into(),
+            netpeer: None,
+            raw: None,
+            ratio: None,
+            check: String::new(),
+            ok: true,
+            target: None,
+            met: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    fn values(mut self, netpeer: Option<f64>, raw: Option<f64>) -> Self {
+        self.netpeer = netpeer;
+        self.raw = raw;
+        self.ratio = match (netpeer, raw) {
+            (Some(n), Some(r)) if r > 0.0 => Some(n / r),
+            _ => None,
+        };
+        self
+    }
+
+    fn checked(mut self, result: Result<String, String>) -> Self {
+        match result {
+            Ok(check) => self.check = check,
+            Err(e) => {
+                self.ok = false;
+                self.check = format!("**FAILED**: {e}");
+                eprintln!(
+                    "meshbench: FAILED {} / {} / {}: {e}",
+                    self.runtime, self.bench, self.case
+                );
+            }
+        }
+        self
+    }
+
+    fn target(mut self, target: &str, met: bool) -> Self {
+        self.target = Some(target.into());
+        self.met = Some(met);
+        self
+    }
+
+    fn print(&self) {
+        eprintln!(
+            "  {:<6} {:<10} {:<40} {:>14} {:>14} {:>8}  {}",
+            self.runtime,
+            self.bench,
+            self.case,
+            fmt_value(self.netpeer, &self.unit),
+            fmt_value(self.raw, &self.unit),
+            fmt_ratio(self.ratio),
+            self.check
+        );
+    }
+}
+
+fn fmt_value(v: Option<f64>, unit: &str) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) => match unit {
+            "msg/s" => format!("{} msg/s", group(v.round() as u64)),
+            "ms" => format!("{v:.2} ms"),
+            "µs" => format!("{v:.0} µs"),
+            "KiB" => format!("{} KiB", group(v.round() as u64)),
+            _ => format!("{v:.3} {unit}"),
+        },
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("—".into(), |r| format!("{r:.2}"))
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------ runtimes
+
+/// Runs `f` on a multi-threaded tokio runtime with two workers (this machine's cores).
+fn on_tokio<T, Fut: Future<Output = T>>(f: impl FnOnce(Tokio) -> Fut) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f(Tokio))
+}
+
+/// Runs `f` on an async-executor run by two threads, the way smol runs.
+fn on_smol<T, Fut: Future<Output = T>>(f: impl FnOnce(Smol) -> Fut) -> T {
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    std::thread::scope(|s| {
+        s.spawn(|| async_io::block_on(ex.run(stopped.recv())));
+        let _stop = stop;
+        async_io::block_on(ex.run(f(Smol::with_executor(ex.clone()))))
+    })
+}
+
+/// `fut`, or an error naming `what` once `limit` has passed.
+async fn within<R: Runtime, T>(
+    rt: &R,
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + limit;
+    future::or(async { Ok(fut.await) }, async {
+        rt.sleep_until(deadline).await;
+        Err(format!("{what}: not done within {limit:?}"))
+    })
+    .await
+}
+
+async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    rt.sleep_until(Instant::now() + d).await;
+}
+
+fn spawn<R: Runtime>(rt: &R, fut: impl Future<Output = ()> + Send + 'static) {
+    rt.spawn(fut).detach();
+}
+
+/// Resident set size of a process, in KiB (`/proc/PID/status`).
+fn rss_kib(pid: Option<u32>) -> Result<u64, String> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`, `RssFile:`).
+fn status_kib(pid: Option<u32>, field: &str) -> Result<u64, String> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".into(),
+    };
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {field} in {path}"))
+}
+
+// --------------------------------------------------------------------------- rooms
+
+fn name(i: usize) -> String {
+    format!("p{i}")
+}
+
+/// Sender index of a member name `p{i}`.
+fn index_of(name: &str) -> Option<usize> {
+    name.strip_prefix('p')?.parse().ok()
+}
+
+async fn start<R: Runtime>(rt: &R, i: usize, event_capacity: usize) -> Result<Peer<R>, String> {
+    let builder = Builder::new(rt.clone(), name(i)).event_capacity(event_capacity);
+    within(
+        rt,
+        Duration::from_secs(10),
+        "listen",
+        builder.listen("127.0.0.1:0"),
+    )
+    .await?
+    .map_err(|e| format!("listen: {e}"))
+}
+
+/// Waits until every peer's view holds every other peer.
+async fn full_mesh<R: Runtime>(rt: &R, peers: &[Peer<R>], limit: Duration) -> Result<(), String> {
+    let want: Vec<BTreeSet<String>> = (0..peers.len())
+        .map(|i| {
+            (0..peers.len())
+                .filter(|&j| j != i)
+                .map(|j| peers[j].name().to_owned())
+                .collect()
+        })
+        .collect();
+    let deadline = Instant::now() + limit;
+    loop {
+        let missing = peers
+            .iter()
+            .zip(&want)
+            .filter(|(p, w)| p.members().into_iter().collect::<BTreeSet<_>>() != **w)
+            .count();
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no full mesh within {limit:?}: {missing} of {} peers see another room",
+                peers.len()
+            ));
+        }
+        sleep(rt, Duration::from_micros(500)).await;
+    }
+}
+
+/// A room of `n` idle peers, each joined through the first; full mesh verified.
+async fn room<R: Runtime>(
+    rt: &R,
+    n: usize,
+    event_capacity: usize,
+) -> Result<(Vec<Peer<R>>, Vec<Events>), String> {
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let p = start(rt, i, event_capacity).await?;
+        if i > 0 {
+            join(rt, &p, &peers[0]).await?;
+        }
+        peers.push(p);
+    }
+    full_mesh(rt, &peers, Duration::from_secs(30)).await?;
+    let events = peers.iter().map(Peer::events).collect();
+    Ok((peers, events))
+}
+
+async fn join<R: Runtime>(rt: &R, p: &Peer<R>, contact: &Peer<R>) -> Result<(), String> {
+    let what = format!("{} joining through {}", p.name(), contact.name());
+    within(
+        rt,
+        Duration::from_secs(30),
+        &what,
+        p.join(&contact.local_addr().to_string()),
+    )
+    .await?
+    .map(drop)
+    .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Drops a room and lets its drivers wind down before the next row.
+async fn teardown<R: Runtime>(rt: &R, peers: Vec<Peer<R>>) {
+    drop(peers);
+    sleep(rt, Duration::from_millis(300)).await;
+}
+
+// ---------------------------------------------------------------------------- join
+
+/// netpeer: time until `n` peers form one room (full mesh verified).
+async fn netpeer_join<R: Runtime>(
+    rt: &R,
+    n: usize,
+    at_once: bool,
+    seed: u64,
+) -> Result<Duration, String> {
+    let mut peers = Vec::new();
+    for i in 0..n {
+        peers.push(start(rt, i, 4096).await?);
+    }
+    let t0 = Instant::now();
+    if at_once {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (tx, rx) = async_channel::unbounded();
+        for i in 1..n {
+            let (p, contact, rt2, tx) = (
+                peers[i].clone(),
+                peers[rng.usize(..i)].clone(),
+                rt.clone(),
+                tx.clone(),
+            );
+            spawn(rt, async move {
+                let _ = tx.send(join(&rt2, &p, &contact).await).await;
+            });
+        }
+        drop(tx);
+        while let Ok(result) = rx.recv().await {
+            result?;
+        }
+    } else {
+        for i in 1..n {
+            join(rt, &peers[i], &peers[0]).await?;
+        }
+    }
+    full_mesh(rt, &peers, Duration::from_secs(60)).await?;
+    let t = t0.elapsed();
+    teardown(rt, peers).await;
+    Ok(t)
+}
+
+/// Raw TCP: time until every pair of `n` listeners is connected, node i dialling every
+/// earlier node (all its dials at once), node after node or all nodes at once.
+async fn raw_join<R: Runtime>(rt: &R, n: usize, at_once: bool) -> Result<Duration, String> {
+    let mut addrs = Vec::new();
+    let (acc_tx, acc_rx) = async_channel::unbounded::<()>();
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    for i in 0..n {
+        let listener = rt
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        addrs.push(R::local_addr(&listener).map_err(|e| e.to_string())?);
+        let (rt2, acc_tx, stop_rx) = (rt.clone(), acc_tx.clone(), stop_rx.clone());
+        // Node i is dialled by every later node.
+        spawn(rt, async move {
+            let mut held = Vec::new();
+            for _ in i + 1..n {
+                match rt2.accept(&listener).await {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => return,
+                }
+                let _ = acc_tx.send(()).await;
+            }
+            let _ = stop_rx.recv().await;
+        });
+    }
+    drop(acc_tx);
+    let (conn_tx, conn_rx) = async_channel::unbounded::<Result<R::Stream, String>>();
+    let t0 = Instant::now();
+    let dial = |i: usize| {
+        for &addr in &addrs[..i] {
+            let (rt2, tx) = (rt.clone(), conn_tx.clone());
+            spawn(rt, async move {
+                let r = rt2.connect(addr).await.map_err(|e| format!("connect: {e}"));
+                let _ = tx.send(r).await;
+            });
+        }
+    };
+    let mut held = Vec::new();
+    let mut collect = async |count: usize| -> Result<(), String> {
+        for _ in 0..count {
+            held.push(conn_rx.recv().await.map_err(|e| e.to_string())??);
+        }
+        Ok(())
+    };
+    if at_once {
+        (1..n).for_each(dial);
+        collect(n * (n - 1) / 2).await?;
+    } else {
+        for i in 1..n {
+            dial(i);
+            collect(i).await?;
+        }
+    }
+    for _ in 0..n * (n - 1) / 2 {
+        acc_rx.recv().await.map_err(|e| e.to_string())?;
+    }
+    let t = t0.elapsed();
+    drop(held);
+    drop(stop_tx);
+    Ok(t)
+}
+
+// ---------------------------------------------------------------------- throughput
+
+/// A throughput or latency run.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    n: usize,
+    all_senders: bool,
+    size: usize,
+    per_sender: u64,
+    /// Upper bound of the window (the memory child keeps the default event capacity).
+    max_window: u64,
+}
+
+impl Load {
+    fn senders(&self) -> Vec<usize> {
+        if self.all_senders {
+            (0..self.n).collect()
+        } else {
+            vec![0]
+        }
+    }
+
+    /// Messages each receiver gets (a sender does not hear itself).
+    fn per_receiver(&self, r: usize) -> u64 {
+        self.senders().iter().filter(|&&s| s != r).count() as u64 * self.per_sender
+    }
+
+    fn frame_len(&self) -> usize {
+        frame(0, self.size).len()
+    }
+
+    /// How far a sender may run ahead of its slowest receiver's application.
+    fn window(&self) -> u64 {
+        ((8 << 20) / self.frame_len() as u64).clamp(256, self.max_window)
+    }
+
+    /// Event capacity that holds every message the windows allow.
+    fn event_capacity(&self) -> usize {
+        let senders = if self.all_senders { self.n - 1 } else { 1 };
+        (senders * self.window() as usize + 1024).max(4096)
+    }
+
+    fn case(&self) -> String {
+        format!(
+            "{}, N = {}, {}",
+            if self.all_senders {
+                "all senders"
+            } else {
+                "one sender"
+            },
+            self.n,
+            if self.size >= 1024 {
+                format!("{} KiB", self.size / 1024)
+            } else {
+                format!("{} B", self.size)
+            }
+        )
+    }
+}
+
+/// A payload of `size` bytes: the sender's counter, then the send time (ns since
+/// `base`), then filler.
+fn payload(counter: u64, sent_ns: u64, size: usize) -> Bytes {
+    let mut p = vec![0xa5u8; size.max(16)];
+    p[..8].copy_from_slice(&counter.to_le_bytes());
+    p[8..16].copy_from_slice(&sent_ns.to_le_bytes());
+    Bytes::from(p)
+}
+
+fn read_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+/// The frame netpeer sends for a broadcast of `payload` as a sender's `seq`-th message.
+fn frame_of(seq: u64, payload: Bytes) -> Bytes {
+    encode_frame(
+        &Frame::Data(Data {
+            seq,
+            to: None,
+            kind: KIND.into(),
+            payload,
+        }),
+        MAX_FRAME,
+    )
+    .expect("fits")
+}
+
+fn frame(counter: u64, size: usize) -> Bytes {
+    frame_of(counter + 1, payload(counter, 0, size))
+}
+
+/// What a throughput or latency run measured.
+#[derive(Debug, Default)]
+struct Measured {
+    /// Messages per second delivered per receiver.
+    rate: f64,
+    /// One-way latencies in ns (latency runs).
+    latencies: Vec<u64>,
+    elapsed: Duration,
+    delivered: u64,
+}
+
+/// Checks one receiver's message stream: per sender, counters 0, 1, 2, ... exactly.
+struct Order {
+    next: Vec<u64>,
+}
+
+impl Order {
+    fn new(n: usize) -> Self {
+        Order { next: vec![0; n] }
+    }
+
+    fn see(&mut self, receiver: usize, sender: usize, counter: u64) -> Result<(), String> {
+        let Some(next) = self.next.get_mut(sender) else {
+            return Err(format!("p{receiver}: message from unknown sender {sender}"));
+        };
+        if counter != *next {
+            return Err(format!(
+                "p{receiver}: from p{sender} got message #{counter}, expected #{next} \
+                 (loss, duplicate or reorder)"
+            ));
+        }
+        *next += 1;
+        Ok(())
+    }
+}
+
+/// netpeer: the senders broadcast `per_sender` messages each (windowed), the receivers
+/// verify and count. With `pace`, one message per `pace` per sender (latency runs).
+async fn netpeer_load<R: Runtime>(
+    rt: &R,
+    peers: &[Peer<R>],
+    events: Vec<Events>,
+    load: Load,
+    pace: Option<Duration>,
+) -> Result<(Measured, Vec<Events>), String> {
+    let n = load.n;
+    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..n * n).map(|_| AtomicU64::new(0)).collect());
+    let base = Instant::now();
+    let (done_tx, done_rx) = async_channel::unbounded();
+    for (r, mut ev) in events.into_iter().enumerate() {
+        let (counters, done_tx) = (counters.clone(), done_tx.clone());
+        let expect = load.per_receiver(r);
+        spawn(rt, async move {
+            let mut order = Order::new(n);
+            let mut lat = Vec::new();
+            let mut got = 0u64;
+            let run = async {
+                while got < expect {
+                    match ev.recv().await {
+                        Some(PeerEvent::Message(m)) => {
+                            let s = index_of(&m.from).ok_or("message from a stranger")?;
+                            if m.kind != KIND || m.payload.len() != load.size.max(16) {
+                                return Err(format!("p{r}: unexpected message {m:?}"));
+                            }
+                            order.see(r, s, read_u64(&m.payload))?;
+                            if pace.is_some() {
+                                let sent = read_u64(&m.payload[8..]);
+                                lat.push(base.elapsed().as_nanos() as u64 - sent);
+                            }
+                            got += 1;
+                            counters[r * n + s].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(PeerEvent::Lagged { missed }) => {
+                            return Err(format!("p{r}: LOST {missed} events (Lagged)"));
+                        }
+                        Some(PeerEvent::Left { name, reason }) => {
+                            return Err(format!("p{r}: {name} left ({reason:?})"));
+                        }
+                        Some(_) => {}
+                        None => return Err(format!("p{r}: events ended")),
+                    }
+                }
+                Ok(())
+            };
+            // Bounded by the row's watchdog below (a timer polled on every wake-up here
+            // would cost the receivers more than the measurement can afford).
+            let result = run
+                .await
+                .map_err(|e| format!("{e} after {got} of {expect} messages"));
+            let _ = done_tx.send((r, Instant::now(), result, lat, ev)).await;
+        });
+    }
+    drop(done_tx);
+    let window = load.window();
+    let (send_tx, send_rx) = async_channel::unbounded();
+    let start = Instant::now();
+    for s in load.senders() {
+        let (p, counters, rt2, send_tx) = (
+            peers[s].clone(),
+            counters.clone(),
+            rt.clone(),
+            send_tx.clone(),
+        );
+        let per_sender = load.per_sender;
+        spawn(rt, async move {
+            let run = async {
+                for i in 0..per_sender {
+                    if let Some(pace) = pace {
+                        rt2.sleep_until(start + pace * i as u32).await;
+                    } else {
+                        loop {
+                            let slowest = (0..n)
+                                .filter(|&r| r != s)
+                                .map(|r| counters[r * n + s].load(Ordering::Relaxed))
+                                .min()
+                                .unwrap_or(u64::MAX);
+                            if i < slowest + window {
+                                break;
+                            }
+                            sleep(&rt2, Duration::from_micros(250)).await;
+                        }
+                    }
+                    let sent = base.elapsed().as_nanos() as u64;
+                    p.broadcast_bytes(KIND, payload(i, sent, load.size))
+                        .await
+                        .map_err(|e| format!("p{s}: broadcast: {e}"))?;
+                }
+                Ok::<(), String>(())
+            };
+            let _ = send_tx.send(run.await).await;
+        });
+    }
+    drop(send_tx);
+    let mut errors = Vec::new();
+    let mut last = start;
+    let mut all_lat = Vec::new();
+    let mut back = Vec::new();
+    let mut delivered = 0;
+    // The watchdog of the whole row: senders and receivers.
+    let watched = within(rt, ROW_LIMIT, "the row", async {
+        while let Ok(r) = send_rx.recv().await {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        while let Ok((r, at, result, lat, ev)) = done_rx.recv().await {
+            match result {
+                Ok(()) => delivered += load.per_receiver(r),
+                Err(e) => errors.push(e),
+            }
+            last = last.max(at);
+            all_lat.extend(lat);
+            back.push((r, ev));
+        }
+    })
+    .await;
+    if let Err(e) = watched {
+        let got: Vec<String> = (0..n)
+            .map(|r| {
+                let c: u64 = (0..n)
+                    .map(|s| counters[r * n + s].load(Ordering::Relaxed))
+                    .sum();
+                format!("p{r} {c}/{}", load.per_receiver(r))
+            })
+            .collect();
+        errors.push(format!("{e}; delivered: {}", got.join(", ")));
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    back.sort_by_key(|(r, _)| *r);
+    let elapsed = last - start;
+    Ok((
+        Measured {
+            rate: load.per_receiver(n - 1) as f64 / elapsed.as_secs_f64(),
+            latencies: all_lat,
+            elapsed,
+            delivered,
+        },
+        back.into_iter().map(|(_, e)| e).collect(),
+    ))
+}
+
+/// Splits a byte stream into length-prefixed frames.
+#[derive(Default)]
+struct Splitter {
+    pending: Vec<u8>,
+}
+
+impl Splitter {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut f: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let owned;
+        let data: &[u8] = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(chunk);
+            owned = std::mem::take(&mut self.pending);
+            &owned
+        };
+        let mut off = 0;
+        while data.len() - off >= 4 {
+            let len = u32::from_be_bytes(data[off..off + 4].try_into().expect("4")) as usize;
+            if len > MAX_FRAME as usize {
+                return Err(format!("frame of {len} bytes"));
+            }
+            if data.len() - off - 4 < len {
+                break;
+            }
+            f(&data[off + 4..off + 4 + len])?;
+            off += 4 + len;
+        }
+        self.pending.clear();
+        self.pending.extend_from_slice(&data[off..]);
+        Ok(())
+    }
+}
+
+/// One TCP connection per pair of `n` nodes: `conns[i][j]` is node i's end towards j.
+async fn raw_mesh<R: Runtime>(rt: &R, n: usize) -> Result<Vec<Vec<Option<R::Stream>>>, String> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(
+            rt.bind("127.0.0.1:0".parse().expect("an address"))
+                .await
+                .map_err(|e| format!("bind: {e}"))?,
+        );
+    }
+    // (node, peer, node's end)
+    let mut ends = Vec::new();
+    for j in 1..n {
+        for (i, listener) in listeners.iter().enumerate().take(j) {
+            let addr = R::local_addr(listener).map_err(|e| e.to_string())?;
+            let (dialled, accepted) = future::zip(rt.connect(addr), rt.accept(listener)).await;
+            ends.push((j, i, dialled.map_err(|e| format!("connect: {e}"))?));
+            ends.push((i, j, accepted.map_err(|e| format!("accept: {e}"))?.0));
+        }
+    }
+    let mut conns: Vec<Vec<Option<R::Stream>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    for (node, peer, stream) in ends {
+        conns[node][peer] = Some(stream);
+    }
+    Ok(conns)
+}
+
+/// Raw TCP fan-out of the same frames: a writer per (sender, receiver) pair writes the
+/// sender's pre-encoded frames in 64 KiB writes; a reader per pair splits the length
+/// prefixes and checks each payload's counter. With `pace`, each sender writes one frame
+/// to each receiver per `pace`, encoded at send time (latency runs).
+async fn raw_load<R: Runtime>(
+    rt: &R,
+    load: Load,
+    pace: Option<Duration>,
+) -> Result<Measured, String> {
+    let n = load.n;
+    let conns = raw_mesh(rt, n).await?;
+    let mut readers: Vec<Vec<Option<R::Reader>>> = Vec::new();
+    let mut writers: Vec<Vec<Option<R::Writer>>> = Vec::new();
+    for row in conns {
+        let (mut rs, mut ws) = (Vec::new(), Vec::new());
+        for c in row {
+            match c.map(R::split) {
+                Some((r, w)) => {
+                    rs.push(Some(r));
+                    ws.push(Some(w));
+                }
+                None => {
+                    rs.push(None);
+                    ws.push(None);
+                }
+            }
+        }
+        readers.push(rs);
+        writers.push(ws);
+    }
+    let base = Instant::now();
+    let (done_tx, done_rx) = async_channel::unbounded();
+    let senders = load.senders();
+    for (r, row) in readers.iter_mut().enumerate() {
+        for &s in senders.iter().filter(|&&s| s != r) {
+            let mut reader = row[s].take().expect("a connection per pair");
+            let done_tx = done_tx.clone();
+            let (expect, size) = (load.per_sender, load.size.max(16));
+            spawn(rt, async move {
+                let mut lat = Vec::new();
+                let mut order = Order::new(s + 1);
+                let mut got = 0u64;
+                let run = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut split = Splitter::default();
+                    while got < expect {
+                        let k = reader.read(&mut buf).await.map_err(|e| e.to_string())?;
+                        if k == 0 {
+                            return Err("closed".to_string());
+                        }
+                        split.feed(&buf[..k], |body| {
+                            let p = &body[body.len() - size..];
+                            order.see(r, s, read_u64(p))?;
+                            if pace.is_some() {
+                                lat.push(base.elapsed().as_nanos() as u64 - read_u64(&p[8..]));
+                            }
+                            got += 1;
+                            Ok(())
+                        })?;
+                    }
+                    Ok(())
+                };
+                // Bounded by the row's watchdog below, as for netpeer.
+                let result = run
+                    .await
+                    .map_err(|e| format!("raw p{r} from p{s}: {e} after {got} of {expect} frames"));
+                let _ = done_tx.send((r, Instant::now(), result, lat)).await;
+                drop(reader);
+            });
+        }
+    }
+    drop(done_tx);
+    // Encoded before the clock starts (netpeer encodes inside it: this is the limit).
+    let stream: Arc<Vec<u8>> = Arc::new(if pace.is_some() {
+        Vec::new()
+    } else {
+        let mut v = Vec::with_capacity(load.per_sender as usize * (load.frame_len() + 4));
+        for i in 0..load.per_sender {
+            v.extend_from_slice(&frame(i, load.size));
+        }
+        v
+    });
+    let (send_tx, send_rx) = async_channel::unbounded();
+    let start = Instant::now();
+    for &s in &senders {
+        let mut ws: Vec<R::Writer> = writers[s].iter_mut().filter_map(Option::take).collect();
+        let (rt2, send_tx) = (rt.clone(), send_tx.clone());
+        if let Some(pace) = pace {
+            // One task writes each frame to every receiver, as a broadcast would.
+            spawn(rt, async move {
+                let run = async {
+                    for i in 0..load.per_sender {
+                        rt2.sleep_until(start + pace * i as u32).await;
+                        let sent = base.elapsed().as_nanos() as u64;
+                        let f = frame_of(i + 1, payload(i, sent, load.size));
+                        for w in &mut ws {
+                            w.write_all(&f).await.map_err(|e| e.to_string())?;
+                            w.flush().await.map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Ok::<(), String>(())
+                };
+                let _ = send_tx.send((run.await, ws)).await;
+            });
+        } else {
+            for w in ws {
+                let (rt2, send_tx, stream) = (rt2.clone(), send_tx.clone(), stream.clone());
+                spawn(&rt2.clone(), async move {
+                    let mut w = w;
+                    let run = async {
+                        for chunk in stream.chunks(64 * 1024) {
+                            w.write_all(chunk).await.map_err(|e| e.to_string())?;
+                        }
+                        w.flush().await.map_err(|e| e.to_string())
+                    };
+                    let _ = send_tx.send((run.await, vec![w])).await;
+                });
+            }
+        }
+    }
+    drop(send_tx);
+    let mut errors = Vec::new();
+    let mut keep = Vec::new();
+    let mut last = start;
+    let mut lat_all = Vec::new();
+    let mut delivered = 0;
+    let watched = within(rt, ROW_LIMIT, "the raw row", async {
+        while let Ok((r, ws)) = send_rx.recv().await {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+            keep.push(ws);
+        }
+        while let Ok((_, at, result, lat)) = done_rx.recv().await {
+            match result {
+                Ok(()) => delivered += load.per_sender,
+                Err(e) => errors.push(e),
+            }
+            last = last.max(at);
+            lat_all.extend(lat);
+        }
+    })
+    .await;
+    if let Err(e) = watched {
+        errors.push(e);
+    }
+    drop(keep);
+    drop(writers);
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let elapsed = last - start;
+    Ok(Measured {
+        rate: load.per_receiver(n - 1) as f64 / elapsed.as_secs_f64(),
+        latencies: lat_all,
+        elapsed,
+        delivered,
+    })
+}
+
+async fn netpeer_throughput<R: Runtime>(rt: &R, load: Load) -> Result<Measured, String> {
+    let (peers, events) = room(rt, load.n, load.event_capacity()).await?;
+    let result = netpeer_load(rt, &peers, events, load, None).await;
+    teardown(rt, peers).await;
+    result.map(|(m, _)| m)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64
+}
+
+// -------------------------------------------------------------------------- memory
+
+/// Child mode `member RT ADDR`: one peer joins the room at ADDR, says `ready`, and
+/// idles until its stdin closes (at most two minutes).
+fn child_member(runtime: &str, addr: String) -> ExitCode {
+    let (eof_tx, eof_rx) = async_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        drop(eof_tx);
+    });
+    async fn body<R: Runtime>(rt: R, addr: String, eof: async_channel::Receiver<()>) -> bool {
+        sleep(&rt, Duration::from_millis(50)).await;
+        let base = rss_kib(None).unwrap_or(0);
+        let Ok(Ok(peer)) = within(
+            &rt,
+            Duration::from_secs(10),
+            "listen",
+            Builder::new(rt.clone(), "idle").listen("127.0.0.1:0"),
+        )
+        .await
+        else {
+            return false;
+        };
+        let entered = within(&rt, Duration::from_secs(30), "join", peer.join(&addr)).await;
+        let Ok(Ok(entered)) = entered else {
+            return false;
+        };
+        println!("ready {} {base}", entered.members.len());
+        let _ = std::io::stdout().flush();
+        let _ = within(&rt, Duration::from_secs(120), "stdin", eof.recv()).await;
+        drop(peer);
+        sleep(&rt, Duration::from_millis(100)).await;
+        true
+    }
+    let ok = match runtime {
+        "tokio" => on_tokio(|rt| body(rt, addr, eof_rx)),
+        _ => on_smol(|rt| body(rt, addr, eof_rx)),
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// RSS of a child process running one idle peer in a room of 8 (7 peers here).
+async fn member_process_rss<R: Runtime>(
+    rt: &R,
+    runtime: &str,
+) -> Result<(u64, u64, u64, u64), String> {
+    let (peers, _events) = room(rt, 7, 4096).await?;
+    let addr = peers[0].local_addr().to_string();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["--child", "member", runtime, &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn a member process: {e}"))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped");
+    let (ready_tx, ready_rx) = async_channel::bounded(1);
+    let (release_tx, release_rx) = async_channel::bounded::<()>(1);
+    let (exit_tx, exit_rx) = async_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = ready_tx.send_blocking(line);
+        let _ = release_rx.recv_blocking();
+        drop(child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let _ = exit_tx.send_blocking(status.is_some_and(|s| s.success()));
+    });
+    let result = async {
+        let line = within(
+            rt,
+            Duration::from_secs(60),
+            "the member process",
+            ready_rx.recv(),
+        )
+        .await?
+        .map_err(|_| "the member process said nothing".to_string())?;
+        let base: u64 = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["ready", "7", base] => base.parse().map_err(|_| "a number".to_string())?,
+            _ => return Err(format!("the member process said {:?}", line.trim())),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while peers
+            .iter()
+            .any(|p| !p.members().iter().any(|m| m == "idle"))
+        {
+            if Instant::now() > deadline {
+                return Err("the member process never met the whole room".into());
+            }
+            sleep(rt, Duration::from_millis(1)).await;
+        }
+        // Idle: heartbeats only.
+        sleep(rt, Duration::from_secs(1)).await;
+        Ok((
+            rss_kib(Some(pid))?,
+            base,
+            status_kib(Some(pid), "RssAnon:")?,
+            status_kib(Some(pid), "RssFile:")?,
+        ))
+    }
+    .await;
+    drop(release_tx);
+    let exited = within(
+        rt,
+        Duration::from_secs(15),
+        "the member's exit",
+        exit_rx.recv(),
+    )
+    .await;
+    teardown(rt, peers).await;
+    let rss = result?;
+    match exited {
+        Ok(Ok(true)) => Ok(rss),
+        _ => Err("the member process did not exit cleanly".into()),
+    }
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct RoomMemory {
+    base_kib: u64,
+    idle_kib: u64,
+    after_kib: u64,
+    peers: usize,
+}
+
+/// Child mode `memory-room RT`: 8 idle peers in one process; RSS before, idle, and
+/// after a throughput run (one sender, 4 KiB, then 64 B), printed as JSON.
+fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
+    async fn body<R: Runtime>(rt: R, opts: Opts) -> Result<RoomMemory, String> {
+        const N: usize = 8;
+        sleep(&rt, Duration::from_millis(100)).await;
+        let base_kib = rss_kib(None)?;
+        let (peers, mut events) = room(&rt, N, 4096).await?;
+        sleep(&rt, Duration::from_secs(1)).await;
+        let idle_kib = rss_kib(None)?;
+        for size in [4096, 64] {
+            let load = Load {
+                n: N,
+                all_senders: false,
+                size,
+                per_sender: opts.per_sender(size, 1),
+                max_window: 2048,
+            };
+            // The default event capacity (4096) holds a window of 2048.
+            let load_events = events;
+            let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
+            events = back;
+        }
+        sleep(&rt, Duration::from_secs(1)).await;
+        let after_kib = rss_kib(None)?;
+        drop(events);
+        teardown(&rt, peers).await;
+        Ok(RoomMemory {
+            base_kib,
+            idle_kib,
+            after_kib,
+            peers: N,
+        })
+    }
+    let result = match runtime {
+        "tokio" => on_tokio(|rt| body(rt, opts)),
+        _ => on_smol(|rt| body(rt, opts)),
+    };
+    match result {
+        Ok(m) => {
+            println!("{}", serde_json::to_string(&m).expect("json"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("memory-room: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn room_memory(runtime: &str, opts: Opts) -> Result<RoomMemory, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut args = vec!["--child", "memory-room", runtime];
+    if opts.quick {
+        args.push("--quick");
+    }
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(300));
+    let status = match out {
+        Ok(_) => child.wait().ok(),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    };
+    let out = out.map_err(|_| "the memory process did not finish in 5 minutes".to_string())?;
+    if !status.is_some_and(|s| s.success()) {
+        return Err("the memory process failed".into());
+    }
+    serde_json::from_str(out.trim()).map_err(|e| format!("memory output {out:?}: {e}"))
+}
+
+// --------------------------------------------------------------------------- suite
+
+async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
+    let mut rows = Vec::new();
+
+    // Join.
+    for at_once in [false, true] {
+        for n in [2, 8, 32] {
+            let rounds = if at_once { opts.join_rounds() } else { 1 };
+            let case = format!(
+                "N = {n}, {}",
+                if at_once {
+                    "all at once via random members"
+                } else {
+                    "one after another via the first"
+                }
+            );
+            if !opts.wants("join", &case) {
+                continue;
+            }
+            let mut times = Vec::new();
+            let mut raws = Vec::new();
+            let mut result = Ok(());
+            for round in 0..rounds {
+                match netpeer_join(&rt, n, at_once, 1000 + round as u64).await {
+                    Ok(t) => times.push(t.as_secs_f64() * 1e3),
+                    Err(e) => {
+                        result = Err(format!("round {}: {e}", round + 1));
+                        break;
+                    }
+                }
+                match raw_join(&rt, n, at_once).await {
+                    Ok(t) => raws.push(t.as_secs_f64() * 1e3),
+                    Err(e) => {
+                        result = Err(format!("raw: {e}"));
+                        break;
+                    }
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied()
+            };
+            let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
+            let check = result.map(|()| {
+                if rounds > 1 {
+                    format!(
+                        "full mesh {rounds}/{rounds}; median of {rounds}, max {:.2} ms",
+                        times.iter().copied().fold(0.0, f64::max)
+                    )
+                } else {
+                    "full mesh".into()
+                }
+            });
+            let mut row = Row::new(runtime, "join", &case, "ms")
+                .values(t, r)
+                .checked(check);
+            row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
+            if n == 32 && !at_once {
+                let met = row.ok && t.is_some_and(|t| t < 50.0);
+                row = row.target("< 50 ms", met);
+            }
+            if n == 32 && at_once {
+                let met = row.ok;
+                row = row.target("full mesh every time", met);
+            }
+            emit(&mut rows, row);
+        }
+    }
+
+    // Broadcast throughput.
+    for all_senders in [false, true] {
+        for n in [4, 8] {
+            for size in [64, 4096] {
+                let senders = if all_senders { n } else { 1 };
+                let load = Load {
+                    n,
+                    all_senders,
+                    size,
+                    per_sender: opts.per_sender(size, senders),
+                    max_window: 16_384,
+                };
+                if !opts.wants("broadcast", &load.case()) {
+                    continue;
+                }
+                let np = netpeer_throughput(&rt, load).await;
+                let raw = raw_load(&rt, load, None).await;
+                let check = match (&np, &raw) {
+                    (Ok(m), Ok(_)) => Ok(format!(
+                        "zero loss: {} messages, exact counts and per-sender order; window {}",
+                        group(m.delivered),
+                        load.window()
+                    )),
+                    (Err(e), _) => Err(e.clone()),
+                    (_, Err(e)) => Err(format!("raw: {e}")),
+                };
+                let (a, b) = (
+                    np.as_ref().ok().map(|m| m.rate),
+                    raw.as_ref().ok().map(|m| m.rate),
+                );
+                let mut row = Row::new(runtime, "broadcast", &load.case(), "msg/s")
+                    .values(a, b)
+                    .checked(check);
+                let frame = load.frame_len() as f64 + 4.0;
+                row.detail = serde_json::json!({
+                    "messages_per_sender": load.per_sender,
+                    "frame_bytes": frame,
+                    "netpeer_frame_mib_s": a.map(|a| a * frame / 1048576.0),
+                    "raw_frame_mib_s": b.map(|b| b * frame / 1048576.0),
+                    "netpeer_elapsed_s": np.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
+                    "raw_elapsed_s": raw.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
+                });
+                if n == 8 && !all_senders {
+                    let ratio = row.ratio.unwrap_or(0.0);
+                    if size == 64 {
+                        let met = row.ok && a.unwrap_or(0.0) >= 300_000.0 && ratio >= 0.5;
+                        row = row.target("≥ 300,000 msg/s and ≥ 50 % of raw", met);
+                    } else {
+                        let met = row.ok && ratio >= 0.8;
+                        row = row.target("≥ 80 % of raw byte rate", met);
+                    }
+                }
+                emit(&mut rows, row);
+            }
+        }
+    }
+
+    // Latency.
+    let load = Load {
+        n: 8,
+        all_senders: false,
+        size: 64,
+        per_sender: opts.latency_secs() * 1000,
+        max_window: 16_384,
+    };
+    let pace = Duration::from_millis(1);
+    if opts.wants("latency", "") {
+        latency(&rt, runtime, load, pace, &mut rows).await;
+    }
+    if opts.wants("memory", "") {
+        memory(&rt, runtime, &opts, &mut rows).await;
+    }
+    rows
+}
+
+fn emit(rows: &mut Vec<Row>, row: Row) {
+    row.print();
+    rows.push(row);
+}
+
+async fn latency<R: Runtime>(
+    rt: &R,
+    runtime: &str,
+    load: Load,
+    pace: Duration,
+    rows: &mut Vec<Row>,
+) {
+    let rt = rt.clone();
+    let np = async {
+        let (peers, events) = room(&rt, 8, load.event_capacity()).await?;
+        let r = netpeer_load(&rt, &peers, events, load, Some(pace)).await;
+        teardown(&rt, peers).await;
+        r.map(|(m, _)| m)
+    }
+    .await;
+    let raw = raw_load(&rt, load, Some(pace)).await;
+    let sorted = |m: &Result<Measured, String>| {
+        m.as_ref().ok().map(|m| {
+            let mut v = m.latencies.clone();
+            v.sort_unstable();
+            v
+        })
+    };
+    let (ls, rs) = (sorted(&np), sorted(&raw));
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let a = ls.as_ref().map(|v| percentile(v, p) / 1e6);
+        let b = rs.as_ref().map(|v| percentile(v, p) / 1e6);
+        let check = match (&np, &raw) {
+            (Ok(m), Ok(_)) => Ok(format!(
+                "{} samples, zero loss, per-sender order",
+                group(m.latencies.len() as u64)
+            )),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(format!("raw: {e}")),
+        };
+        let mut row = Row::new(
+            runtime,
+            "latency",
+            &format!("{label}, 1,000 msg/s, N = 8, 64 B"),
+            "ms",
+        )
+        .values(a, b)
+        .checked(check);
+        if label == "p99" {
+            let met = row.ok && a.is_some_and(|a| a < 1.0);
+            row = row.target("< 1 ms", met);
+        }
+        emit(rows, row);
+    }
+}
+
+async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<Row>) {
+    let opts = opts.clone();
+    let r = member_process_rss(rt, runtime).await;
+    let rss = r.as_ref().ok().map(|&(k, ..)| k as f64);
+    let mut row = Row::new(
+        runtime,
+        "memory",
+        "process with 1 idle peer in a room of 8",
+        "KiB",
+    )
+    .values(rss, None)
+    .checked(r.map(|(_, base, anon, file)| {
+        format!(
+            "RSS of the whole child process (meshbench, 2 runtime threads), room of 8 \
+             verified: {} KiB anonymous + {} KiB file-backed; {} KiB before its peer started",
+            group(anon),
+            group(file),
+            group(base)
+        )
+    }));
+    let met = row.ok && rss.is_some_and(|k| k < 5.0 * 1024.0);
+    row = row.target("< 5 MiB", met);
+    emit(rows, row);
+
+    let runtime_owned = runtime.to_owned();
+    let mem = blocking(rt, move || room_memory(&runtime_owned, opts)).await;
+    let per = |k: fn(&RoomMemory) -> u64| {
+        mem.as_ref()
+            .ok()
+            .map(|m| (k(m).saturating_sub(m.base_kib)) as f64 / m.peers as f64)
+    };
+    let idle = per(|m| m.idle_kib);
+    let after = per(|m| m.after_kib);
+    let check = |what: &str| {
+        mem.as_ref()
+            .map(|m| {
+                format!(
+                    "{what}: (RSS {} − RSS before the peers {}) / 8",
+                    group(if what == "idle" {
+                        m.idle_kib
+                    } else {
+                        m.after_kib
+                    }),
+                    group(m.base_kib)
+                )
+            })
+            .map_err(Clone::clone)
+    };
+    let mut row = Row::new(runtime, "memory", "per idle peer, 8 in one process", "KiB")
+        .values(idle, None)
+        .checked(check("idle"));
+    let met = row.ok && idle.is_some_and(|k| k < 100.0);
+    row = row.target("< 100 KiB per additional peer", met);
+    emit(rows, row);
+    let row = Row::new(
+        runtime,
+        "memory",
+        "per peer after the throughput run, 8 in one process",
+        "KiB",
+    )
+    .values(after, None)
+    .checked(check("after 4 KiB and 64 B runs"));
+    emit(rows, row);
+}
+
+/// Runs blocking `f` on a thread and waits for it without blocking the runtime.
+async fn blocking<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send_blocking(f());
+    });
+    let _ = rt;
+    rx.recv().await.expect("the thread answers")
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| runtime | benchmark | case | netpeer | raw TCP | netpeer / raw | target | verified |\n\
+         |---|---|---|---:|---:|---:|---|---|\n",
+    );
+    for r in rows {
+        let target = match (&r.target, r.met) {
+            (Some(t), Some(true)) => format!("{t}: **met**"),
+            (Some(t), _) => format!("{t}: **not met**"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.runtime,
+            r.bench,
+            r.case,
+            fmt_value(r.netpeer, &r.unit),
+            fmt_value(r.raw, &r.unit),
+            fmt_ratio(r.ratio),
+            target,
+            r.check
+        );
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut opts = Opts {
+        quick,
+        only: None,
+        runtime: None,
+    };
+    if args.first().map(String::as_str) == Some("--child") {
+        return match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
+            (Some("member"), Some(rt), Some(addr)) => child_member(rt, addr.clone()),
+            (Some("memory-room"), Some(rt), _) => child_memory_room(rt, opts),
+            _ => {
+                eprintln!("meshbench: bad child arguments {args:?}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut json = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--only" => opts.only = it.next().cloned(),
+            "--runtime" => opts.runtime = it.next().cloned(),
+            "--json" => match it.next() {
+                Some(f) => json = Some(f.clone()),
+                None => {
+                    eprintln!("meshbench: --json needs a file");
+                    return ExitCode::FAILURE;
+                }
+            },
+            other => {
+                eprintln!(
+                    "usage: meshbench [--quick] [--json FILE] [--only TEXT] [--runtime tokio|smol] \
+                     (unknown {other:?})"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!(
+        "meshbench{}: loopback, tokio and smol, each on 2 threads",
+        if quick { " --quick" } else { "" }
+    );
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    if opts.runtime.as_deref().is_none_or(|r| r == "tokio") {
+        rows.extend(on_tokio(|rt| suite(rt, "tokio", opts.clone())));
+    }
+    if opts.runtime.as_deref().is_none_or(|r| r == "smol") {
+        rows.extend(on_smol(|rt| suite(rt, "smol", opts.clone())));
+    }
+    let table = table(&rows);
+    println!("{table}");
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    eprintln!(
+        "meshbench: {} rows, {failed} failed, {:.0} s",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "command": format!(
+                "cargo run --release -p netpeer-tests --bin meshbench --{}",
+                if quick { " --quick" } else { "" }
+            ),
+            "quick": quick,
+            "threads_per_runtime": 2,
+            "rows": rows,
+        });
+        if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")) {
+            eprintln!("meshbench: writing {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
