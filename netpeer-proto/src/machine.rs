@@ -160,6 +160,8 @@ pub struct PeerMachine {
     crypto_rng: ChaCha20Rng,
     /// Reused buffer for decrypted input.
     plaintext: Vec<u8>,
+    /// Secure sessions with frames waiting to be encrypted.
+    dirty: Vec<ConnId>,
     now: Instant,
     incarnation: u64,
     join_epoch: u64,
@@ -199,6 +201,7 @@ impl PeerMachine {
             rng,
             crypto_rng,
             plaintext: Vec::new(),
+            dirty: Vec::new(),
             now,
             incarnation,
             join_epoch: 0,
@@ -290,7 +293,41 @@ impl PeerMachine {
 
     /// The next output, if any. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if !self.dirty.is_empty() {
+            for conn in std::mem::take(&mut self.dirty) {
+                self.flush_secure(conn);
+            }
+        }
         self.outputs.pop_front()
+    }
+
+    /// Private rooms: encrypts everything queued for `conn` since the last drain as
+    /// few Noise messages as possible (one per 65,519 bytes), not one per frame.
+    fn flush_secure(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.plain_out.is_empty() {
+            return;
+        }
+        let mut plain = std::mem::take(&mut s.plain_out);
+        let Some(channel) = s.secure.as_mut() else {
+            return;
+        };
+        let bytes = channel.encrypt(&plain);
+        // The plaintext was counted when it was queued; add the framing and tags.
+        s.queued += bytes.len() - plain.len();
+        plain.clear();
+        if plain.capacity() <= 256 * 1024 {
+            s.plain_out = plain;
+        }
+        self.outputs.push_back(Output::Send { conn, bytes });
+    }
+
+    /// Removes a session, first handing out what it still had to send.
+    fn take_session(&mut self, conn: ConnId) -> Option<Session> {
+        self.flush_secure(conn);
+        self.sessions.remove(&conn)
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must be
@@ -762,10 +799,20 @@ impl PeerMachine {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let bytes = match s.secure.as_mut().filter(|c| c.is_transport()) {
-            Some(channel) => channel.encrypt(&bytes),
-            None => bytes,
-        };
+        if s.is_secure() {
+            // Encrypted at the next drain, together with whatever else is queued.
+            if s.queued + bytes.len() > self.config.max_send_queue {
+                self.drop_session(conn, Cause::Local(CloseReason::SlowConsumer));
+                return;
+            }
+            if s.plain_out.is_empty() {
+                self.dirty.push(conn);
+            }
+            s.plain_out.extend_from_slice(&bytes);
+            s.queued += bytes.len();
+            s.last_send = self.now;
+            return;
+        }
         self.push_bytes(conn, bytes);
     }
 
@@ -1141,16 +1188,19 @@ impl PeerMachine {
             self.notify(Event::PeerJoined { name: name.clone() });
         }
         if !known && !silent {
-            // Rule 5: tell the others about a member they may not know.
+            // Rule 5: tell the others about a member they may not know (encoded once,
+            // the bytes shared by every session).
             let announce = Frame::Announce(vec![info.clone()]);
-            let others: Vec<ConnId> = self
-                .members
-                .values()
-                .filter_map(|m| m.conn)
-                .filter(|c| *c != conn)
-                .collect();
-            for c in others {
-                self.send_frame(c, &announce);
+            if let Ok(bytes) = encode_frame(&announce, self.config.max_frame_len) {
+                let others: Vec<ConnId> = self
+                    .members
+                    .values()
+                    .filter_map(|m| m.conn)
+                    .filter(|c| *c != conn)
+                    .collect();
+                for c in others {
+                    self.send_bytes(c, bytes.clone());
+                }
             }
         }
         if !hello.wants_welcome && !joining {
@@ -1614,7 +1664,7 @@ impl PeerMachine {
             {
                 self.send_frame(conn, &Frame::Leave(Leave { expelled }));
             }
-            if self.sessions.remove(&conn).is_some() {
+            if self.take_session(conn).is_some() {
                 self.outputs.push_back(Output::Close {
                     conn,
                     reason: CloseReason::Leave,
@@ -1631,14 +1681,14 @@ impl PeerMachine {
 
     /// Closes a connection with no effect on the member table or the application.
     fn close_quietly(&mut self, conn: ConnId, reason: CloseReason) {
-        if self.sessions.remove(&conn).is_some() {
+        if self.take_session(conn).is_some() {
             self.outputs.push_back(Output::Close { conn, reason });
         }
     }
 
     /// Removes a connection and applies what its end means.
     fn drop_session(&mut self, conn: ConnId, cause: Cause) {
-        let Some(s) = self.sessions.remove(&conn) else {
+        let Some(s) = self.take_session(conn) else {
             return;
         };
         if let Some(reason) = cause.close_reason() {

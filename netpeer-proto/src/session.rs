@@ -81,6 +81,8 @@ pub(crate) struct Session {
     pub(crate) probe: Option<Probe>,
     /// The Noise channel of a private room.
     pub(crate) secure: Option<crate::secure::SecureChannel>,
+    /// Frames for a secure session, encrypted together at the next drain.
+    pub(crate) plain_out: Vec<u8>,
 }
 
 impl Session {
@@ -101,6 +103,7 @@ impl Session {
             queued: 0,
             probe: None,
             secure: None,
+            plain_out: Vec::new(),
         }
     }
 

@@ -230,15 +230,16 @@ fn replayed_reordered_or_modified_segments_end_that_session_only() {
     let key = RoomKey::from_bytes([5; 32]);
     for tamper in ["replay", "reorder", "modify"] {
         let mut w = Wire::new(&key);
-        // Two data segments, captured but not delivered yet.
-        w.a.broadcast("m", Bytes::from_static(b"one"), w.now)
-            .unwrap();
-        w.a.broadcast("m", Bytes::from_static(b"two"), w.now)
-            .unwrap();
+        // Two data segments (two drains: frames of one drain share a segment),
+        // captured but not delivered yet.
         let mut segs = Vec::new();
-        while let Some(o) = w.a.poll_output() {
-            if let Output::Send { bytes, .. } = o {
-                segs.push(bytes);
+        for payload in [&b"one"[..], b"two"] {
+            w.a.broadcast("m", Bytes::from_static(payload), w.now)
+                .unwrap();
+            while let Some(o) = w.a.poll_output() {
+                if let Output::Send { bytes, .. } = o {
+                    segs.push(bytes);
+                }
             }
         }
         assert_eq!(segs.len(), 2);

@@ -52,7 +52,7 @@ use async_executor::Executor;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use netpeer_driver::{
-    Builder, Events, Peer, PeerEvent, Runtime, Task,
+    Builder, Events, Peer, PeerEvent, RoomKey, Runtime, Task,
     proto::wire::{Data, Frame, encode_frame},
 };
 use netpeer_smol::Smol;
@@ -298,8 +298,16 @@ fn index_of(name: &str) -> Option<usize> {
     name.strip_prefix('p')?.parse().ok()
 }
 
-async fn start<R: Runtime>(rt: &R, i: usize, event_capacity: usize) -> Result<Peer<R>, String> {
-    let builder = Builder::new(rt.clone(), name(i)).event_capacity(event_capacity);
+async fn start<R: Runtime>(
+    rt: &R,
+    i: usize,
+    event_capacity: usize,
+    key: Option<&RoomKey>,
+) -> Result<Peer<R>, String> {
+    let mut builder = Builder::new(rt.clone(), name(i)).event_capacity(event_capacity);
+    if let Some(key) = key {
+        builder = builder.room_key(key.clone());
+    }
     within(
         rt,
         Duration::from_secs(10),
@@ -345,10 +353,11 @@ async fn room<R: Runtime>(
     rt: &R,
     n: usize,
     event_capacity: usize,
+    key: Option<&RoomKey>,
 ) -> Result<(Vec<Peer<R>>, Vec<Events>), String> {
     let mut peers = Vec::new();
     for i in 0..n {
-        let p = start(rt, i, event_capacity).await?;
+        let p = start(rt, i, event_capacity, key).await?;
         if i > 0 {
             join(rt, &p, &peers[0]).await?;
         }
@@ -389,7 +398,7 @@ async fn netpeer_join<R: Runtime>(
 ) -> Result<Duration, String> {
     let mut peers = Vec::new();
     for i in 0..n {
-        peers.push(start(rt, i, 4096).await?);
+        peers.push(start(rt, i, 4096, None).await?);
     }
     let t0 = Instant::now();
     if at_once {
@@ -984,8 +993,12 @@ async fn raw_load<R: Runtime>(
     })
 }
 
-async fn netpeer_throughput<R: Runtime>(rt: &R, load: Load) -> Result<Measured, String> {
-    let (peers, events) = room(rt, load.n, load.event_capacity()).await?;
+async fn netpeer_throughput<R: Runtime>(
+    rt: &R,
+    load: Load,
+    key: Option<&RoomKey>,
+) -> Result<Measured, String> {
+    let (peers, events) = room(rt, load.n, load.event_capacity(), key).await?;
     let result = netpeer_load(rt, &peers, events, load, None).await;
     teardown(rt, peers).await;
     result.map(|(m, _)| m)
@@ -1050,7 +1063,7 @@ async fn member_process_rss<R: Runtime>(
     rt: &R,
     runtime: &str,
 ) -> Result<(u64, u64, u64, u64), String> {
-    let (peers, _events) = room(rt, 7, 4096).await?;
+    let (peers, _events) = room(rt, 7, 4096, None).await?;
     let addr = peers[0].local_addr().to_string();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -1150,7 +1163,7 @@ fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
         const N: usize = 8;
         sleep(&rt, Duration::from_millis(100)).await;
         let base_kib = rss_kib(None)?;
-        let (peers, mut events) = room(&rt, N, 4096).await?;
+        let (peers, mut events) = room(&rt, N, 4096, None).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let idle_kib = rss_kib(None)?;
         for size in [4096, 64] {
@@ -1312,7 +1325,7 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
                 if !opts.wants("broadcast", &load.case()) {
                     continue;
                 }
-                let np = netpeer_throughput(&rt, load).await;
+                let np = netpeer_throughput(&rt, load, None).await;
                 let raw = raw_load(&rt, load, None).await;
                 let check = match (&np, &raw) {
                     (Ok(m), Ok(_)) => Ok(format!(
@@ -1354,6 +1367,41 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
         }
     }
 
+    // The cost of a private room: the one-sender N = 8 rows again, with and without a
+    // room key (Noise NNpsk0; every frame encrypted per session). The "raw" column holds
+    // the open room here, so the ratio is private / open.
+    let key = RoomKey::from_bytes([42; 32]);
+    for size in [64, 4096] {
+        let load = Load {
+            n: 8,
+            all_senders: false,
+            size,
+            per_sender: opts.per_sender(size, 1),
+            max_window: 16_384,
+        };
+        let case = format!("{}, private room (raw column: open room)", load.case());
+        if !opts.wants("private", &case) {
+            continue;
+        }
+        let open = netpeer_throughput(&rt, load, None).await;
+        let private = netpeer_throughput(&rt, load, Some(&key)).await;
+        let check = match (&private, &open) {
+            (Ok(m), Ok(_)) => Ok(format!(
+                "zero loss: {} messages, exact counts and per-sender order, encrypted",
+                group(m.delivered)
+            )),
+            (Err(e), _) => Err(format!("private: {e}")),
+            (_, Err(e)) => Err(format!("open: {e}")),
+        };
+        let row = Row::new(runtime, "private", &case, "msg/s")
+            .values(
+                private.as_ref().ok().map(|m| m.rate),
+                open.as_ref().ok().map(|m| m.rate),
+            )
+            .checked(check);
+        emit(&mut rows, row);
+    }
+
     // Latency.
     let load = Load {
         n: 8,
@@ -1386,7 +1434,7 @@ async fn latency<R: Runtime>(
 ) {
     let rt = rt.clone();
     let np = async {
-        let (peers, events) = room(&rt, 8, load.event_capacity()).await?;
+        let (peers, events) = room(&rt, 8, load.event_capacity(), None).await?;
         let r = netpeer_load(&rt, &peers, events, load, Some(pace)).await;
         teardown(&rt, peers).await;
         r.map(|(m, _)| m)
