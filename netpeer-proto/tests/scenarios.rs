@@ -27,33 +27,6 @@ fn entered(sim: &Sim, p: PeerId) -> Option<(bytes::Bytes, Vec<String>, Vec<Strin
     })
 }
 
-fn entered_at(sim: &Sim, p: PeerId) -> Option<Duration> {
-    sim.observed(p).iter().find_map(|(t, o)| match o {
-        netpeer_proto::sim::Observed::Event(Event::EnteredNetwork { .. }) => Some(*t),
-        _ => None,
-    })
-}
-
-fn joined(sim: &Sim, p: PeerId) -> Vec<String> {
-    sim.events(p)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::PeerJoined { name } => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
-fn left(sim: &Sim, p: PeerId) -> Vec<(String, LeaveReason)> {
-    sim.events(p)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::PeerLeft { name, reason } => Some((name, reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// `n` peers `p0..`, each joining through `p0` once the previous one has entered.
 fn room(sim: &mut Sim, n: usize) -> Vec<PeerId> {
     let peers: Vec<PeerId> = (0..n).map(|i| sim.add_peer(&format!("p{i}"))).collect();
@@ -87,12 +60,12 @@ fn chain_join_of_six() {
     for (i, p) in peers.iter().enumerate() {
         let later: Vec<String> = (i + 1..6).map(|j| format!("p{j}")).collect();
         assert_eq!(
-            joined(&sim, *p),
+            sim.joined(*p),
             later,
             "seed {}: joins seen by p{i}",
             sim.seed()
         );
-        assert!(left(&sim, *p).is_empty());
+        assert!(sim.left(*p).is_empty());
     }
 }
 
@@ -118,8 +91,8 @@ fn three_join_at_once_through_three_members() {
             );
         }
         for &p in &all {
-            assert!(left(&sim, p).is_empty(), "seed {seed}: spurious PeerLeft");
-            let mut j = joined(&sim, p);
+            assert!(sim.left(p).is_empty(), "seed {seed}: spurious PeerLeft");
+            let mut j = sim.joined(p);
             let len = j.len();
             j.dedup();
             assert_eq!(j.len(), len, "seed {seed}: a join reported twice");
@@ -135,7 +108,7 @@ fn opener_leaves_room_survives_and_reports_left() {
     sim.run_until_quiet().unwrap();
     for &p in &peers[1..] {
         assert_eq!(
-            left(&sim, p),
+            sim.left(p),
             vec![("p0".to_owned(), LeaveReason::Left)],
             "seed {}",
             sim.seed()
@@ -171,7 +144,7 @@ fn opener_rejoins_through_another_member_and_gets_current_state() {
     assert!(failed.is_empty());
     sim.check_full_mesh(&peers).unwrap();
     for &p in &peers[1..] {
-        assert_eq!(joined(&sim, p).last().map(String::as_str), Some("p0"));
+        assert_eq!(sim.joined(p).last().map(String::as_str), Some("p0"));
         assert_eq!(sim.machine(p).unwrap().state(), &state);
     }
     sim.check_all().unwrap();
@@ -199,7 +172,7 @@ fn duplicate_name_is_rejected_with_a_typed_reason() {
     assert_eq!(sim.view(alice), vec!["bob"]);
     assert_eq!(sim.view(bob), vec!["alice"]);
     // The real bob never left alice's view.
-    assert!(left(&sim, alice).is_empty());
+    assert!(sim.left(alice).is_empty());
     sim.check_full_mesh(&[alice, bob]).unwrap();
 }
 
@@ -215,7 +188,7 @@ fn restarted_peer_is_admitted_once_the_old_session_fails_its_probe() {
     sim.join(peers[2], peers[0]);
     let ok = sim.run_until(Duration::from_secs(4), |s| entered(s, peers[2]).is_some());
     assert!(ok, "seed {}: restarted peer did not enter", sim.seed());
-    let took = entered_at(&sim, peers[2]).unwrap() - start;
+    let took = sim.entered_at(peers[2]).unwrap() - start;
     let config = sim.machine(peers[0]).unwrap().config().clone();
     // Promptly: after the probe, well before the idle timeout would notice.
     assert!(took >= config.restart_probe_timeout, "took {took:?}");
@@ -230,14 +203,14 @@ fn restarted_peer_is_admitted_once_the_old_session_fails_its_probe() {
     );
     sim.run_until_quiet().unwrap();
     for &p in &peers[..2] {
-        let l = left(&sim, p);
+        let l = sim.left(p);
         assert_eq!(
             l,
             vec![("p2".to_owned(), LeaveReason::TimedOut)],
             "seed {}",
             sim.seed()
         );
-        assert_eq!(joined(&sim, p).iter().filter(|n| *n == "p2").count(), 2);
+        assert_eq!(sim.joined(p).iter().filter(|n| *n == "p2").count(), 2);
     }
     sim.check_full_mesh(&peers).unwrap();
     sim.check_all().unwrap();
@@ -289,8 +262,8 @@ fn crossing_mesh_dials_end_with_one_connection_and_no_noise() {
             .count();
         sim.check_full_mesh(&[a, x, y]).unwrap();
         for p in [a, x, y] {
-            assert!(left(&sim, p).is_empty(), "seed {seed}: {:?}", sim.events(p));
-            let mut j = joined(&sim, p);
+            assert!(sim.left(p).is_empty(), "seed {seed}: {:?}", sim.events(p));
+            let mut j = sim.joined(p);
             let len = j.len();
             j.dedup();
             assert_eq!(j.len(), len, "seed {seed}: {:?}", sim.events(p));
@@ -434,7 +407,7 @@ fn unreachable_member_in_the_welcome_does_not_block_the_join() {
     let (_, members, failed) = entered(&sim, n).unwrap();
     assert_eq!(members, vec!["p0", "p1"]);
     assert_eq!(failed, vec!["p2"]);
-    assert!(entered_at(&sim, n).unwrap() - start < Duration::from_secs(1));
+    assert!(sim.entered_at(n).unwrap() - start < Duration::from_secs(1));
 
     // Partitioned: its SYNs vanish; the handshake timeout bounds the wait.
     let mut sim = Sim::from_env(13);
@@ -449,7 +422,7 @@ fn unreachable_member_in_the_welcome_does_not_block_the_join() {
     let (_, members, failed) = entered(&sim, n).unwrap();
     assert_eq!(failed, vec!["p2"]);
     assert_eq!(members, vec!["p0", "p1"]);
-    let took = entered_at(&sim, n).unwrap() - start;
+    let took = sim.entered_at(n).unwrap() - start;
     assert!(
         took <= config.handshake_timeout + Duration::from_millis(50),
         "{took:?}"

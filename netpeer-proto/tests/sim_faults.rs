@@ -34,33 +34,6 @@ fn entered(sim: &Sim, p: PeerId) -> Option<(Vec<String>, Vec<String>)> {
     })
 }
 
-fn entered_at(sim: &Sim, p: PeerId) -> Option<Duration> {
-    sim.observed(p).iter().find_map(|(t, o)| match o {
-        Observed::Event(Event::EnteredNetwork { .. }) => Some(*t),
-        _ => None,
-    })
-}
-
-fn joined(sim: &Sim, p: PeerId) -> Vec<String> {
-    sim.events(p)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::PeerJoined { name } => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
-fn left(sim: &Sim, p: PeerId) -> Vec<(String, LeaveReason)> {
-    sim.events(p)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::PeerLeft { name, reason } => Some((name, reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// `n` peers `p0..`, each joining through `p0` once the previous one has entered.
 fn room(sim: &mut Sim, n: usize) -> Vec<PeerId> {
     let peers: Vec<PeerId> = (0..n).map(|i| sim.add_peer(&format!("p{i}"))).collect();
@@ -181,10 +154,10 @@ fn message_larger_than_one_read_arrives_whole_and_in_order() {
     assert!(last.direct);
     assert_eq!(&last.payload[..], &big[..]);
     assert!(
-        left(&sim, peers[2]).is_empty(),
+        sim.left(peers[2]).is_empty(),
         "seed {}: {:?}",
         sim.seed(),
-        left(&sim, peers[2])
+        sim.left(peers[2])
     );
     sim.run_until_quiet().unwrap();
     sim.check_all().unwrap();
@@ -208,7 +181,7 @@ fn concurrent_joins_through_different_members_end_in_one_mesh() {
             assert!(failed.is_empty(), "seed {seed}: {failed:?}");
         }
         for &p in &all {
-            assert!(left(&sim, p).is_empty(), "seed {seed}: {:?}", sim.events(p));
+            assert!(sim.left(p).is_empty(), "seed {seed}: {:?}", sim.events(p));
         }
         everyone_hears_everyone(&mut sim, &all);
         sim.check_all().unwrap();
@@ -246,7 +219,7 @@ fn duplicate_names_joining_through_different_members_keep_exactly_one() {
         );
         assert!(!sim.events(winner).contains(&rejected), "seed {seed}");
         // Both were admitted by their contacts before the conflict was found.
-        let admitted = |p: PeerId| joined(&sim, p).contains(&"x".to_owned());
+        let admitted = |p: PeerId| sim.joined(p).contains(&"x".to_owned());
         if admitted(members[0]) && admitted(members[1]) {
             both_admitted += 1;
         }
@@ -287,8 +260,8 @@ fn opener_leaves_and_rejoins_through_a_member_that_came_after_it() {
     let all = [peers[0], peers[1], peers[2], peers[3], late];
     sim.check_full_mesh(&all).unwrap();
     for &p in &peers[1..] {
-        assert_eq!(left(&sim, p), vec![("p0".to_owned(), LeaveReason::Left)]);
-        assert_eq!(joined(&sim, p).iter().filter(|n| *n == "p0").count(), 1);
+        assert_eq!(sim.left(p), vec![("p0".to_owned(), LeaveReason::Left)]);
+        assert_eq!(sim.joined(p).iter().filter(|n| *n == "p0").count(), 1);
     }
     everyone_hears_everyone(&mut sim, &all);
     // No fault was injected: the completeness half of the delivery check applies.
@@ -310,7 +283,7 @@ fn frozen_member_times_out_and_heals_back_in() {
     sim.run_for(config.idle_timeout + config.heartbeat_interval);
     for &p in &peers[..3] {
         assert_eq!(
-            left(&sim, p)
+            sim.left(p)
                 .iter()
                 .filter(|(n, _)| n == "p3")
                 .collect::<Vec<_>>(),
@@ -333,7 +306,7 @@ fn frozen_member_times_out_and_heals_back_in() {
         sim.seed()
     );
     for &p in &peers[..3] {
-        assert_eq!(joined(&sim, p).last().map(String::as_str), Some("p3"));
+        assert_eq!(sim.joined(p).last().map(String::as_str), Some("p3"));
     }
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
@@ -365,7 +338,7 @@ fn unreachable_member_in_the_welcome_list_never_blocks_the_join() {
         let (members, failed) = entered(&sim, n).unwrap();
         assert_eq!(failed, vec!["p2"], "seed {}: {listener:?}", sim.seed());
         assert_eq!(members, vec!["p0", "p1"]);
-        let took = entered_at(&sim, n).unwrap() - start;
+        let took = sim.entered_at(n).unwrap() - start;
         assert!(
             took <= bound,
             "seed {}: {listener:?} took {took:?}",
@@ -438,7 +411,7 @@ fn partition_and_heal_end_in_one_room() {
     let mut sim = Sim::from_env(105);
     let peers = room(&mut sim, 6);
     let (left_side, right_side) = (&peers[..3], &peers[3..]);
-    let joins_before: Vec<usize> = peers.iter().map(|p| joined(&sim, *p).len()).collect();
+    let joins_before: Vec<usize> = peers.iter().map(|p| sim.joined(*p).len()).collect();
     sim.partition(&[left_side, right_side]);
     sim.run_for(Duration::from_secs(12));
     // Each side is a room of its own meanwhile, and works.
@@ -454,7 +427,7 @@ fn partition_and_heal_end_in_one_room() {
     assert_eq!(indices_from(&sim, peers[1], "p0"), vec![1]);
     assert!(indices_from(&sim, peers[4], "p0").is_empty());
     for &p in left_side {
-        let mut lost: Vec<String> = left(&sim, p).into_iter().map(|(n, _)| n).collect();
+        let mut lost: Vec<String> = sim.left(p).into_iter().map(|(n, _)| n).collect();
         lost.sort();
         assert_eq!(lost, names(&sim, right_side), "seed {}", sim.seed());
     }
@@ -463,7 +436,7 @@ fn partition_and_heal_end_in_one_room() {
     sim.check_full_mesh(&peers).unwrap();
     for &p in left_side {
         // Lost once, found once.
-        let mut found = joined(&sim, p).split_off(joins_before[p.0]);
+        let mut found = sim.joined(p).split_off(joins_before[p.0]);
         found.sort();
         assert_eq!(found, names(&sim, right_side), "seed {}", sim.seed());
     }
@@ -490,10 +463,7 @@ fn crashed_member_is_reported_timed_out_and_the_rest_stays_one_room() {
             "seed {}",
             sim.seed()
         );
-        assert_eq!(
-            left(&sim, p),
-            vec![("p4".to_owned(), LeaveReason::TimedOut)]
-        );
+        assert_eq!(sim.left(p), vec![("p4".to_owned(), LeaveReason::TimedOut)]);
     }
     sim.check_full_mesh(&peers[..4]).unwrap();
     everyone_hears_everyone(&mut sim, &peers[..4]);
@@ -511,13 +481,10 @@ fn restarted_member_is_redialled_back_without_joining() {
     // Rule 8: the others redial the lost member's address and meet its new incarnation.
     sim.check_full_mesh(&peers).unwrap();
     for &p in &peers[..3] {
-        assert_eq!(
-            left(&sim, p),
-            vec![("p3".to_owned(), LeaveReason::TimedOut)]
-        );
-        assert_eq!(joined(&sim, p).iter().filter(|n| *n == "p3").count(), 2);
+        assert_eq!(sim.left(p), vec![("p3".to_owned(), LeaveReason::TimedOut)]);
+        assert_eq!(sim.joined(p).iter().filter(|n| *n == "p3").count(), 2);
     }
-    let mut back = joined(&sim, peers[3]);
+    let mut back = sim.joined(peers[3]);
     back.sort();
     assert_eq!(back, vec!["p0", "p1", "p2"], "seed {}", sim.seed());
     everyone_hears_everyone(&mut sim, &peers);
@@ -531,22 +498,19 @@ fn cut_link_reconnects_by_itself() {
     sim.cut(peers[0], peers[1]);
     assert_eq!(sim.links_between(peers[0], peers[1]), 0);
     assert_eq!(
-        left(&sim, peers[0]),
+        sim.left(peers[0]),
         vec![("p1".to_owned(), LeaveReason::Disconnected)]
     );
     assert_eq!(
-        left(&sim, peers[1]),
+        sim.left(peers[1]),
         vec![("p0".to_owned(), LeaveReason::Disconnected)]
     );
     sim.run_until_quiet().unwrap();
     sim.check_full_mesh(&peers).unwrap();
-    assert_eq!(
-        joined(&sim, peers[0]).last().map(String::as_str),
-        Some("p1")
-    );
+    assert_eq!(sim.joined(peers[0]).last().map(String::as_str), Some("p1"));
     // The other sessions were never touched.
     for &p in &peers[2..] {
-        assert!(left(&sim, p).is_empty());
+        assert!(sim.left(p).is_empty());
     }
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
@@ -574,7 +538,7 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
     sim.run_for(Duration::from_secs(2));
     // Rule 11: that one session is closed; the broadcast never waited on it.
     assert_eq!(
-        left(&sim, peers[0]),
+        sim.left(peers[0]),
         vec![("p3".to_owned(), LeaveReason::SlowConsumer)],
         "seed {}",
         sim.seed()
@@ -593,10 +557,10 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
             sim.seed()
         );
         assert!(
-            left(&sim, p).is_empty(),
+            sim.left(p).is_empty(),
             "seed {}: {:?}",
             sim.seed(),
-            left(&sim, p)
+            sim.left(p)
         );
     }
     // The slow member got a prefix, in order.
@@ -605,7 +569,10 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
         got.len() < 40 && got == (0..got.len() as u32).collect::<Vec<_>>(),
         "{got:?}"
     );
-    assert!(left(&sim, peers[3]).contains(&("p0".to_owned(), LeaveReason::Disconnected)));
+    assert!(
+        sim.left(peers[3])
+            .contains(&("p0".to_owned(), LeaveReason::Disconnected))
+    );
     sim.check_running().unwrap();
     sim.check_bounds().unwrap();
     // The link recovers; rule 8 brings the member back.

@@ -544,6 +544,36 @@ impl Sim {
             .collect()
     }
 
+    /// The names the peer saw join (`PeerJoined`), in order.
+    pub fn joined(&self, p: PeerId) -> Vec<String> {
+        self.events(p)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::PeerJoined { name } => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The members the peer saw leave, with the reasons (`PeerLeft`), in order.
+    pub fn left(&self, p: PeerId) -> Vec<(String, crate::LeaveReason)> {
+        self.events(p)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::PeerLeft { name, reason } => Some((name, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When the peer first observed `EnteredNetwork`, if it did.
+    pub fn entered_at(&self, p: PeerId) -> Option<Duration> {
+        self.peers[p.0].observed.iter().find_map(|(t, o)| match o {
+            Observed::Event(Event::EnteredNetwork { .. }) => Some(*t),
+            _ => None,
+        })
+    }
+
     /// Forgets what the peer observed so far (to assert on what comes next).
     pub fn clear_observed(&mut self, p: PeerId) {
         self.peers[p.0].observed.clear();
