@@ -970,6 +970,18 @@ impl Sim {
         self.dispatch(next.ev);
     }
 
+    /// The dialer of `link` hears, after the way back, that the port is closed.
+    fn refuse(&mut self, link: u64) {
+        let at = self.arrival(link, 0, self.now);
+        self.schedule(
+            at,
+            Ev::Connected {
+                link,
+                result: Err(ConnectFailure::Refused),
+            },
+        );
+    }
+
     fn schedule(&mut self, at: Duration, ev: Ev) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
@@ -1046,14 +1058,7 @@ impl Sim {
                 // It crashed while the SYN was on the way: its port is closed now.
                 let l = &self.links[&link];
                 if self.can_talk(l.ends[0].0, l.ends[1].0) {
-                    let at = self.arrival(link, 0, self.now);
-                    self.schedule(
-                        at,
-                        Ev::Connected {
-                            link,
-                            result: Err(ConnectFailure::Refused),
-                        },
-                    );
+                    self.refuse(link);
                 }
             }
             return;
@@ -1146,14 +1151,7 @@ impl Sim {
                         self.schedule(at, Ev::Fin { link, to: 0 });
                     }
                     _ => {
-                        let at = self.arrival(link, 0, self.now);
-                        self.schedule(
-                            at,
-                            Ev::Connected {
-                                link,
-                                result: Err(ConnectFailure::Refused),
-                            },
-                        );
+                        self.refuse(link);
                     }
                 }
                 self.drain(p);
