@@ -479,7 +479,7 @@ impl<R: Runtime> Driver<R> {
             }
             Event::JoinTimedOut { addr } => {
                 self.sink.push(PeerEvent::JoinFailed {
-                    error: format!("no welcome from {addr} within the join timeout"),
+                    error: format!("no welcome from {addr} in time (handshake or join timeout)"),
                 });
                 self.reply_join(Err(JoinError::Timeout { addr }));
                 return;

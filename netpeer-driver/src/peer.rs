@@ -86,8 +86,9 @@ pub enum JoinError {
         /// What went wrong.
         error: String,
     },
-    /// No welcome arrived within `join_timeout`.
-    #[error("no welcome from {addr} within the join timeout")]
+    /// No welcome arrived in time: the contact did not complete its handshake within
+    /// `handshake_timeout`, or the join did not complete within `join_timeout`.
+    #[error("no welcome from {addr} in time (handshake or join timeout)")]
     Timeout {
         /// The address dialled.
         addr: SocketAddr,
