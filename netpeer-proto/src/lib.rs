@@ -18,6 +18,8 @@
 mod config;
 mod error;
 mod event;
+mod handshake;
+mod join;
 mod machine;
 mod membership;
 mod secure;

@@ -4,7 +4,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
-    sync::Arc,
     time::Instant,
 };
 
@@ -14,28 +13,23 @@ use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::{
-    config::{Config, MAX_KIND_LEN, validate_name},
+    config::{Config, MAX_KIND_LEN},
     error::{AcceptError, ConfigError, JoinError, SendError},
     event::{
         CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
     },
-    membership::{
-        Member, Redial, Tombstones, incumbent_wins, normalize, state_is_newer, tombstone_ttl,
-    },
+    membership::{Member, Tombstones, normalize, state_is_newer},
     secure::SecureChannel,
-    session::{
-        Direction, Hold, Phase, Probe, Purpose, Remote, Session, TimerVerdict, backoff,
-        keep_connection_dialled_by_us, probe_deadline,
-    },
+    session::{Direction, Phase, Purpose, Session, TimerVerdict},
     wire::{
-        Data, DecodeError, Digest, Frame, Hello, Leave, MemberInfo, Reject, StateUpdate,
-        StateVersion, Welcome, encode_frame,
+        Data, DecodeError, Frame, Hello, Leave, MemberInfo, Reject, StateUpdate, StateVersion,
+        encode_frame,
     },
 };
 
 /// Where our own join stands.
 #[derive(Debug)]
-enum JoinPhase {
+pub(crate) enum JoinPhase {
     /// Not joining: alone or in a room.
     Idle,
     /// Dialled a contact, waiting for its welcome.
@@ -55,7 +49,7 @@ enum JoinPhase {
 /// Why a connection is dropped; decides the `Close` output, the `PeerLeft` reason and
 /// what happens to the member afterwards.
 #[derive(Debug, Clone)]
-enum Cause {
+pub(crate) enum Cause {
     /// The transport reported it closed (`None`) or the dial failed.
     Transport(Option<ConnectFailure>),
     /// We close it for this reason.
@@ -71,7 +65,7 @@ enum Cause {
 }
 
 impl Cause {
-    fn close_reason(&self) -> Option<CloseReason> {
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         match self {
             Cause::Transport(_) => None,
             Cause::Local(r) => Some(*r),
@@ -83,7 +77,7 @@ impl Cause {
     }
 
     /// The reason reported for an established member; `None`: silent.
-    fn leave_reason(&self) -> Option<LeaveReason> {
+    pub(crate) fn leave_reason(&self) -> Option<LeaveReason> {
         Some(match self {
             Cause::Transport(_) | Cause::RemoteRejected(_) | Cause::WeRejected(_) => {
                 LeaveReason::Disconnected
@@ -103,14 +97,14 @@ impl Cause {
 
 /// The join epoch of a peer that has not been welcomed yet: it loses every name
 /// conflict (rule 3).
-const UNRANKED: u64 = u64::MAX;
+pub(crate) const UNRANKED: u64 = u64::MAX;
 
 /// Largest jump of the join epoch accepted from a remote (hostile input bound).
-const MAX_EPOCH_JUMP: u64 = 1 << 32;
+pub(crate) const MAX_EPOCH_JUMP: u64 = 1 << 32;
 
 /// Rule 12: where a member that dialled us from `remote` can be dialled: the IP it
 /// advertises or the one we see, and the port it listens on.
-fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
     (hello.listen_port != 0).then(|| {
         normalize(SocketAddr::new(
             hello.advertise_ip.unwrap_or(remote.ip()),
@@ -154,29 +148,29 @@ fn advertised(hello: &Hello, remote: SocketAddr) -> Option<SocketAddr> {
 /// ```
 #[derive(Debug)]
 pub struct PeerMachine {
-    config: Config,
-    rng: ChaCha8Rng,
+    pub(crate) config: Config,
+    pub(crate) rng: ChaCha8Rng,
     /// Seeds the Noise ephemeral keys of private rooms (a CSPRNG).
-    crypto_rng: ChaCha20Rng,
+    pub(crate) crypto_rng: ChaCha20Rng,
     /// Reused buffer for decrypted input.
-    plaintext: Vec<u8>,
+    pub(crate) plaintext: Vec<u8>,
     /// Secure sessions with frames waiting to be encrypted.
-    dirty: Vec<ConnId>,
-    now: Instant,
-    incarnation: u64,
-    join_epoch: u64,
-    max_epoch: u64,
-    next_conn: u64,
-    next_seq: u64,
-    next_nonce: u64,
-    sessions: BTreeMap<ConnId, Session>,
-    members: BTreeMap<String, Member>,
-    tombstones: Tombstones,
-    join: JoinPhase,
-    state: Bytes,
-    state_version: StateVersion,
-    next_digest: Instant,
-    outputs: VecDeque<Output>,
+    pub(crate) dirty: Vec<ConnId>,
+    pub(crate) now: Instant,
+    pub(crate) incarnation: u64,
+    pub(crate) join_epoch: u64,
+    pub(crate) max_epoch: u64,
+    pub(crate) next_conn: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) next_nonce: u64,
+    pub(crate) sessions: BTreeMap<ConnId, Session>,
+    pub(crate) members: BTreeMap<String, Member>,
+    pub(crate) tombstones: Tombstones,
+    pub(crate) join: JoinPhase,
+    pub(crate) state: Bytes,
+    pub(crate) state_version: StateVersion,
+    pub(crate) next_digest: Instant,
+    pub(crate) outputs: VecDeque<Output>,
 }
 
 impl PeerMachine {
@@ -303,7 +297,7 @@ impl PeerMachine {
 
     /// Private rooms: encrypts everything queued for `conn` since the last drain as
     /// few Noise messages as possible (one per 65,519 bytes), not one per frame.
-    fn flush_secure(&mut self, conn: ConnId) {
+    pub(crate) fn flush_secure(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -325,7 +319,7 @@ impl PeerMachine {
     }
 
     /// Removes a session, first handing out what it still had to send.
-    fn take_session(&mut self, conn: ConnId) -> Option<Session> {
+    pub(crate) fn take_session(&mut self, conn: ConnId) -> Option<Session> {
         self.flush_secure(conn);
         self.sessions.remove(&conn)
     }
@@ -401,16 +395,6 @@ impl PeerMachine {
         self.send_hello(conn);
     }
 
-    fn send_hello(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get(&conn) else {
-            return;
-        };
-        let wants_welcome = s.purpose() == Some(&Purpose::Join);
-        let addr = s.addr;
-        let hello = self.hello(addr, wants_welcome);
-        self.send_frame(conn, &Frame::Hello(hello));
-    }
-
     /// An outbound connection asked for by `Output::Connect` could not be opened.
     pub fn connect_failed(&mut self, conn: ConnId, error: ConnectFailure, now: Instant) {
         self.tick(now);
@@ -445,7 +429,7 @@ impl PeerMachine {
     }
 
     /// Decodes and handles every frame in `data` (plaintext).
-    fn receive_frames(&mut self, conn: ConnId, data: &[u8]) {
+    pub(crate) fn receive_frames(&mut self, conn: ConnId, data: &[u8]) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -690,44 +674,30 @@ impl PeerMachine {
 
     // ---------------------------------------------------------------- internals
 
-    fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) {
         if now > self.now {
             self.now = now;
         }
     }
 
-    fn alloc_conn(&mut self) -> ConnId {
+    pub(crate) fn alloc_conn(&mut self) -> ConnId {
         self.next_conn += 1;
         ConnId(self.next_conn)
     }
 
-    fn unit_random(&mut self) -> f64 {
+    pub(crate) fn unit_random(&mut self) -> f64 {
         (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn notify(&mut self, event: Event) {
+    pub(crate) fn notify(&mut self, event: Event) {
         self.outputs.push_back(Output::Notify(event));
     }
 
-    fn view_len(&self) -> usize {
+    pub(crate) fn view_len(&self) -> usize {
         self.members.values().filter(|m| m.in_view()).count()
     }
 
-    /// Rule 10: until its welcome, a joining peer's state is not the room's: it must
-    /// never overwrite the room's state with its own initial one.
-    fn may_push_state(&self) -> bool {
-        !matches!(self.join, JoinPhase::Joining { .. })
-    }
-
-    /// Rule 3: join epochs only grow by one per join; a remote claiming a jump beyond
-    /// [`MAX_EPOCH_JUMP`] (or the unranked value) does not move ours.
-    fn see_epoch(&mut self, epoch: u64) {
-        if epoch < UNRANKED - 1 && epoch - self.max_epoch.min(epoch) <= MAX_EPOCH_JUMP {
-            self.max_epoch = self.max_epoch.max(epoch);
-        }
-    }
-
-    fn hello(&self, observed: SocketAddr, wants_welcome: bool) -> Hello {
+    pub(crate) fn hello(&self, observed: SocketAddr, wants_welcome: bool) -> Hello {
         // Rule 3: until its welcome, a joining peer has no rank in name conflicts.
         let join_epoch = if matches!(self.join, JoinPhase::Joining { .. }) {
             UNRANKED
@@ -748,7 +718,7 @@ impl PeerMachine {
         }
     }
 
-    fn view_infos(&self, except: Option<&str>) -> Vec<MemberInfo> {
+    pub(crate) fn view_infos(&self, except: Option<&str>) -> Vec<MemberInfo> {
         self.members
             .values()
             .filter(|m| m.in_view() && Some(&*m.name) != except)
@@ -756,7 +726,7 @@ impl PeerMachine {
             .collect()
     }
 
-    fn data_frame(
+    pub(crate) fn data_frame(
         &mut self,
         kind: &str,
         to: Option<String>,
@@ -784,7 +754,7 @@ impl PeerMachine {
         Ok(bytes)
     }
 
-    fn state_frame(&self) -> Bytes {
+    pub(crate) fn state_frame(&self) -> Bytes {
         let frame = Frame::State(StateUpdate {
             version: self.state_version.clone(),
             state: self.state.clone(),
@@ -795,7 +765,7 @@ impl PeerMachine {
 
     /// Queues bytes on a connection (encrypted in a private room); crossing
     /// `max_send_queue` closes it (rule 11).
-    fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(crate) fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -817,7 +787,7 @@ impl PeerMachine {
     }
 
     /// Queues bytes as they are (the Noise handshake and what precedes it).
-    fn push_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(crate) fn push_bytes(&mut self, conn: ConnId, bytes: Bytes) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -830,7 +800,7 @@ impl PeerMachine {
         self.outputs.push_back(Output::Send { conn, bytes });
     }
 
-    fn send_frame(&mut self, conn: ConnId, frame: &Frame) {
+    pub(crate) fn send_frame(&mut self, conn: ConnId, frame: &Frame) {
         match encode_frame(frame, self.config.max_frame_len) {
             Ok(bytes) => self.send_bytes(conn, bytes),
             // Only a welcome with a huge member list could get here; the newcomer
@@ -839,40 +809,12 @@ impl PeerMachine {
         }
     }
 
-    fn send_plain_frame(&mut self, conn: ConnId, frame: &Frame) {
+    pub(crate) fn send_plain_frame(&mut self, conn: ConnId, frame: &Frame) {
         let bytes = encode_frame(frame, u32::MAX).expect("no limit");
         self.push_bytes(conn, bytes);
     }
 
-    /// A Noise handshake message (private rooms).
-    fn on_noise(&mut self, conn: ConnId, message: Bytes) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        let Some(channel) = s.secure.as_mut() else {
-            // We have no room key; the other side has one.
-            return self.reject(conn, RejectReason::KeyMismatch);
-        };
-        if channel.is_transport() {
-            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
-        }
-        match channel.read_handshake(&message) {
-            // Another key (or a forgery): refused in plaintext, we share no key.
-            Err(_) => self.reject(conn, RejectReason::KeyMismatch),
-            Ok(reply) => {
-                let inbound = s.is_inbound();
-                if let Some(reply) = reply {
-                    self.send_plain_frame(conn, &Frame::Noise(reply));
-                }
-                if !inbound {
-                    // Both keys agree: the dialer opens with its (encrypted) Hello.
-                    self.send_hello(conn);
-                }
-            }
-        }
-    }
-
-    fn reject(&mut self, conn: ConnId, reason: RejectReason) {
+    pub(crate) fn reject(&mut self, conn: ConnId, reason: RejectReason) {
         self.send_frame(
             conn,
             &Frame::Reject(Reject {
@@ -884,7 +826,7 @@ impl PeerMachine {
 
     // ------------------------------------------------------------------ frames
 
-    fn on_frame(&mut self, conn: ConnId, frame: Frame) {
+    pub(crate) fn on_frame(&mut self, conn: ConnId, frame: Frame) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
@@ -912,325 +854,8 @@ impl PeerMachine {
         }
     }
 
-    /// Rule 2 and 3 and 6: a `Hello` arrived on a connection in its handshake.
-    fn on_hello(&mut self, conn: ConnId, hello: Hello) {
-        let (min, max) = self.config.versions;
-        if hello.versions.0 > hello.versions.1
-            || hello.versions.0.max(min) > hello.versions.1.min(max)
-        {
-            return self.reject(conn, RejectReason::IncompatibleVersion { min, max });
-        }
-        if hello.network != self.config.network {
-            return self.reject(conn, RejectReason::WrongNetwork);
-        }
-        if validate_name(&hello.name).is_err() {
-            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
-        }
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        let inbound = s.is_inbound();
-        s.remote = Some(Remote {
-            name: Arc::from(hello.name.as_str()),
-        });
-        if hello.name == self.config.name {
-            if hello.incarnation == self.incarnation {
-                return self.drop_session(conn, Cause::Local(CloseReason::SelfConnection));
-            }
-            // Rule 3: another live peer claims our own name.
-            let we_win = hello.wants_welcome
-                || incumbent_wins(
-                    (self.join_epoch, self.incarnation),
-                    (hello.join_epoch, hello.incarnation),
-                );
-            if we_win {
-                return self.reject(conn, RejectReason::NameTaken);
-            }
-            return self.expelled(RejectReason::NameTaken);
-        }
-        self.see_epoch(hello.join_epoch);
-        let name = hello.name.clone();
-        let existing = self
-            .members
-            .get(&name)
-            .map(|m| (m.conn, m.incarnation, m.join_epoch, m.dialing));
-        let joining_through_it = matches!(
-            self.join,
-            JoinPhase::Joining { contact, .. } if contact == conn
-        );
-        if !joining_through_it
-            && existing.is_none_or(|(c, ..)| c.is_none())
-            && self.view_len() + 1 >= self.config.max_members
-        {
-            // Rule 11: a full room. A member admitted elsewhere (two contacts filled
-            // the last slot at once) is weighed against our youngest member by the
-            // rule every member applies alike: the youngest gives way.
-            let rank = (hello.join_epoch, hello.incarnation);
-            match self.youngest_member() {
-                Some((youngest, their_rank))
-                    if !hello.wants_welcome
-                        && hello.join_epoch != UNRANKED
-                        && incumbent_wins(rank, their_rank) =>
-                {
-                    self.expel(youngest, RejectReason::RoomFull);
-                }
-                _ => return self.reject(conn, RejectReason::RoomFull),
-            }
-        }
-        if let Some((Some(old), incarnation, join_epoch, _)) = existing {
-            if incarnation == hello.incarnation {
-                // Rule 6: two connections with one identity: both sides keep the same one.
-                if self.keep_new_connection(old, conn, &name) {
-                    self.close_quietly(old, CloseReason::Duplicate);
-                    if let Some(m) = self.members.get_mut(&name) {
-                        m.conn = None;
-                    }
-                    return self.admit(conn, hello, true);
-                }
-                return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
-            }
-            if inbound {
-                // Rule 3: a newcomer claims a live name: probe the holder first, and let
-                // every other member probe its own session in parallel (a restarted
-                // member is then admitted everywhere after one probe timeout).
-                self.start_probe(old);
-                let claimant = MemberInfo {
-                    name: name.clone(),
-                    incarnation: hello.incarnation,
-                    join_epoch: UNRANKED,
-                    addr: self
-                        .sessions
-                        .get(&conn)
-                        .and_then(|s| advertised(&hello, s.addr)),
-                };
-                let announce = Frame::Announce(vec![claimant]);
-                let others: Vec<ConnId> = self
-                    .members
-                    .values()
-                    .filter_map(|m| m.conn)
-                    .filter(|c| *c != old)
-                    .collect();
-                for c in others {
-                    self.send_frame(c, &announce);
-                }
-                self.hold(conn, hello, Hold::Probe);
-                return;
-            }
-            // Our challenge dial reached another incarnation: both are alive.
-            if incumbent_wins(
-                (hello.join_epoch, hello.incarnation),
-                (join_epoch, incarnation),
-            ) {
-                self.expel(old, RejectReason::NameTaken);
-                return self.admit(conn, hello, false);
-            }
-            return self.drop_session(conn, Cause::Local(CloseReason::Duplicate));
-        }
-        if inbound {
-            if let Some((_, _, _, Some(dialing))) = existing {
-                if dialing != conn {
-                    if keep_connection_dialled_by_us(&self.config.name, &name) {
-                        // Rule 6: our dial is kept; hold theirs until ours resolves.
-                        self.hold(conn, hello, Hold::SimultaneousDial(dialing));
-                        return;
-                    }
-                    // Rule 6: their dial is kept; ours is dropped silently.
-                    if let Some(m) = self.members.get_mut(&name) {
-                        m.dialing = None;
-                    }
-                    self.close_quietly(dialing, CloseReason::Duplicate);
-                }
-            }
-            if let JoinPhase::Joining {
-                contact,
-                addr,
-                deadline,
-            } = self.join
-            {
-                let their_addr = self
-                    .sessions
-                    .get(&conn)
-                    .and_then(|s| advertised(&hello, s.addr));
-                if hello.wants_welcome && their_addr == Some(addr) {
-                    // Two peers join each other at once. Rule 6 again: the join dialled
-                    // by the smaller name goes on; the other peer becomes its contact.
-                    if keep_connection_dialled_by_us(&self.config.name, &name) {
-                        self.hold(conn, hello, Hold::SimultaneousDial(contact));
-                        return;
-                    }
-                    self.close_quietly(contact, CloseReason::Duplicate);
-                    self.join = JoinPhase::Entering {
-                        pending: BTreeSet::new(),
-                        failed: BTreeSet::new(),
-                        deadline,
-                    };
-                }
-            }
-        }
-        self.admit(conn, hello, false);
-    }
-
-    fn hold(&mut self, conn: ConnId, hello: Hello, hold: Hold) {
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            s.phase = Phase::Held {
-                hello: Box::new(hello),
-                hold,
-            };
-        }
-    }
-
-    /// Rule 6: of an established connection `old` and a new one with the same identity,
-    /// is the new one kept? Both peers keep the connection dialled by the smaller name;
-    /// a new inbound connection replaces an inbound one (the remote redialled, so the
-    /// old one is stale); our join connection is never the one given up.
-    fn keep_new_connection(&self, old: ConnId, new: ConnId, name: &str) -> bool {
-        if let JoinPhase::Joining { contact, .. } = self.join {
-            if contact == new {
-                return true;
-            }
-            if contact == old {
-                return false;
-            }
-        }
-        let old_inbound = self.sessions.get(&old).is_some_and(Session::is_inbound);
-        let new_inbound = self.sessions.get(&new).is_some_and(Session::is_inbound);
-        let smaller_is_us = keep_connection_dialled_by_us(&self.config.name, name);
-        match (old_inbound, new_inbound) {
-            (true, true) => true,
-            (false, false) => false,
-            (false, true) => !smaller_is_us,
-            (true, false) => smaller_is_us,
-        }
-    }
-
-    /// Completes a handshake: the connection becomes the member's session.
-    fn admit(&mut self, conn: ConnId, hello: Hello, silent: bool) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        let inbound = s.is_inbound();
-        let expected = match s.purpose() {
-            Some(Purpose::Member(n)) if *n != hello.name => Some(n.clone()),
-            _ => None,
-        };
-        let addr = if inbound {
-            advertised(&hello, s.addr)
-        } else {
-            Some(s.addr)
-        };
-        let observed = s.addr;
-        s.phase = Phase::Established;
-        if let Some(expected) = expected {
-            // The address now belongs to someone else: the expected member's dial failed.
-            self.dial_failed(&expected, conn, false);
-        }
-        if inbound {
-            let ours = self.hello(observed, false);
-            self.send_frame(conn, &Frame::Hello(ours));
-            if hello.wants_welcome {
-                // Never reaches UNRANKED: see_epoch bounds what remotes can push.
-                self.max_epoch = self.max_epoch.saturating_add(1).min(UNRANKED - 1);
-                let welcome = Welcome {
-                    join_epoch: self.max_epoch,
-                    members: self.view_infos(Some(&hello.name)),
-                    state: self.state.clone(),
-                    state_version: self.state_version.clone(),
-                };
-                self.send_frame(conn, &Frame::Welcome(welcome));
-                if !self.sessions.contains_key(&conn) {
-                    return;
-                }
-            }
-        }
-        let name = hello.name.clone();
-        let info = MemberInfo {
-            name: name.clone(),
-            incarnation: hello.incarnation,
-            join_epoch: if hello.wants_welcome {
-                self.max_epoch
-            } else {
-                hello.join_epoch
-            },
-            addr,
-        };
-        let known = self
-            .members
-            .get(&name)
-            .is_some_and(|m| m.incarnation == info.incarnation);
-        let m = self
-            .members
-            .entry(name.clone())
-            .or_insert_with(|| Member::new(&info));
-        m.reincarnate(info.incarnation, info.join_epoch);
-        if info.addr.is_some() {
-            m.addr = info.addr;
-        }
-        m.conn = Some(conn);
-        m.redial = None;
-        let stale_dial = m.dialing.take().filter(|d| *d != conn);
-        if let Some(r) = self.sessions.get_mut(&conn) {
-            r.remote = Some(Remote {
-                name: m.name.clone(),
-            });
-        }
-        if let Some(d) = stale_dial {
-            self.close_quietly(d, CloseReason::Duplicate);
-        }
-        // Rule 6: inbound connections held while this dial was pending are duplicates.
-        for h in self.held_for_dial(conn) {
-            self.close_quietly(h, CloseReason::Duplicate);
-        }
-        let joining = self.is_joining();
-        if !silent && self.reports_membership(conn) {
-            if let Some(m) = self.members.get_mut(&name) {
-                m.reported = true;
-            }
-            self.notify(Event::PeerJoined { name: name.clone() });
-        }
-        if !known && !silent {
-            // Rule 5: tell the others about a member they may not know (encoded once,
-            // the bytes shared by every session).
-            let announce = Frame::Announce(vec![info.clone()]);
-            if let Ok(bytes) = encode_frame(&announce, self.config.max_frame_len) {
-                let others: Vec<ConnId> = self
-                    .members
-                    .values()
-                    .filter_map(|m| m.conn)
-                    .filter(|c| *c != conn)
-                    .collect();
-                for c in others {
-                    self.send_bytes(c, bytes.clone());
-                }
-            }
-        }
-        if !hello.wants_welcome && !joining {
-            // Rule 5: a new session gets our view, so concurrent joiners find each other.
-            let digest = Frame::Digest(Digest {
-                members: self.view_infos(Some(&name)),
-                state_version: self.state_version.clone(),
-            });
-            self.send_frame(conn, &digest);
-        }
-        if !hello.wants_welcome
-            && self.may_push_state()
-            && state_is_newer(&self.state_version, &hello.state_version)
-        {
-            // Rule 10: a member behind on the state catches up.
-            let frame = self.state_frame();
-            self.send_bytes(conn, frame);
-        }
-        if let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        {
-            pending.remove(&name);
-            failed.remove(&name);
-            self.check_entered();
-        }
-    }
-
     /// Frames on an established session.
-    fn on_session_frame(&mut self, conn: ConnId, frame: Frame) {
+    pub(crate) fn on_session_frame(&mut self, conn: ConnId, frame: Frame) {
         match frame {
             Frame::Hello(_) | Frame::Noise(_) => {
                 self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation))
@@ -1284,7 +909,7 @@ impl PeerMachine {
         }
     }
 
-    fn on_member_list(&mut self, conn: ConnId, list: Vec<MemberInfo>, immediate: bool) {
+    pub(crate) fn on_member_list(&mut self, conn: ConnId, list: Vec<MemberInfo>, immediate: bool) {
         if list.len() > self.config.max_members {
             return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
         }
@@ -1294,7 +919,7 @@ impl PeerMachine {
     }
 
     /// Rule 9: sender from the session, FIFO and exactly once by sequence number.
-    fn on_data(&mut self, conn: ConnId, data: Data) {
+    pub(crate) fn on_data(&mut self, conn: ConnId, data: Data) {
         let Some(name) = self
             .sessions
             .get(&conn)
@@ -1324,337 +949,7 @@ impl PeerMachine {
         self.outputs.push_back(Output::Deliver(message));
     }
 
-    /// Rule 4: the contact's welcome: adopt state, dial every listed member.
-    fn on_welcome(&mut self, conn: ConnId, w: Welcome) {
-        let JoinPhase::Joining { deadline, .. } = self.join else {
-            return;
-        };
-        if w.members.len() > self.config.max_members {
-            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
-        }
-        if w.join_epoch == UNRANKED {
-            return self.drop_session(conn, Cause::Local(CloseReason::ProtocolViolation));
-        }
-        self.join_epoch = w.join_epoch;
-        self.see_epoch(w.join_epoch);
-        if self.state_version != w.state_version {
-            self.state = w.state;
-            self.state_version = w.state_version;
-        }
-        self.join = JoinPhase::Entering {
-            pending: BTreeSet::new(),
-            failed: BTreeSet::new(),
-            deadline,
-        };
-        for info in w.members {
-            if info.name == self.config.name || validate_name(&info.name).is_err() {
-                continue;
-            }
-            let name = info.name.clone();
-            if self.members.get(&name).is_some_and(|m| m.in_view()) {
-                continue;
-            }
-            if let JoinPhase::Entering { pending, .. } = &mut self.join {
-                pending.insert(name.clone());
-            }
-            self.learn(info, true);
-        }
-        self.check_entered();
-    }
-
-    fn check_entered(&mut self) {
-        let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        else {
-            return;
-        };
-        if !pending.is_empty() {
-            return;
-        }
-        let failed = std::mem::take(failed).into_iter().collect();
-        self.join = JoinPhase::Idle;
-        for m in self.members.values_mut() {
-            m.reported = m.in_view();
-        }
-        let event = Event::EnteredNetwork {
-            state: self.state.clone(),
-            members: self.members(),
-            failed,
-        };
-        self.notify(event);
-    }
-
-    /// Rules 3, 5 and 8: we heard of a member from another member.
-    fn learn(&mut self, info: MemberInfo, immediate: bool) {
-        if info.name == self.config.name
-            || validate_name(&info.name).is_err()
-            || self.tombstones.is_buried(&info.name, info.incarnation)
-        {
-            return;
-        }
-        self.see_epoch(info.join_epoch);
-        let now = self.now;
-        let delay = self.config.mesh_dial_delay;
-        let window = self.config.redial_window;
-        let name = info.name.clone();
-        match self.members.get_mut(&name) {
-            None => {
-                if info.addr.is_none() || self.members.len() + 1 >= self.config.max_members {
-                    return;
-                }
-                let mut m = Member::new(&info);
-                if !immediate {
-                    m.redial = Some(Redial {
-                        attempt: 0,
-                        next: now + delay,
-                        until: now + window,
-                    });
-                }
-                self.members.insert(name.clone(), m);
-                if immediate {
-                    self.dial(&name);
-                }
-            }
-            Some(m) if m.incarnation == info.incarnation => {
-                if m.addr.is_none() {
-                    m.addr = info.addr;
-                }
-                if m.join_epoch == UNRANKED {
-                    // It was still joining when we met it; now it has its epoch.
-                    m.join_epoch = info.join_epoch;
-                }
-                if immediate && m.conn.is_none() && m.dialing.is_none() {
-                    self.dial(&name);
-                }
-            }
-            Some(m) => {
-                if let Some(conn) = m.conn {
-                    // Rule 3: another incarnation of a member we are connected to: probe
-                    // it. A claimant without a rank (a newcomer not yet welcomed) never
-                    // challenges: if the holder is gone, the newcomer enters through its
-                    // contact and dials us; if the holder answers, it is refused.
-                    if info.join_epoch != UNRANKED && m.challenger.is_none() {
-                        m.challenger = Some(info);
-                    }
-                    self.start_probe(conn);
-                } else {
-                    // The one we knew is lost; the one we heard of is alive somewhere.
-                    m.reincarnate(info.incarnation, info.join_epoch);
-                    if info.addr.is_some() {
-                        m.addr = info.addr;
-                    }
-                    if m.dialing.is_none() {
-                        self.dial(&name);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Opens a connection to a known member (no-op if connected or dialling).
-    fn dial(&mut self, name: &str) {
-        let Some(m) = self.members.get(name) else {
-            return;
-        };
-        let (None, None, Some(addr)) = (m.conn, m.dialing, m.addr) else {
-            return;
-        };
-        self.dial_addr(name, addr);
-    }
-
-    fn dial_addr(&mut self, name: &str, addr: SocketAddr) {
-        let conn = self.alloc_conn();
-        let session = Session::new(
-            Direction::Outbound(Purpose::Member(name.to_owned())),
-            addr,
-            &self.config,
-            self.now,
-        );
-        self.sessions.insert(conn, session);
-        if let Some(m) = self.members.get_mut(name) {
-            m.dialing = Some(conn);
-        }
-        self.outputs.push_back(Output::Connect { conn, addr });
-    }
-
-    /// Rule 8: a dial to a member did not lead to a session: back off and retry.
-    fn dial_failed(&mut self, name: &str, conn: ConnId, superseded: bool) {
-        let now = self.now;
-        let unit = self.unit_random();
-        let (initial, max, window) = (
-            self.config.redial_initial,
-            self.config.redial_max,
-            self.config.redial_window,
-        );
-        let Some(m) = self.members.get_mut(name) else {
-            return;
-        };
-        if m.dialing != Some(conn) {
-            return;
-        }
-        m.dialing = None;
-        if m.conn.is_some() || superseded {
-            return;
-        }
-        let r = m.redial.get_or_insert(Redial {
-            attempt: 0,
-            next: now,
-            until: now + window,
-        });
-        r.attempt += 1;
-        r.next = now + backoff(initial, max, r.attempt, unit);
-        if let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        {
-            if pending.remove(name) {
-                failed.insert(name.to_owned());
-            }
-        }
-        self.check_entered();
-    }
-
-    /// Inbound connections held for our dial `conn`, which ended without a session.
-    fn held_for_dial(&self, conn: ConnId) -> Vec<ConnId> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| {
-                matches!(s.phase, Phase::Held { hold: Hold::SimultaneousDial(d), .. } if d == conn)
-            })
-            .map(|(c, _)| *c)
-            .collect()
-    }
-
-    /// Re-runs the handshake decision for a held inbound connection.
-    fn release_held(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        // Released already (and perhaps admitted): leave its phase alone.
-        if !matches!(s.phase, Phase::Held { .. }) {
-            return;
-        }
-        let Phase::Held { hello, .. } = std::mem::replace(&mut s.phase, Phase::Handshake) else {
-            return;
-        };
-        self.on_hello(conn, *hello);
-    }
-
-    fn forget(&mut self, name: &str) {
-        if let Some(m) = self.members.remove(name) {
-            if let Some(d) = m.dialing {
-                self.close_quietly(d, CloseReason::Duplicate);
-            }
-        }
-        if let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        {
-            if pending.remove(name) {
-                failed.insert(name.to_owned());
-            }
-        }
-        self.check_entered();
-    }
-
-    fn start_probe(&mut self, conn: ConnId) {
-        let deadline = probe_deadline(&self.config, self.now);
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        if s.probe.is_some() {
-            return;
-        }
-        self.next_nonce += 1;
-        let nonce = self.next_nonce;
-        s.probe = Some(Probe { nonce, deadline });
-        self.send_frame(conn, &Frame::Ping(nonce));
-    }
-
-    /// Rule 3: the holder of a name answered its probe: it is alive.
-    fn probe_answered(&mut self, conn: ConnId) {
-        let Some(name) = self.sessions.get_mut(&conn).and_then(|s| {
-            s.probe = None;
-            s.remote.as_ref().map(|r| r.name.to_string())
-        }) else {
-            return;
-        };
-        let Some(m) = self.members.get_mut(&name) else {
-            return;
-        };
-        let holder = (m.join_epoch, m.incarnation);
-        let challenger = m.challenger.take();
-        let held = self.held_for_probe(&name);
-        let mut expelled = false;
-        for h in held {
-            if expelled {
-                self.release_held(h);
-                continue;
-            }
-            let Some(Phase::Held { hello, .. }) = self.sessions.get(&h).map(|s| &s.phase) else {
-                continue;
-            };
-            let wins = !hello.wants_welcome
-                && incumbent_wins((hello.join_epoch, hello.incarnation), holder);
-            if wins {
-                self.expel(conn, RejectReason::NameTaken);
-                expelled = true;
-                self.release_held(h);
-            } else {
-                self.reject(h, RejectReason::NameTaken);
-            }
-        }
-        if let Some(ch) = challenger {
-            // Only ranks we know are compared: a holder we met while it was still
-            // joining has none yet here, and the rule must pick the same winner everywhere.
-            let ranked = holder.0 != UNRANKED && ch.join_epoch != UNRANKED;
-            if !expelled && ranked && incumbent_wins((ch.join_epoch, ch.incarnation), holder) {
-                if let Some(addr) = ch.addr {
-                    // Challenge: meet the other incarnation; its Hello settles it.
-                    let dialing = self.members.get(&name).and_then(|m| m.dialing);
-                    if dialing.is_none() {
-                        self.dial_addr(&name, addr);
-                    }
-                }
-            }
-        }
-    }
-
-    fn held_for_probe(&self, name: &str) -> Vec<ConnId> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| {
-                matches!(&s.phase, Phase::Held { hello, hold: Hold::Probe } if hello.name == name)
-            })
-            .map(|(c, _)| *c)
-            .collect()
-    }
-
-    /// Rule 3 / 11: the member on `conn` lost a name conflict or its place in a full
-    /// room; it is told why and dropped.
-    fn expel(&mut self, conn: ConnId, reason: RejectReason) {
-        self.send_frame(conn, &Frame::Reject(Reject { reason }));
-        self.drop_session(conn, Cause::Local(CloseReason::Replaced));
-    }
-
-    /// The member in our view that joined last (largest join epoch, then
-    /// incarnation), with its rank.
-    fn youngest_member(&self) -> Option<(ConnId, (u64, u64))> {
-        self.members
-            .values()
-            .filter_map(|m| m.conn.map(|c| (c, (m.join_epoch, m.incarnation))))
-            .max_by_key(|(_, rank)| *rank)
-    }
-
-    /// Rule 3 / 11: we lost a name conflict or a place in a full room: leave the room
-    /// and tell the application.
-    fn expelled(&mut self, reason: RejectReason) {
-        self.leave_room(true);
-        self.notify(Event::Rejected { reason });
-    }
-
-    fn leave_room(&mut self, expelled: bool) {
+    pub(crate) fn leave_room(&mut self, expelled: bool) {
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
             if self
@@ -1680,14 +975,14 @@ impl PeerMachine {
     }
 
     /// Closes a connection with no effect on the member table or the application.
-    fn close_quietly(&mut self, conn: ConnId, reason: CloseReason) {
+    pub(crate) fn close_quietly(&mut self, conn: ConnId, reason: CloseReason) {
         if self.take_session(conn).is_some() {
             self.outputs.push_back(Output::Close { conn, reason });
         }
     }
 
     /// Removes a connection and applies what its end means.
-    fn drop_session(&mut self, conn: ConnId, cause: Cause) {
+    pub(crate) fn drop_session(&mut self, conn: ConnId, cause: Cause) {
         let Some(s) = self.take_session(conn) else {
             return;
         };
@@ -1742,124 +1037,5 @@ impl PeerMachine {
             }
             self.dial_failed(&name, conn, superseded);
         }
-    }
-
-    fn join_failed(&mut self, addr: SocketAddr, cause: &Cause) {
-        let event = match cause {
-            Cause::RemoteRejected(reason) | Cause::WeRejected(reason) => Event::Rejected {
-                reason: reason.clone(),
-            },
-            Cause::Transport(Some(error)) => Event::ConnectFailed {
-                addr,
-                error: error.clone(),
-            },
-            Cause::Local(CloseReason::HandshakeTimeout) => Event::JoinTimedOut { addr },
-            Cause::Local(CloseReason::SelfConnection) => Event::ConnectFailed {
-                addr,
-                error: ConnectFailure::Other("that address leads to this peer itself".into()),
-            },
-            Cause::Transport(None) => Event::ConnectFailed {
-                addr,
-                error: ConnectFailure::Other(
-                    "the member closed the connection before its welcome (shutting down, \
-                     or too many pending handshakes)"
-                        .into(),
-                ),
-            },
-            other => Event::ConnectFailed {
-                addr,
-                error: ConnectFailure::Other(match other.close_reason() {
-                    Some(reason) => format!("the connection ended before the welcome: {reason:?}"),
-                    None => "the connection ended before the welcome".into(),
-                }),
-            },
-        };
-        self.notify(event);
-    }
-
-    /// Whether a new session on `conn` is reported with `PeerJoined`: always, except
-    /// for the contact while we wait for its welcome, and for everyone while we connect
-    /// to the welcome's members (`EnteredNetwork` reports the room then). A join that
-    /// fails before its welcome thus never leaves a member in view that the
-    /// application was not told about.
-    fn reports_membership(&self, conn: ConnId) -> bool {
-        match &self.join {
-            JoinPhase::Idle => true,
-            JoinPhase::Joining { contact, .. } => *contact != conn,
-            JoinPhase::Entering { .. } => false,
-        }
-    }
-
-    /// An established member's session ended. `PeerLeft` is reported iff the
-    /// application was told the member is in the room.
-    fn member_lost(&mut self, name: &str, conn: ConnId, cause: &Cause) {
-        let now = self.now;
-        let unit = self.unit_random();
-        let Some(m) = self.members.get_mut(name) else {
-            return;
-        };
-        if m.conn != Some(conn) {
-            return;
-        }
-        m.conn = None;
-        let reported = std::mem::replace(&mut m.reported, false);
-        let challenger = m.challenger.take();
-        let reason = cause.leave_reason();
-        if reported {
-            // A reported member that goes for a reason of ours (our join through it
-            // timed out) has, for the application, disconnected.
-            self.notify(Event::PeerLeft {
-                name: name.to_owned(),
-                reason: reason.unwrap_or(LeaveReason::Disconnected),
-            });
-        }
-        let m = self.members.get_mut(name).expect("present");
-        match reason {
-            Some(LeaveReason::Disconnected | LeaveReason::TimedOut | LeaveReason::SlowConsumer)
-                if m.addr.is_some() =>
-            {
-                // Rule 8: remember the address and redial with backoff.
-                m.redial = Some(Redial {
-                    attempt: 0,
-                    next: now
-                        + backoff(self.config.redial_initial, self.config.redial_max, 0, unit),
-                    until: now + self.config.redial_window,
-                });
-            }
-            _ => {
-                let (name_owned, incarnation) = (m.name.to_string(), m.incarnation);
-                if matches!(reason, Some(LeaveReason::Left | LeaveReason::Expelled)) {
-                    let ttl = tombstone_ttl(self.config.digest_interval, self.config.idle_timeout);
-                    self.tombstones.bury(&name_owned, incarnation, now + ttl);
-                }
-                self.forget(&name_owned);
-            }
-        }
-        // Rule 3: newcomers held while this member was probed are decided now.
-        for h in self.held_for_probe(name) {
-            self.release_held(h);
-        }
-        if let Some(ch) = challenger {
-            self.learn(ch, true);
-        }
-    }
-
-    /// Rule 5 backstop: our view to one random session.
-    fn gossip_digest(&mut self) {
-        let conns: Vec<ConnId> = self.members.values().filter_map(|m| m.conn).collect();
-        if conns.is_empty() {
-            return;
-        }
-        let pick = conns[(self.rng.next_u64() % conns.len() as u64) as usize];
-        let name = self
-            .sessions
-            .get(&pick)
-            .and_then(|s| s.remote.as_ref())
-            .map(|r| r.name.to_string());
-        let digest = Frame::Digest(Digest {
-            members: self.view_infos(name.as_deref()),
-            state_version: self.state_version.clone(),
-        });
-        self.send_frame(pick, &digest);
     }
 }
