@@ -117,4 +117,18 @@ impl PeerMachine {
             JoinPhase::Entering { .. } => false,
         }
     }
+
+    /// Rule 4: a member listed in our welcome cannot be reached: it is named in
+    /// `failed`, and the join completes if it was the last one pending.
+    pub(crate) fn join_member_failed(&mut self, name: &str) {
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            if pending.remove(name) {
+                failed.insert(name.to_owned());
+            }
+        }
+        self.check_entered();
+    }
 }

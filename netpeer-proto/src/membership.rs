@@ -281,15 +281,7 @@ impl crate::machine::PeerMachine {
         });
         r.attempt += 1;
         r.next = now + backoff(initial, max, r.attempt, unit);
-        if let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        {
-            if pending.remove(name) {
-                failed.insert(name.to_owned());
-            }
-        }
-        self.check_entered();
+        self.join_member_failed(name);
     }
 
     /// Inbound connections held for our dial `conn`, which ended without a session.
@@ -309,11 +301,11 @@ impl crate::machine::PeerMachine {
             return;
         };
         // Released already (and perhaps admitted): leave its phase alone.
-        if !matches!(s.phase, Phase::Held { .. }) {
+        let Phase::Held { .. } = s.phase else {
             return;
-        }
+        };
         let Phase::Held { hello, .. } = std::mem::replace(&mut s.phase, Phase::Handshake) else {
-            return;
+            unreachable!("checked just above");
         };
         self.on_hello(conn, *hello);
     }
@@ -324,15 +316,7 @@ impl crate::machine::PeerMachine {
                 self.close_quietly(d, CloseReason::Duplicate);
             }
         }
-        if let JoinPhase::Entering {
-            pending, failed, ..
-        } = &mut self.join
-        {
-            if pending.remove(name) {
-                failed.insert(name.to_owned());
-            }
-        }
-        self.check_entered();
+        self.join_member_failed(name);
     }
 
     pub(crate) fn start_probe(&mut self, conn: ConnId) {
