@@ -258,7 +258,7 @@ impl<R: Runtime> Driver<R> {
             Command::Leave { reply } => {
                 self.machine.leave(now);
                 self.route();
-                // Leaving empties the view without a PeerLeft per member.
+                // Leaving empties the view without a Left per member.
                 *self.shared.members.lock().expect("not poisoned") = self.machine.members();
                 // The closed connections flush on their own; answer once they are done.
                 let waits = std::mem::take(&mut self.closing);
@@ -435,16 +435,16 @@ impl<R: Runtime> Driver<R> {
     fn notify(&mut self, event: Event) {
         if matches!(
             event,
-            Event::EnteredNetwork { .. }
-                | Event::PeerJoined { .. }
-                | Event::PeerLeft { .. }
+            Event::Entered { .. }
+                | Event::Joined { .. }
+                | Event::Left { .. }
                 | Event::Rejected { .. }
         ) {
             // The snapshot is current before the application hears of the change.
             *self.shared.members.lock().expect("not poisoned") = self.machine.members();
         }
         let event = match event {
-            Event::EnteredNetwork {
+            Event::Entered {
                 state,
                 members,
                 failed,
@@ -460,8 +460,8 @@ impl<R: Runtime> Driver<R> {
                 self.reply_join(Ok(entered));
                 return;
             }
-            Event::PeerJoined { name } => PeerEvent::Joined { name },
-            Event::PeerLeft { name, reason } => PeerEvent::Left { name, reason },
+            Event::Joined { name } => PeerEvent::Joined { name },
+            Event::Left { name, reason } => PeerEvent::Left { name, reason },
             Event::Rejected { reason } => {
                 self.sink.push(PeerEvent::Rejected {
                     reason: reason.clone(),

@@ -145,7 +145,7 @@ pub enum LeaveReason {
 #[non_exhaustive]
 pub enum Event {
     /// Our join completed: every member listed in the welcome is connected or failed.
-    EnteredNetwork {
+    Entered {
         /// The room's shared state (CBOR).
         state: Bytes,
         /// The members we are connected to (sorted, without ourselves).
@@ -154,12 +154,12 @@ pub enum Event {
         failed: Vec<String>,
     },
     /// A member entered our view of the room.
-    PeerJoined {
+    Joined {
         /// Its name.
         name: String,
     },
     /// A member left our view of the room.
-    PeerLeft {
+    Left {
         /// Its name.
         name: String,
         /// Why.

@@ -327,7 +327,7 @@ impl PeerMachine {
             if let Some(m) = self.members.get_mut(&name) {
                 m.reported = true;
             }
-            self.notify(Event::PeerJoined { name: name.clone() });
+            self.notify(Event::Joined { name: name.clone() });
         }
         if !known && !silent {
             // Rule 5: tell the others about a member they may not know (encoded once,

@@ -64,7 +64,7 @@ impl PeerMachine {
         for m in self.members.values_mut() {
             m.reported = m.in_view();
         }
-        let event = Event::EnteredNetwork {
+        let event = Event::Entered {
             state: self.state.clone(),
             members: self.members(),
             failed,
@@ -105,9 +105,9 @@ impl PeerMachine {
         self.notify(event);
     }
 
-    /// Whether a new session on `conn` is reported with `PeerJoined`: always, except
+    /// Whether a new session on `conn` is reported with `Joined`: always, except
     /// for the contact while we wait for its welcome, and for everyone while we connect
-    /// to the welcome's members (`EnteredNetwork` reports the room then). A join that
+    /// to the welcome's members (`Entered` reports the room then). A join that
     /// fails before its welcome thus never leaves a member in view that the
     /// application was not told about.
     pub(crate) fn reports_membership(&self, conn: ConnId) -> bool {

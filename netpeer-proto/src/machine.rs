@@ -46,7 +46,7 @@ pub(crate) enum JoinPhase {
     },
 }
 
-/// Why a connection is dropped; decides the `Close` output, the `PeerLeft` reason and
+/// Why a connection is dropped; decides the `Close` output, the `Left` reason and
 /// what happens to the member afterwards.
 #[derive(Debug, Clone)]
 pub(crate) enum Cause {
@@ -552,7 +552,7 @@ impl PeerMachine {
 
     /// Joins the room that the member at `addr` is in.
     ///
-    /// The outcome is an event: `EnteredNetwork`, `Rejected`, `ConnectFailed` or
+    /// The outcome is an event: `Entered`, `Rejected`, `ConnectFailed` or
     /// `JoinTimedOut`.
     pub fn join(&mut self, addr: SocketAddr, now: Instant) -> Result<(), JoinError> {
         self.tick(now);

@@ -46,7 +46,7 @@ pub(crate) struct Member {
     pub(crate) last_seq: u64,
     /// Another incarnation of this name we heard of while connected (rule 3).
     pub(crate) challenger: Option<MemberInfo>,
-    /// The application was told it is in the room (`PeerJoined` or `EnteredNetwork`)
+    /// The application was told it is in the room (`Joined` or `Entered`)
     /// and not told since that it left.
     pub(crate) reported: bool,
 }
@@ -415,7 +415,7 @@ impl crate::machine::PeerMachine {
         self.notify(Event::Rejected { reason });
     }
 
-    /// An established member's session ended. `PeerLeft` is reported iff the
+    /// An established member's session ended. `Left` is reported iff the
     /// application was told the member is in the room.
     pub(crate) fn member_lost(&mut self, name: &str, conn: ConnId, cause: &Cause) {
         let now = self.now;
@@ -433,7 +433,7 @@ impl crate::machine::PeerMachine {
         if reported {
             // A reported member that goes for a reason of ours (our join through it
             // timed out) has, for the application, disconnected.
-            self.notify(Event::PeerLeft {
+            self.notify(Event::Left {
                 name: name.to_owned(),
                 reason: reason.unwrap_or(LeaveReason::Disconnected),
             });

@@ -96,7 +96,7 @@ fn with_bob(now: Instant) -> (PeerMachine, ConnId) {
     m.receive(c, &hello("bob", "netpeer", (1, 1)), now);
     let out = drain(&mut m);
     assert!(matches!(sent(&out, c).first(), Some(Frame::Hello(h)) if h.name == "alice"));
-    assert_eq!(events(&out), vec![Event::PeerJoined { name: "bob".into() }]);
+    assert_eq!(events(&out), vec![Event::Joined { name: "bob".into() }]);
     assert_eq!(m.members(), vec!["bob"]);
     (m, c)
 }
@@ -140,7 +140,7 @@ fn garbage_or_an_oversized_prefix_closes_only_that_connection() {
     assert_eq!(closed(&out, bob), Some(CloseReason::FrameTooLarge));
     assert_eq!(
         events(&out),
-        vec![Event::PeerLeft {
+        vec![Event::Left {
             name: "bob".into(),
             reason: LeaveReason::ProtocolViolation
         }]
@@ -300,7 +300,7 @@ fn a_member_that_does_not_read_is_closed_as_a_slow_consumer() {
             assert_eq!(reason, CloseReason::SlowConsumer);
             assert_eq!(
                 events(&out),
-                vec![Event::PeerLeft {
+                vec![Event::Left {
                     name: "bob".into(),
                     reason: LeaveReason::SlowConsumer
                 }]
@@ -370,7 +370,7 @@ fn heartbeats_keep_a_session_alive_and_silence_ends_it() {
     assert_eq!(closed(&out, bob), Some(CloseReason::IdleTimeout));
     assert_eq!(
         events(&out),
-        vec![Event::PeerLeft {
+        vec![Event::Left {
             name: "bob".into(),
             reason: LeaveReason::TimedOut
         }]

@@ -79,7 +79,7 @@ fn a_wrong_key_is_rejected_in_both_directions() {
     assert!(
         sim.events(a)
             .iter()
-            .all(|e| matches!(e, Event::PeerJoined { name } if name == "a2"))
+            .all(|e| matches!(e, Event::Joined { name } if name == "a2"))
     );
 }
 
@@ -263,7 +263,7 @@ fn replayed_reordered_or_modified_segments_end_that_session_only() {
             "{tamper}: the session is closed"
         );
         assert!(
-            w.b_events.contains(&Event::PeerLeft {
+            w.b_events.contains(&Event::Left {
                 name: "alice-the-sender".into(),
                 reason: LeaveReason::ProtocolViolation
             }),

@@ -15,10 +15,10 @@ fn names(sim: &Sim, peers: &[PeerId]) -> Vec<String> {
     v
 }
 
-/// The first `EnteredNetwork` a peer observed: (state, members, failed).
+/// The first `Entered` a peer observed: (state, members, failed).
 fn entered(sim: &Sim, p: PeerId) -> Option<(bytes::Bytes, Vec<String>, Vec<String>)> {
     sim.events(p).into_iter().find_map(|e| match e {
-        Event::EnteredNetwork {
+        Event::Entered {
             state,
             members,
             failed,
@@ -91,7 +91,7 @@ fn three_join_at_once_through_three_members() {
             );
         }
         for &p in &all {
-            assert!(sim.left(p).is_empty(), "seed {seed}: spurious PeerLeft");
+            assert!(sim.left(p).is_empty(), "seed {seed}: spurious Left");
             let mut j = sim.joined(p);
             let len = j.len();
             j.dedup();
@@ -286,7 +286,7 @@ fn silent_peer_is_reported_timed_out_after_the_idle_timeout() {
             .observed(p)
             .iter()
             .find(|(_, o)| {
-                matches!(o, netpeer_proto::sim::Observed::Event(Event::PeerLeft { name, reason: LeaveReason::TimedOut }) if name == "p2")
+                matches!(o, netpeer_proto::sim::Observed::Event(Event::Left { name, reason: LeaveReason::TimedOut }) if name == "p2")
             })
             .unwrap_or_else(|| panic!("seed {}: no TimedOut at {}", sim.seed(), sim.name(p)));
         let after = *t - frozen_at;
@@ -567,7 +567,7 @@ fn two_newcomers_racing_for_the_last_place_one_enters_one_is_refused() {
         if sim
             .events(out)
             .iter()
-            .any(|e| matches!(e, Event::EnteredNetwork { .. }))
+            .any(|e| matches!(e, Event::Entered { .. }))
         {
             both_admitted_at_first += 1;
         }

@@ -24,10 +24,10 @@ fn names(sim: &Sim, peers: &[PeerId]) -> Vec<String> {
     v
 }
 
-/// The first `EnteredNetwork` a peer observed: (members, failed).
+/// The first `Entered` a peer observed: (members, failed).
 fn entered(sim: &Sim, p: PeerId) -> Option<(Vec<String>, Vec<String>)> {
     sim.events(p).into_iter().find_map(|e| match e {
-        Event::EnteredNetwork {
+        Event::Entered {
             members, failed, ..
         } => Some((members, failed)),
         _ => None,
@@ -314,7 +314,7 @@ fn frozen_member_times_out_and_heals_back_in() {
 
 #[test]
 fn unreachable_member_in_the_welcome_list_never_blocks_the_join() {
-    // (listener, adapter connect timeout, longest acceptable wait for EnteredNetwork)
+    // (listener, adapter connect timeout, longest acceptable wait for Entered)
     let cases = [
         (Listener::Refuse, None, Duration::from_millis(100)),
         (
@@ -456,7 +456,7 @@ fn crashed_member_is_reported_timed_out_and_the_rest_stays_one_room() {
         let (t, _) = sim
             .observed(p)
             .iter()
-            .find(|(_, o)| matches!(o, Observed::Event(Event::PeerLeft { .. })))
+            .find(|(_, o)| matches!(o, Observed::Event(Event::Left { .. })))
             .unwrap_or_else(|| panic!("seed {}: {} saw nothing", sim.seed(), sim.name(p)));
         assert!(
             *t - crashed_at <= config.idle_timeout,
@@ -675,7 +675,7 @@ fn faulty_random_schedule_replays_byte_for_byte_and_seeds_differ() {
 // -------------------------------------------------------------- regressions
 
 /// Found by the soak runner (seed 2, 3 peers). Members that dialled a peer while its
-/// join was pending were admitted without `PeerJoined` (and lost without `PeerLeft`);
+/// join was pending were admitted without `Joined` (and lost without `Left`);
 /// when the join then failed, the application's room differed from the machine's
 /// view. Shrunk schedule.
 #[test]

@@ -1,8 +1,8 @@
 //! Invariant checks any test can call. Each returns `Err` with the seed and what broke.
 //!
 //! Some invariants are watched while the simulation runs (a delivery from a member not
-//! in the receiver's view, a send queue over its bound, a `PeerJoined` for a member
-//! already in view or a `PeerLeft` for one that is not); what they find is reported by
+//! in the receiver's view, a send queue over its bound, a `Joined` for a member
+//! already in view or a `Left` for one that is not); what they find is reported by
 //! [`Sim::check_running`] and so by [`Sim::check_all`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,14 +66,14 @@ impl Sim {
             .is_none_or(|m| m.members().is_empty());
         let peer = &mut self.peers[p.0];
         let problem = match event {
-            Event::EnteredNetwork { members, .. } => {
+            Event::Entered { members, .. } => {
                 peer.event_view = members.iter().cloned().collect();
                 None
             }
-            Event::PeerJoined { name } => (!peer.event_view.insert(name.clone()))
-                .then(|| format!("PeerJoined {name}, which was in view already")),
-            Event::PeerLeft { name, reason } => (!peer.event_view.remove(name))
-                .then(|| format!("PeerLeft {name} ({reason:?}), which was not in view")),
+            Event::Joined { name } => (!peer.event_view.insert(name.clone()))
+                .then(|| format!("Joined {name}, which was in view already")),
+            Event::Left { name, reason } => (!peer.event_view.remove(name))
+                .then(|| format!("Left {name} ({reason:?}), which was not in view")),
             Event::Rejected { .. } if alone => {
                 // Refused at join time, or expelled from the room (then it left).
                 peer.departures.push(now);
@@ -89,7 +89,7 @@ impl Sim {
 
     /// What was watched while running: no delivery from a non-member, every send queue
     /// within its bound at every send, events consistent with the view (no
-    /// `PeerJoined` for a member in view, no `PeerLeft` for one not in view).
+    /// `Joined` for a member in view, no `Left` for one not in view).
     pub fn check_running(&self) -> Result<(), String> {
         match self.violations.first() {
             Some(v) => self.fail(format!(
@@ -100,8 +100,8 @@ impl Sim {
         }
     }
 
-    /// The application's view built from events (`EnteredNetwork`, `PeerJoined`,
-    /// `PeerLeft`, `Rejected`, and its own `leave`) equals the machine's view, for
+    /// The application's view built from events (`Entered`, `Joined`,
+    /// `Left`, `Rejected`, and its own `leave`) equals the machine's view, for
     /// every running peer that is not in the middle of a join.
     pub fn check_event_views(&self) -> Result<(), String> {
         for p in self.peer_ids() {

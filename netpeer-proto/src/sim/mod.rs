@@ -544,32 +544,32 @@ impl Sim {
             .collect()
     }
 
-    /// The names the peer saw join (`PeerJoined`), in order.
+    /// The names the peer saw join (`Joined`), in order.
     pub fn joined(&self, p: PeerId) -> Vec<String> {
         self.events(p)
             .into_iter()
             .filter_map(|e| match e {
-                Event::PeerJoined { name } => Some(name),
+                Event::Joined { name } => Some(name),
                 _ => None,
             })
             .collect()
     }
 
-    /// The members the peer saw leave, with the reasons (`PeerLeft`), in order.
+    /// The members the peer saw leave, with the reasons (`Left`), in order.
     pub fn left(&self, p: PeerId) -> Vec<(String, crate::LeaveReason)> {
         self.events(p)
             .into_iter()
             .filter_map(|e| match e {
-                Event::PeerLeft { name, reason } => Some((name, reason)),
+                Event::Left { name, reason } => Some((name, reason)),
                 _ => None,
             })
             .collect()
     }
 
-    /// When the peer first observed `EnteredNetwork`, if it did.
+    /// When the peer first observed `Entered`, if it did.
     pub fn entered_at(&self, p: PeerId) -> Option<Duration> {
         self.peers[p.0].observed.iter().find_map(|(t, o)| match o {
-            Observed::Event(Event::EnteredNetwork { .. }) => Some(*t),
+            Observed::Event(Event::Entered { .. }) => Some(*t),
             _ => None,
         })
     }
@@ -1583,7 +1583,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 fn describe(event: &Event) -> String {
     match event {
-        Event::EnteredNetwork {
+        Event::Entered {
             state,
             members,
             failed,
@@ -1592,7 +1592,11 @@ fn describe(event: &Event) -> String {
             fnv(state)
         ),
         Event::StateChanged { state } => format!("state {:016x}", fnv(state)),
-        other => format!("{other:?}"),
+        Event::Joined { name } => format!("joined {name}"),
+        Event::Left { name, reason } => format!("left {name} {reason:?}"),
+        Event::Rejected { reason } => format!("rejected {reason:?}"),
+        Event::ConnectFailed { addr, error } => format!("connect failed {addr}: {error}"),
+        Event::JoinTimedOut { addr } => format!("join timed out {addr}"),
     }
 }
 
