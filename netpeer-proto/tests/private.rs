@@ -1,6 +1,8 @@
 //! Private rooms (a room key, Noise NNpsk0): strangers are kept out with a clear reason,
 //! the bytes carry no plaintext, and tampering ends one session only.
 
+mod pinned;
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -52,6 +54,7 @@ fn a_private_room_works_like_an_open_one() {
         );
     }
     sim.check_all().unwrap();
+    pinned::check("private", "private_room", &sim);
 }
 
 #[test]
@@ -81,6 +84,7 @@ fn a_wrong_key_is_rejected_in_both_directions() {
             .iter()
             .all(|e| matches!(e, Event::Joined { name } if name == "a2"))
     );
+    pinned::check("private", "wrong_key", &sim);
 }
 
 #[test]
@@ -99,6 +103,7 @@ fn keyed_and_keyless_peers_fail_clearly_both_ways() {
     for p in [private, open, keyless, keyful] {
         assert!(sim.view(p).is_empty());
     }
+    pinned::check("private", "keyed_and_keyless", &sim);
 }
 
 // ------------------------------------------------------------- a captured wire

@@ -2,6 +2,8 @@
 //! the invariants of `Sim::check_all`. Every failure message names the seed; replay
 //! one with `NETPEER_SIM_SEED=<seed> cargo test -p netpeer-proto --test scenarios`.
 
+mod pinned;
+
 use std::time::Duration;
 
 use netpeer_proto::{
@@ -67,6 +69,7 @@ fn chain_join_of_six() {
         );
         assert!(sim.left(*p).is_empty());
     }
+    pinned::check("scenarios", "chain_join_of_six", &sim);
 }
 
 #[test]
@@ -97,6 +100,7 @@ fn three_join_at_once_through_three_members() {
             j.dedup();
             assert_eq!(j.len(), len, "seed {seed}: a join reported twice");
         }
+        pinned::check("scenarios", &format!("three_join_at_once/{seed}"), &sim);
     }
 }
 
@@ -125,6 +129,7 @@ fn opener_leaves_room_survives_and_reports_left() {
     }
     assert!(sim.delivered(peers[0]).is_empty());
     sim.check_all().unwrap();
+    pinned::check("scenarios", "opener_leaves", &sim);
 }
 
 #[test]
@@ -148,6 +153,7 @@ fn opener_rejoins_through_another_member_and_gets_current_state() {
         assert_eq!(sim.machine(p).unwrap().state(), &state);
     }
     sim.check_all().unwrap();
+    pinned::check("scenarios", "opener_rejoins", &sim);
 }
 
 #[test]
@@ -174,6 +180,7 @@ fn duplicate_name_is_rejected_with_a_typed_reason() {
     // The real bob never left alice's view.
     assert!(sim.left(alice).is_empty());
     sim.check_full_mesh(&[alice, bob]).unwrap();
+    pinned::check("scenarios", "duplicate_name", &sim);
 }
 
 #[test]
@@ -214,6 +221,7 @@ fn restarted_peer_is_admitted_once_the_old_session_fails_its_probe() {
     }
     sim.check_full_mesh(&peers).unwrap();
     sim.check_all().unwrap();
+    pinned::check("scenarios", "restarted_peer", &sim);
 }
 
 #[test]
@@ -234,6 +242,7 @@ fn peers_joining_each_other_at_once_end_with_one_connection() {
             // No joined/left noise: the only event is entering.
             assert_eq!(sim.events(p).len(), 1, "seed {seed}: {:?}", sim.events(p));
         }
+        pinned::check("scenarios", &format!("joining_each_other/{seed}"), &sim);
     }
 }
 
@@ -268,6 +277,7 @@ fn crossing_mesh_dials_end_with_one_connection_and_no_noise() {
             j.dedup();
             assert_eq!(j.len(), len, "seed {seed}: {:?}", sim.events(p));
         }
+        pinned::check("scenarios", &format!("crossing_mesh_dials/{seed}"), &sim);
     }
     // The scenario must actually exercise the race it is named after.
     assert!(crossings > 0, "no seed produced crossing dials");
@@ -302,6 +312,7 @@ fn silent_peer_is_reported_timed_out_after_the_idle_timeout() {
     sim.unfreeze(peers[2]);
     sim.run_until_quiet().unwrap();
     sim.check_full_mesh(&peers).unwrap();
+    pinned::check("scenarios", "silent_peer", &sim);
 }
 
 #[test]
@@ -336,6 +347,7 @@ fn broadcasts_arrive_fifo_and_exactly_once() {
         }
     }
     sim.check_all().unwrap();
+    pinned::check("scenarios", "broadcasts_fifo", &sim);
 }
 
 #[test]
@@ -358,6 +370,7 @@ fn send_to_reaches_only_its_target() {
         assert!(sim.delivered(p).is_empty());
     }
     sim.check_all().unwrap();
+    pinned::check("scenarios", "send_to", &sim);
 }
 
 #[test]
@@ -391,6 +404,7 @@ fn newcomers_through_either_member_see_the_same_latest_state() {
     // Both wrote counter 3; the writer's name breaks the tie: "p0" > "n2".
     assert_eq!(s0, encode_value(&"a").unwrap());
     sim.check_all().unwrap();
+    pinned::check("scenarios", "newcomers_same_state", &sim);
 }
 
 #[test]
@@ -409,6 +423,7 @@ fn unreachable_member_in_the_welcome_does_not_block_the_join() {
     assert_eq!(failed, vec!["p2"]);
     assert!(sim.entered_at(n).unwrap() - start < Duration::from_secs(1));
 
+    pinned::check("scenarios", "unreachable_member/crashed", &sim);
     // Partitioned: its SYNs vanish; the handshake timeout bounds the wait.
     let mut sim = Sim::from_env(13);
     let peers = room(&mut sim, 3);
@@ -432,6 +447,7 @@ fn unreachable_member_in_the_welcome_does_not_block_the_join() {
     sim.run_until_quiet().unwrap();
     let all = [peers[0], peers[1], peers[2], n];
     sim.check_full_mesh(&all).unwrap();
+    pinned::check("scenarios", "unreachable_member/partitioned", &sim);
 }
 
 #[test]
@@ -481,6 +497,7 @@ fn the_openers_initial_state_survives_joiners_with_their_own_initial_state() {
             sim.name(p)
         );
     }
+    pinned::check("scenarios", "openers_initial_state", &sim);
 }
 
 #[test]
@@ -518,6 +535,7 @@ fn everyone_joins_at_once_through_random_earlier_peers() {
             );
         }
         eprintln!("seed {seed}: full mesh of 16 after {took:?} (virtual)");
+        pinned::check("scenarios", &format!("everyone_joins_at_once/{seed}"), &sim);
     }
 }
 
@@ -573,6 +591,7 @@ fn two_newcomers_racing_for_the_last_place_one_enters_one_is_refused() {
         }
         sim.check_full_mesh(&[a, b, c, in_room[0]]).unwrap();
         sim.check_all().unwrap();
+        pinned::check("scenarios", &format!("last_place_race/{seed}"), &sim);
     }
     let _ = both_admitted_at_first;
 }

@@ -6,6 +6,8 @@
 //! Every failure message names the seed; replay one with
 //! `NETPEER_SIM_SEED=<seed> cargo test -p netpeer-proto --test sim_faults`.
 
+mod pinned;
+
 use std::time::Duration;
 
 use netpeer_proto::{
@@ -161,6 +163,7 @@ fn message_larger_than_one_read_arrives_whole_and_in_order() {
     );
     sim.run_until_quiet().unwrap();
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "large_message", &sim);
 }
 
 #[test]
@@ -185,6 +188,7 @@ fn concurrent_joins_through_different_members_end_in_one_mesh() {
         }
         everyone_hears_everyone(&mut sim, &all);
         sim.check_all().unwrap();
+        pinned::check("sim_faults", &format!("concurrent_joins/{seed}"), &sim);
     }
 }
 
@@ -230,6 +234,7 @@ fn duplicate_names_joining_through_different_members_keep_exactly_one() {
             assert_eq!(sim.view(m).iter().filter(|n| *n == "x").count(), 1);
         }
         everyone_hears_everyone(&mut sim, &all);
+        pinned::check("sim_faults", &format!("duplicate_names/{seed}"), &sim);
     }
     // The race itself must be exercised: both duplicates in the room at once.
     assert!(both_admitted > 0, "no seed admitted both duplicates");
@@ -267,6 +272,7 @@ fn opener_leaves_and_rejoins_through_a_member_that_came_after_it() {
     // No fault was injected: the completeness half of the delivery check applies.
     assert!(!sim.faulted());
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "opener_rejoins_late_member", &sim);
 }
 
 #[test]
@@ -310,6 +316,7 @@ fn frozen_member_times_out_and_heals_back_in() {
     }
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "frozen_member", &sim);
 }
 
 #[test]
@@ -349,6 +356,7 @@ fn unreachable_member_in_the_welcome_list_never_blocks_the_join() {
         sim.check_full_mesh(&[peers[0], peers[1], peers[2], n])
             .unwrap();
         sim.check_all().unwrap();
+        pinned::check("sim_faults", &format!("unreachable_listed/{i}"), &sim);
     }
 }
 
@@ -401,6 +409,7 @@ fn localhost_127_0_0_1_and_mapped_ipv6_reach_the_same_peer() {
             sim.join_host(f, "no-such-host", port),
             Err(UnknownHost("no-such-host".into()))
         );
+        pinned::check("sim_faults", &format!("localhost/{dual_stack}"), &sim);
     }
 }
 
@@ -442,6 +451,7 @@ fn partition_and_heal_end_in_one_room() {
     }
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "partition_heal", &sim);
 }
 
 #[test]
@@ -468,6 +478,7 @@ fn crashed_member_is_reported_timed_out_and_the_rest_stays_one_room() {
     sim.check_full_mesh(&peers[..4]).unwrap();
     everyone_hears_everyone(&mut sim, &peers[..4]);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "crashed_member", &sim);
 }
 
 #[test]
@@ -489,6 +500,7 @@ fn restarted_member_is_redialled_back_without_joining() {
     assert_eq!(back, vec!["p0", "p1", "p2"], "seed {}", sim.seed());
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "restarted_member", &sim);
 }
 
 #[test]
@@ -514,6 +526,7 @@ fn cut_link_reconnects_by_itself() {
     }
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "cut_link", &sim);
 }
 
 #[test]
@@ -581,6 +594,7 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
     sim.check_full_mesh(&peers).unwrap();
     everyone_hears_everyone(&mut sim, &peers);
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "slow_link", &sim);
 }
 
 #[test]
@@ -642,6 +656,7 @@ fn refused_and_timed_out_joins_report_their_failure() {
     sim.run_until_quiet().unwrap();
     sim.check_full_mesh(&[a, b]).unwrap();
     sim.check_all().unwrap();
+    pinned::check("sim_faults", "refused_and_timed_out_joins", &sim);
 }
 
 // -------------------------------------------------------------- determinism
@@ -653,6 +668,7 @@ fn faulty_random_schedule_replays_byte_for_byte_and_seeds_differ() {
     let (sim2, r2) = schedule.execute(11);
     r1.unwrap();
     r2.unwrap();
+    pinned::check("sim_faults", "faulty_random_schedule", &sim1);
     assert!(
         sim1.faulted(),
         "the schedule must inject faults:\n{schedule}"
@@ -691,6 +707,7 @@ fn regression_seed_2() {
     };
     let (sim, result) = schedule.execute(2);
     result.unwrap();
+    pinned::check("sim_faults", "regression_seed_2", &sim);
     sim.check_event_views().unwrap();
 }
 
@@ -711,6 +728,7 @@ fn regression_seed_18() {
     };
     let (sim, result) = schedule.execute(18);
     result.unwrap();
+    pinned::check("sim_faults", "regression_seed_18", &sim);
     sim.check_symmetry().unwrap();
 }
 
@@ -744,6 +762,7 @@ fn regression_seed_766() {
     };
     let (sim, result) = schedule.execute(766);
     result.unwrap();
+    pinned::check("sim_faults", "regression_seed_766", &sim);
     // The impostors never got into the room.
     for impostor in [PeerId(3), PeerId(4)] {
         assert!(sim.view(impostor).is_empty(), "{}", sim.tag(impostor));
