@@ -15,18 +15,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addr;
 mod config;
+mod conn;
 mod error;
 mod event;
-mod handshake;
-mod join;
 mod machine;
-mod membership;
+mod rank;
+mod room;
 mod secure;
-mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod timer;
 pub mod wire;
+
+#[doc = include_str!("../PROTOCOL.md")]
+pub mod spec {}
+
+/// The machine's outputs, in order: what the driver drains with `poll_output`.
+pub(crate) type Outbox = std::collections::VecDeque<Output>;
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};

@@ -72,8 +72,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::{
-    Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError,
-    membership::normalize,
+    Config, ConnId, ConnectFailure, Event, Message, Output, PeerMachine, SendError, addr::normalize,
 };
 
 /// A peer in the simulation (an index, stable across restarts).
@@ -1318,7 +1317,7 @@ impl Sim {
         }
         let Some(deadline) = self.peers[p.0]
             .machine
-            .as_ref()
+            .as_mut()
             .and_then(|m| m.poll_timeout())
         else {
             self.peers[p.0].timer = None;

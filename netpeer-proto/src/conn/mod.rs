@@ -1,0 +1,418 @@
+//! One connection: [`Conn`] owns its handshake phase, its frame decoder and Noise
+//! channel, its send queue and byte count, its liveness timers and probe. It turns the
+//! bytes it reads into typed [`ConnEvent`]s for the room (see `read.rs`) and owns the
+//! per-connection rules: [framing](crate::spec#framing),
+//! [handshake first](crate::spec#handshake-first), [liveness](crate::spec#liveness)
+//! and the send-queue half of [bounds](crate::spec#bounds).
+
+mod read;
+mod table;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+
+pub(crate) use read::{ConnEvent, Scratch};
+pub(crate) use table::Conns;
+
+use crate::{
+    config::Config,
+    event::{ConnId, Output},
+    secure::SecureChannel,
+    wire::FrameDecoder,
+};
+
+/// Why we opened an outbound connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Joining the room through this contact (we ask for a welcome).
+    Join,
+    /// Connecting to a member we know by name.
+    Member(String),
+}
+
+/// Who opened the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Outbound(Purpose),
+    Inbound,
+}
+
+/// Handshake progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Outbound: waiting for the transport to connect.
+    Connecting,
+    /// Waiting for the remote's `Hello` (ours is sent if we dialled).
+    Handshake,
+    /// The remote's `Hello` arrived and the room holds its answer.
+    Held,
+    /// Both `Hello`s exchanged: a session with a member.
+    Established,
+}
+
+/// An outstanding liveness probe (a `Ping` with a nonce).
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    nonce: u64,
+    deadline: Instant,
+}
+
+/// What a connection's timers say at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerVerdict {
+    Nothing,
+    HandshakeTimedOut,
+    IdleTimedOut,
+    ProbeFailed,
+    Heartbeat,
+}
+
+/// The send queue is over `max_send_queue`: the connection must be cut as a slow
+/// consumer (the send-queue half of the bounds rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflow;
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    dir: Direction,
+    /// Dialled address (outbound) or the remote's address (inbound).
+    addr: SocketAddr,
+    phase: Phase,
+    /// The member on the other end, once admitted.
+    remote: Option<Arc<str>>,
+    decoder: FrameDecoder,
+    opened: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    /// Bytes handed to the driver and not yet reported transmitted.
+    queued: usize,
+    probe: Option<Probe>,
+    /// The Noise channel of a private room.
+    secure: Option<SecureChannel>,
+    /// Frames for a secure session, encrypted together at the next drain.
+    plain_out: Vec<u8>,
+}
+
+impl Conn {
+    pub(crate) fn new(dir: Direction, addr: SocketAddr, config: &Config, now: Instant) -> Self {
+        let phase = match dir {
+            Direction::Outbound(_) => Phase::Connecting,
+            Direction::Inbound => Phase::Handshake,
+        };
+        Conn {
+            dir,
+            addr,
+            phase,
+            remote: None,
+            decoder: FrameDecoder::new(config.max_frame_len),
+            opened: now,
+            last_recv: now,
+            last_send: now,
+            queued: 0,
+            probe: None,
+            secure: None,
+            plain_out: Vec::new(),
+        }
+    }
+
+    // ------------------------------------------------------------ what it is
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn is_inbound(&self) -> bool {
+        self.dir == Direction::Inbound
+    }
+
+    pub(crate) fn purpose(&self) -> Option<&Purpose> {
+        match &self.dir {
+            Direction::Outbound(p) => Some(p),
+            Direction::Inbound => None,
+        }
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.phase == Phase::Connecting
+    }
+
+    /// The member on the other end of an established session.
+    pub(crate) fn remote(&self) -> Option<&Arc<str>> {
+        self.remote.as_ref()
+    }
+
+    /// Bytes handed out and not yet reported transmitted.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    // ------------------------------------------------------------ handshake
+
+    /// The transport connected. In a private room, the Noise handshake comes first:
+    /// returns its first message (to send as it is); `None`: send `Hello` now.
+    pub(crate) fn connected(&mut self, key: Option<(&crate::RoomKey, [u8; 32])>) -> Option<Bytes> {
+        self.phase = Phase::Handshake;
+        let (key, seed) = key?;
+        let (channel, first) = SecureChannel::initiator(key, seed);
+        self.secure = Some(channel);
+        Some(first)
+    }
+
+    /// Inbound, private room: the Noise responder waits for the dialer's first message.
+    pub(crate) fn expect_noise(&mut self, key: &crate::RoomKey, seed: [u8; 32]) {
+        self.secure = Some(SecureChannel::responder(key, seed));
+    }
+
+    /// The room holds the answer to this connection's `Hello`.
+    pub(crate) fn hold(&mut self) {
+        self.phase = Phase::Held;
+    }
+
+    /// The room decides again on a held connection's `Hello`.
+    pub(crate) fn release(&mut self) {
+        self.phase = Phase::Handshake;
+    }
+
+    /// The handshake completed: the connection is `name`'s session.
+    pub(crate) fn establish(&mut self, name: Arc<str>) {
+        self.phase = Phase::Established;
+        self.remote = Some(name);
+    }
+
+    /// The session's member, renamed (same identity, the room's copy of the name).
+    pub(crate) fn set_remote(&mut self, name: Arc<str>) {
+        self.remote = Some(name);
+    }
+
+    // ------------------------------------------------------------ liveness
+
+    fn handshake_deadline(&self, config: &Config) -> Instant {
+        self.opened + config.handshake_timeout
+    }
+
+    /// Liveness: silence longer than `idle_timeout` ends an established session.
+    fn idle_deadline(&self, config: &Config) -> Instant {
+        self.last_recv + config.idle_timeout
+    }
+
+    /// Liveness: a session that sent nothing for `heartbeat_interval` sends a heartbeat.
+    fn heartbeat_due(&self, config: &Config) -> Instant {
+        self.last_send + config.heartbeat_interval
+    }
+
+    /// The earliest instant this connection needs attention.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Instant {
+        let mut t = if self.is_established() {
+            self.idle_deadline(config).min(self.heartbeat_due(config))
+        } else {
+            self.handshake_deadline(config)
+        };
+        if let Some(p) = self.probe {
+            t = t.min(p.deadline);
+        }
+        t
+    }
+
+    /// Evaluates the timers at `now`, most severe first.
+    pub(crate) fn check_timers(&self, config: &Config, now: Instant) -> TimerVerdict {
+        if !self.is_established() {
+            if now >= self.handshake_deadline(config) {
+                return TimerVerdict::HandshakeTimedOut;
+            }
+            return TimerVerdict::Nothing;
+        }
+        if now >= self.idle_deadline(config) {
+            return TimerVerdict::IdleTimedOut;
+        }
+        if self.probe.is_some_and(|p| now >= p.deadline) {
+            return TimerVerdict::ProbeFailed;
+        }
+        if now >= self.heartbeat_due(config) {
+            return TimerVerdict::Heartbeat;
+        }
+        TimerVerdict::Nothing
+    }
+
+    /// Starts a liveness probe with `nonce` (the caller sends the `Ping`); `false` if
+    /// one is outstanding already.
+    pub(crate) fn start_probe(&mut self, nonce: u64, timeout: Duration, now: Instant) -> bool {
+        if self.probe.is_some() {
+            return false;
+        }
+        self.probe = Some(Probe {
+            nonce,
+            deadline: now + timeout,
+        });
+        true
+    }
+
+    /// A `Pong` arrived: whether it answers the outstanding probe (which then ends).
+    pub(crate) fn answer_probe(&mut self, nonce: u64) -> bool {
+        let answered = self.probe.is_some_and(|p| p.nonce == nonce && nonce != 0);
+        if answered {
+            self.probe = None;
+        }
+        answered
+    }
+
+    // ------------------------------------------------------------ sending
+
+    /// Queues whole frames (encrypted at the next drain in a secure session); returns
+    /// whether the connection now has plaintext waiting for encryption.
+    fn queue(
+        &mut self,
+        id: ConnId,
+        bytes: Bytes,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<bool, Overflow> {
+        if !self.is_secure() {
+            return self
+                .queue_plain(id, bytes, config, now, out)
+                .map(|()| false);
+        }
+        if self.queued + bytes.len() > config.max_send_queue {
+            return Err(Overflow);
+        }
+        let first = self.plain_out.is_empty();
+        self.plain_out.extend_from_slice(&bytes);
+        self.queued += bytes.len();
+        self.last_send = now;
+        Ok(first)
+    }
+
+    /// Queues bytes as they are (the Noise handshake and what precedes it).
+    fn queue_plain(
+        &mut self,
+        id: ConnId,
+        bytes: Bytes,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), Overflow> {
+        if self.queued + bytes.len() > config.max_send_queue {
+            return Err(Overflow);
+        }
+        self.queued += bytes.len();
+        self.last_send = now;
+        out.push_back(Output::Send { conn: id, bytes });
+        Ok(())
+    }
+
+    /// Private rooms: encrypts everything queued since the last drain as few Noise
+    /// messages as possible (one per 65,519 bytes), not one per frame.
+    fn flush_secure(&mut self, id: ConnId, out: &mut crate::Outbox) {
+        if self.plain_out.is_empty() {
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.plain_out);
+        let Some(channel) = self.secure.as_mut() else {
+            return;
+        };
+        let bytes = channel.encrypt(&plain);
+        // The plaintext was counted when it was queued; add the framing and tags.
+        self.queued += bytes.len() - plain.len();
+        plain.clear();
+        if plain.capacity() <= 256 * 1024 {
+            self.plain_out = plain;
+        }
+        out.push_back(Output::Send { conn: id, bytes });
+    }
+
+    /// `n` bytes handed out were written to the transport.
+    pub(crate) fn transmitted(&mut self, n: usize) {
+        self.queued = self.queued.saturating_sub(n);
+    }
+
+    /// Whether the connection's Noise handshake is complete (private rooms).
+    fn is_secure(&self) -> bool {
+        self.secure
+            .as_ref()
+            .is_some_and(SecureChannel::is_transport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(dir: Direction) -> (Conn, Config, Instant) {
+        let config = Config::new("a");
+        let now = Instant::now();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        (Conn::new(dir, addr, &config, now), config, now)
+    }
+
+    #[test]
+    fn an_inbound_connection_times_out_its_handshake() {
+        let (c, config, now) = conn(Direction::Inbound);
+        assert_eq!(c.next_deadline(&config), now + config.handshake_timeout);
+        assert_eq!(c.check_timers(&config, now), TimerVerdict::Nothing);
+        let late = now + config.handshake_timeout;
+        assert_eq!(
+            c.check_timers(&config, late),
+            TimerVerdict::HandshakeTimedOut
+        );
+    }
+
+    #[test]
+    fn a_session_heartbeats_then_times_out_and_a_probe_fails_first() {
+        let (mut c, config, now) = conn(Direction::Outbound(Purpose::Join));
+        assert!(c.connected(None).is_none());
+        c.establish("b".into());
+        assert_eq!(c.next_deadline(&config), now + config.heartbeat_interval);
+        let hb = now + config.heartbeat_interval;
+        assert_eq!(c.check_timers(&config, hb), TimerVerdict::Heartbeat);
+        let idle = now + config.idle_timeout;
+        assert_eq!(c.check_timers(&config, idle), TimerVerdict::IdleTimedOut);
+        assert!(c.start_probe(7, config.restart_probe_timeout, now));
+        assert!(!c.start_probe(8, config.restart_probe_timeout, now));
+        let probe = now + config.restart_probe_timeout;
+        assert_eq!(c.next_deadline(&config), probe.min(hb));
+        assert_eq!(
+            c.check_timers(&config, probe.max(hb)),
+            TimerVerdict::ProbeFailed
+        );
+        assert!(!c.answer_probe(8));
+        assert!(c.answer_probe(7));
+        assert!(!c.answer_probe(7), "a probe is answered once");
+    }
+
+    #[test]
+    fn the_send_queue_is_bounded_and_drains_by_transmitted() {
+        let (mut c, mut config, now) = conn(Direction::Inbound);
+        config.max_frame_len = 1024;
+        config.max_send_queue = 2048;
+        let mut out = crate::Outbox::new();
+        let kib = Bytes::from(vec![0; 1024]);
+        assert_eq!(
+            c.queue(ConnId(1), kib.clone(), &config, now, &mut out),
+            Ok(false)
+        );
+        assert_eq!(
+            c.queue(ConnId(1), kib.clone(), &config, now, &mut out),
+            Ok(false)
+        );
+        assert_eq!(
+            c.queue(ConnId(1), Bytes::from_static(b"x"), &config, now, &mut out),
+            Err(Overflow)
+        );
+        assert_eq!((c.queued(), out.len()), (2048, 2));
+        c.transmitted(1500);
+        assert_eq!(c.queue(ConnId(1), kib, &config, now, &mut out), Ok(false));
+        assert_eq!(c.queued(), 1572);
+        c.transmitted(usize::MAX);
+        assert_eq!(c.queued(), 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! [`Conns`]: every connection of a machine by [`ConnId`], with what must stay in
+//! step with them: id allocation, the secure sessions waiting for encryption, the
+//! counts the machine's bounds use, and each connection's timer entry.
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+
+use rand_chacha::ChaCha20Rng;
+
+use super::{Conn, Direction, Overflow, Purpose};
+use crate::{
+    addr::normalize,
+    config::Config,
+    error::AcceptError,
+    event::{ConnId, Output},
+    secure::session_seed,
+    timer::{TimerKey, TimerTable},
+    wire::{Frame, encode_frame},
+};
+
+/// The connections of one machine.
+#[derive(Debug, Default)]
+pub(crate) struct Conns {
+    map: BTreeMap<ConnId, Conn>,
+    last: u64,
+    /// Secure sessions with frames waiting to be encrypted.
+    dirty: Vec<ConnId>,
+    /// Inbound connections that have not completed their handshake.
+    pending_inbound: usize,
+    established: usize,
+}
+
+impl Conns {
+    fn alloc(&mut self) -> ConnId {
+        self.last += 1;
+        ConnId(self.last)
+    }
+
+    fn insert(&mut self, conn: Conn, config: &Config, timers: &mut TimerTable) -> ConnId {
+        let id = self.alloc();
+        timers.arm(TimerKey::Conn(id), conn.next_deadline(config));
+        if conn.is_inbound() {
+            self.pending_inbound += 1;
+        }
+        self.map.insert(id, conn);
+        id
+    }
+
+    /// A new inbound connection from `remote` (in a private room, expecting the
+    /// Noise handshake), unless `max_pending_handshakes` are still in their handshake
+    /// (bounds).
+    pub(crate) fn accept(
+        &mut self,
+        remote: SocketAddr,
+        config: &Config,
+        now: Instant,
+        timers: &mut TimerTable,
+        crypto: &mut ChaCha20Rng,
+    ) -> Result<ConnId, AcceptError> {
+        if self.pending_inbound >= config.max_pending_handshakes {
+            return Err(AcceptError::TooManyPending(self.pending_inbound));
+        }
+        let mut conn = Conn::new(Direction::Inbound, normalize(remote), config, now);
+        if let Some(key) = &config.room_key {
+            conn.expect_noise(key, session_seed(crypto));
+        }
+        Ok(self.insert(conn, config, timers))
+    }
+
+    /// A new outbound connection (the driver is told to dial `addr`).
+    pub(crate) fn open_outbound(
+        &mut self,
+        purpose: Purpose,
+        addr: SocketAddr,
+        config: &Config,
+        now: Instant,
+        timers: &mut TimerTable,
+        out: &mut crate::Outbox,
+    ) -> ConnId {
+        let conn = Conn::new(Direction::Outbound(purpose), addr, config, now);
+        let id = self.insert(conn, config, timers);
+        out.push_back(Output::Connect { conn: id, addr });
+        id
+    }
+
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.map.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.map.get_mut(&id)
+    }
+
+    pub(crate) fn contains(&self, id: ConnId) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    /// Every connection id, in order.
+    pub(crate) fn ids(&self) -> Vec<ConnId> {
+        self.map.keys().copied().collect()
+    }
+
+    /// Connections in any phase.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The most recently allocated id.
+    pub(crate) fn last_id(&self) -> ConnId {
+        ConnId(self.last)
+    }
+
+    pub(crate) fn any_established(&self) -> bool {
+        self.established > 0
+    }
+
+    /// Removes a connection, first handing out what it still had to encrypt.
+    pub(crate) fn remove(&mut self, id: ConnId, out: &mut crate::Outbox) -> Option<Conn> {
+        let mut conn = self.map.remove(&id)?;
+        conn.flush_secure(id, out);
+        if conn.is_established() {
+            self.established -= 1;
+        } else if conn.is_inbound() {
+            self.pending_inbound -= 1;
+        }
+        Some(conn)
+    }
+
+    /// The handshake of `id` completed: it is `name`'s session.
+    pub(crate) fn establish(
+        &mut self,
+        id: ConnId,
+        name: Arc<str>,
+        config: &Config,
+        timers: &mut TimerTable,
+    ) {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return;
+        };
+        if !conn.is_established() {
+            self.established += 1;
+            if conn.is_inbound() {
+                self.pending_inbound -= 1;
+            }
+        }
+        conn.establish(name);
+        timers.arm(TimerKey::Conn(id), conn.next_deadline(config));
+    }
+
+    /// Starts a liveness probe on `id` with `nonce`; `false` if one is outstanding.
+    pub(crate) fn start_probe(
+        &mut self,
+        id: ConnId,
+        nonce: u64,
+        config: &Config,
+        now: Instant,
+        timers: &mut TimerTable,
+    ) -> bool {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return false;
+        };
+        if !conn.start_probe(nonce, config.restart_probe_timeout, now) {
+            return false;
+        }
+        timers.arm(TimerKey::Conn(id), conn.next_deadline(config));
+        true
+    }
+
+    /// Queues whole frames on `id` (encrypted at the next drain in a private room).
+    pub(crate) fn send(
+        &mut self,
+        id: ConnId,
+        bytes: Bytes,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), Overflow> {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        if conn.queue(id, bytes, config, now, out)? {
+            self.dirty.push(id);
+        }
+        Ok(())
+    }
+
+    /// Queues a frame in plaintext, before any encryption (the Noise handshake).
+    pub(crate) fn send_plain(
+        &mut self,
+        id: ConnId,
+        frame: &Frame,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), Overflow> {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        let bytes = encode_frame(frame, u32::MAX).expect("no limit");
+        conn.queue_plain(id, bytes, config, now, out)
+    }
+
+    /// Encrypts what secure sessions queued since the last drain.
+    pub(crate) fn flush_dirty(&mut self, out: &mut crate::Outbox) {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(conn) = self.map.get_mut(&id) {
+                conn.flush_secure(id, out);
+            }
+        }
+    }
+
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}

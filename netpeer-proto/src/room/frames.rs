@@ -1,0 +1,187 @@
+//! What connections tell the room, frame by frame, and the
+//! [messages](crate::spec#messages) rule: application data in and out.
+
+use bytes::Bytes;
+
+use super::{Cause, Io, JoinPhase, Room};
+use crate::{
+    config::MAX_KIND_LEN,
+    conn::{ConnEvent, Scratch},
+    error::SendError,
+    event::{ConnId, Message, Output, RejectReason},
+    wire::{Data, Frame, encode_frame},
+};
+
+impl Room {
+    /// Bytes read from `conn`: its events, one at a time, until it has no more (or is
+    /// gone).
+    pub(crate) fn receive(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        data: &[u8],
+        scratch: &mut Scratch,
+    ) {
+        let Some(c) = io.conns.get_mut(conn) else {
+            return;
+        };
+        if !c.begin_read(io.now) {
+            return;
+        }
+        scratch.reset();
+        let mut input = data;
+        loop {
+            let Some(c) = io.conns.get_mut(conn) else {
+                return;
+            };
+            let Some(event) = c.next_event(conn, &mut input, scratch, io.config, io.now, io.out)
+            else {
+                return;
+            };
+            self.on_conn_event(io, conn, event);
+        }
+    }
+
+    fn on_conn_event(&mut self, io: &mut Io<'_>, conn: ConnId, event: ConnEvent) {
+        match event {
+            ConnEvent::Hello(hello) => self.on_hello(io, conn, hello),
+            ConnEvent::Frame(frame) => self.on_session_frame(io, conn, frame),
+            ConnEvent::Refused(reason) => {
+                self.drop_session(io, conn, Cause::RemoteRejected(reason))
+            }
+            ConnEvent::LeftWhileHeld => self.drop_session(io, conn, Cause::Transport(None)),
+            ConnEvent::Secured => self.send_hello(io, conn),
+            ConnEvent::Refuse(reason) => self.reject(io, conn, reason),
+            ConnEvent::Violation(reason) => self.drop_session(io, conn, Cause::Local(reason)),
+        }
+    }
+
+    /// A frame on an established session.
+    fn on_session_frame(&mut self, io: &mut Io<'_>, conn: ConnId, frame: Frame) {
+        match frame {
+            Frame::Welcome(w) => {
+                if matches!(self.join, JoinPhase::Joining { contact, .. } if contact == conn) {
+                    self.on_welcome(io, conn, w);
+                }
+            }
+            Frame::Reject(r) => {
+                if matches!(r.reason, RejectReason::NameTaken | RejectReason::RoomFull) {
+                    // Identity / bounds: we lost a name conflict, or the room has no
+                    // place for us.
+                    self.expelled(io, r.reason);
+                } else {
+                    self.drop_session(io, conn, Cause::RemoteRejected(r.reason));
+                }
+            }
+            Frame::Announce(list) => self.on_member_list(io, conn, list, false),
+            Frame::Digest(d) => {
+                self.on_digest_version(io, conn, &d.state_version);
+                self.on_member_list(io, conn, d.members, true);
+            }
+            Frame::Data(d) => self.on_data(io, conn, d),
+            Frame::State(u) => self.on_state(io, u),
+            Frame::Ping(nonce) => self.send_frame(io, conn, &Frame::Pong(nonce)),
+            Frame::Pong(nonce) => self.on_pong(io, conn, nonce),
+            Frame::Leave(l) => self.drop_session(
+                io,
+                conn,
+                Cause::RemoteLeft {
+                    expelled: l.expelled,
+                },
+            ),
+            // The connection lets neither through on a session (handshake first).
+            Frame::Hello(_) | Frame::Noise(_) => self.drop_session(
+                io,
+                conn,
+                Cause::Local(crate::CloseReason::ProtocolViolation),
+            ),
+        }
+    }
+
+    /// Messages: the sender is the session's member, never a frame field; delivery is
+    /// FIFO and exactly once by sequence number.
+    fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: Data) {
+        let Some(name) = io.conns.get(conn).and_then(|c| c.remote().cloned()) else {
+            return;
+        };
+        if data.to.as_ref().is_some_and(|to| *to != io.config.name) {
+            return;
+        }
+        let Some(m) = self.members.get_mut(&name) else {
+            return;
+        };
+        if !m.accept_seq(conn, data.seq) {
+            return;
+        }
+        let message = Message {
+            from: m.name().clone(),
+            kind: data.kind,
+            payload: data.payload,
+            direct: data.to.is_some(),
+        };
+        io.out.push_back(Output::Deliver(message));
+    }
+
+    /// Encodes a data frame with our next sequence number; a frame that cannot fit is
+    /// the caller's error (framing).
+    fn data_frame(
+        &mut self,
+        io: &Io<'_>,
+        kind: &str,
+        to: Option<String>,
+        payload: Bytes,
+    ) -> Result<Bytes, SendError> {
+        if kind.len() > MAX_KIND_LEN {
+            return Err(SendError::KindTooLong(kind.len()));
+        }
+        let max = io.config.max_frame_len;
+        if payload.len() > max as usize {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let seq = self.next_seq + 1;
+        let frame = Frame::Data(Data {
+            seq,
+            to,
+            kind: kind.to_owned(),
+            payload,
+        });
+        let bytes = encode_frame(&frame, max).map_err(|len| SendError::TooLarge { len, max })?;
+        self.next_seq = seq;
+        Ok(bytes)
+    }
+
+    /// Sends `payload` to every member in our view; returns how many. The frame is
+    /// encoded once and shared by every session.
+    pub(crate) fn broadcast(
+        &mut self,
+        io: &mut Io<'_>,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<usize, SendError> {
+        let bytes = self.data_frame(io, kind, None, payload)?;
+        let targets = self.members.sessions();
+        for &conn in &targets {
+            self.send_bytes(io, conn, bytes.clone());
+        }
+        Ok(targets.len())
+    }
+
+    /// Sends `payload` to the member called `to` only.
+    pub(crate) fn send_to(
+        &mut self,
+        io: &mut Io<'_>,
+        to: &str,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let Some(conn) = self.members.get(to).and_then(|m| m.conn()) else {
+            return Err(SendError::UnknownPeer(to.to_owned()));
+        };
+        let bytes = self.data_frame(io, kind, Some(to.to_owned()), payload)?;
+        self.send_bytes(io, conn, bytes);
+        Ok(())
+    }
+}

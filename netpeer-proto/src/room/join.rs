@@ -1,0 +1,220 @@
+//! Our own [join](crate::spec#join): the contact's welcome, entering the room once
+//! every listed member is connected or failed, and how a failed join is reported.
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Instant};
+
+use super::{Cause, Io, Room};
+use crate::{
+    addr::normalize,
+    config::validate_name,
+    conn::Purpose,
+    error::JoinError,
+    event::{CloseReason, ConnId, ConnectFailure, Event},
+    rank::Epoch,
+    timer::TimerKey,
+    wire::Welcome,
+};
+
+/// Where our own join stands.
+#[derive(Debug)]
+pub(crate) enum JoinPhase {
+    /// Not joining: alone or in a room.
+    Idle,
+    /// Dialled a contact, waiting for its welcome.
+    Joining {
+        contact: ConnId,
+        addr: SocketAddr,
+        deadline: Instant,
+    },
+    /// Welcome received; connecting to the listed members.
+    Entering {
+        pending: BTreeSet<String>,
+        failed: BTreeSet<String>,
+        deadline: Instant,
+    },
+}
+
+impl JoinPhase {
+    /// Entering with nobody to wait for yet.
+    pub(crate) fn entering(deadline: Instant) -> Self {
+        JoinPhase::Entering {
+            pending: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            deadline,
+        }
+    }
+
+    /// The join's deadline, while there is a join.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            JoinPhase::Idle => None,
+            JoinPhase::Joining { deadline, .. } | JoinPhase::Entering { deadline, .. } => {
+                Some(*deadline)
+            }
+        }
+    }
+}
+
+impl Room {
+    /// Starts joining the room of the member at `addr`.
+    pub(crate) fn join(&mut self, io: &mut Io<'_>, addr: SocketAddr) -> Result<(), JoinError> {
+        if self.is_joining() {
+            return Err(JoinError::AlreadyJoining);
+        }
+        let addr = normalize(addr);
+        let contact =
+            io.conns
+                .open_outbound(Purpose::Join, addr, io.config, io.now, io.timers, io.out);
+        let deadline = io.now + io.config.join_timeout;
+        self.join = JoinPhase::Joining {
+            contact,
+            addr,
+            deadline,
+        };
+        io.timers.arm(TimerKey::Join, deadline);
+        Ok(())
+    }
+
+    /// The contact's welcome: adopt its state and our epoch, dial every listed member.
+    pub(super) fn on_welcome(&mut self, io: &mut Io<'_>, conn: ConnId, w: Welcome) {
+        let JoinPhase::Joining { deadline, .. } = self.join else {
+            return;
+        };
+        let epoch = Epoch::from_wire(w.join_epoch);
+        if w.members.len() > io.config.max_members || !epoch.is_ranked() {
+            return self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        self.epoch = epoch;
+        self.epochs.see(epoch);
+        if self.state_version != w.state_version {
+            self.state = w.state;
+            self.state_version = w.state_version;
+        }
+        self.join = JoinPhase::entering(deadline);
+        for info in w.members {
+            if info.name == io.config.name || validate_name(&info.name).is_err() {
+                continue;
+            }
+            if self.members.get(&info.name).is_some_and(|m| m.in_view()) {
+                continue;
+            }
+            if let JoinPhase::Entering { pending, .. } = &mut self.join {
+                pending.insert(info.name.clone());
+            }
+            self.learn(io, info, true);
+        }
+        self.check_entered(io);
+    }
+
+    /// The join completes once nobody listed is pending: `Entered`.
+    pub(super) fn check_entered(&mut self, io: &mut Io<'_>) {
+        let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        else {
+            return;
+        };
+        if !pending.is_empty() {
+            return;
+        }
+        let failed = std::mem::take(failed).into_iter().collect();
+        self.join = JoinPhase::Idle;
+        for m in self.members.iter_mut() {
+            let in_view = m.in_view();
+            m.set_reported(in_view);
+        }
+        let event = Event::Entered {
+            state: self.state.clone(),
+            members: self.member_names(),
+            failed,
+        };
+        io.notify(event);
+    }
+
+    /// The join's deadline passed: before the welcome it failed; after it, whoever
+    /// is still pending is named failed and we enter.
+    pub(super) fn join_deadline(&mut self, io: &mut Io<'_>) {
+        match &mut self.join {
+            JoinPhase::Joining {
+                contact,
+                addr,
+                deadline,
+            } if io.now >= *deadline => {
+                let (contact, addr) = (*contact, *addr);
+                self.join = JoinPhase::Idle;
+                self.drop_session(io, contact, Cause::Local(CloseReason::HandshakeTimeout));
+                io.notify(Event::JoinTimedOut { addr });
+            }
+            JoinPhase::Entering {
+                pending,
+                failed,
+                deadline,
+            } if io.now >= *deadline => {
+                failed.append(pending);
+                self.check_entered(io);
+            }
+            _ => {}
+        }
+    }
+
+    /// Our join connection ended before its welcome: the join failed, and why.
+    pub(super) fn join_failed(&mut self, io: &mut Io<'_>, addr: SocketAddr, cause: &Cause) {
+        let event = match cause {
+            Cause::RemoteRejected(reason) | Cause::WeRejected(reason) => Event::Rejected {
+                reason: reason.clone(),
+            },
+            Cause::Transport(Some(error)) => Event::ConnectFailed {
+                addr,
+                error: error.clone(),
+            },
+            Cause::Local(CloseReason::HandshakeTimeout) => Event::JoinTimedOut { addr },
+            Cause::Local(CloseReason::SelfConnection) => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other("that address leads to this peer itself".into()),
+            },
+            Cause::Transport(None) => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other(
+                    "the member closed the connection before its welcome (shutting down, \
+                     or too many pending handshakes)"
+                        .into(),
+                ),
+            },
+            other => Event::ConnectFailed {
+                addr,
+                error: ConnectFailure::Other(match other.close_reason() {
+                    Some(reason) => format!("the connection ended before the welcome: {reason:?}"),
+                    None => "the connection ended before the welcome".into(),
+                }),
+            },
+        };
+        io.notify(event);
+    }
+
+    /// Whether a new session on `conn` is reported with `Joined`: always, except for
+    /// the contact while we wait for its welcome, and for everyone while we connect to
+    /// the welcome's members (`Entered` reports the room then). A join that fails
+    /// before its welcome thus never leaves a member in view that the application was
+    /// not told about.
+    pub(super) fn reports_membership(&self, conn: ConnId) -> bool {
+        match &self.join {
+            JoinPhase::Idle => true,
+            JoinPhase::Joining { contact, .. } => *contact != conn,
+            JoinPhase::Entering { .. } => false,
+        }
+    }
+
+    /// A member listed in our welcome cannot be reached: it is named in `failed`, and
+    /// the join completes if it was the last one pending.
+    pub(super) fn join_member_failed(&mut self, io: &mut Io<'_>, name: &str) {
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            if pending.remove(name) {
+                failed.insert(name.to_owned());
+            }
+        }
+        self.check_entered(io);
+    }
+}

@@ -1,0 +1,244 @@
+//! [Mesh convergence](crate::spec#mesh-convergence) and
+//! [healing](crate::spec#healing): learning of members from others, dialling them,
+//! backing off and redialling the lost, forgetting them, and the periodic digest.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rand_core::Rng;
+
+use super::{
+    Cause, Io, Room,
+    members::{Member, Redial},
+};
+use crate::{
+    config::validate_name,
+    conn::Purpose,
+    event::{CloseReason, ConnId},
+    rank::Epoch,
+    timer::TimerKey,
+    wire::{Digest, Frame, MemberInfo},
+};
+
+/// Healing: jittered exponential backoff, `initial * 2^attempt` capped at `max`,
+/// times a factor in [0.5, 1.5) drawn from `unit` (a number in [0, 1)).
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
+    let base = initial
+        .checked_mul(1u32 << attempt.min(20))
+        .unwrap_or(max)
+        .min(max);
+    base.mul_f64(0.5 + unit)
+}
+
+impl Room {
+    /// A member list from `conn` (an announce, or a digest: then dialled at once).
+    pub(super) fn on_member_list(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        list: Vec<MemberInfo>,
+        immediate: bool,
+    ) {
+        if list.len() > io.config.max_members {
+            return self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation));
+        }
+        for info in list {
+            self.learn(io, info, immediate);
+        }
+    }
+
+    /// We heard of a member from another member: a new one is dialled (at once, or
+    /// after `mesh_dial_delay` when announced, since it dials us itself); another
+    /// incarnation of a member in view is probed (identity).
+    pub(super) fn learn(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
+        if info.name == io.config.name
+            || validate_name(&info.name).is_err()
+            || self.tombstones.is_buried(&info.name, info.incarnation)
+        {
+            return;
+        }
+        let epoch = Epoch::from_wire(info.join_epoch);
+        self.epochs.see(epoch);
+        let name = info.name.clone();
+        match self.members.get_mut(&name) {
+            None => self.learn_new(io, info, immediate),
+            Some(m) if m.incarnation() == info.incarnation => {
+                m.fill_addr(info.addr);
+                // It was still joining when we met it; now it has its epoch.
+                m.rank_if_unranked(epoch);
+                if immediate && m.conn().is_none() && m.dialing().is_none() {
+                    self.dial(io, &name);
+                }
+            }
+            Some(m) => {
+                if let Some(conn) = m.conn() {
+                    // Another incarnation of a member we are connected to: probe it. A
+                    // claimant without a rank (a newcomer not yet welcomed) never
+                    // challenges: if the holder is gone, the newcomer enters through
+                    // its contact and dials us; if the holder answers, it is refused.
+                    if epoch.is_ranked() {
+                        m.challenge(info);
+                    }
+                    self.start_probe(io, conn);
+                } else {
+                    // The one we knew is lost; the one we heard of is alive somewhere.
+                    m.reincarnate(info.incarnation, epoch);
+                    m.set_addr(info.addr);
+                    if m.dialing().is_none() {
+                        self.dial(io, &name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn learn_new(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
+        if info.addr.is_none() || self.members.len() + 1 >= io.config.max_members {
+            return;
+        }
+        let mut m = Member::new(&info);
+        if !immediate {
+            m.schedule_redial(Redial::first(
+                io.now + io.config.mesh_dial_delay,
+                io.now + io.config.redial_window,
+            ));
+        }
+        self.members.insert(m);
+        if immediate {
+            self.dial(io, &info.name);
+        } else {
+            self.arm_redial(io, &info.name);
+        }
+    }
+
+    /// Opens a connection to a known member (no-op if connected or dialling).
+    pub(super) fn dial(&mut self, io: &mut Io<'_>, name: &str) {
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        let (None, None, Some(addr)) = (m.conn(), m.dialing(), m.addr()) else {
+            return;
+        };
+        self.dial_addr(io, name, addr);
+    }
+
+    pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: SocketAddr) {
+        let purpose = Purpose::Member(name.to_owned());
+        let conn = io
+            .conns
+            .open_outbound(purpose, addr, io.config, io.now, io.timers, io.out);
+        if let Some(m) = self.members.get_mut(name) {
+            m.start_dial(conn);
+        }
+    }
+
+    /// Healing: a dial to a member did not lead to a session: back off and retry.
+    pub(super) fn dial_failed(
+        &mut self,
+        io: &mut Io<'_>,
+        name: &str,
+        conn: ConnId,
+        superseded: bool,
+    ) {
+        let (now, config) = (io.now, io.config);
+        let unit = self.unit_random();
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if !m.end_dial(conn) {
+            return;
+        }
+        if m.conn().is_some() || superseded {
+            return self.arm_redial(io, name);
+        }
+        m.retry(now, config.redial_window, |attempt| {
+            now + backoff(config.redial_initial, config.redial_max, attempt, unit)
+        });
+        self.arm_redial(io, name);
+        self.join_member_failed(io, name);
+    }
+
+    /// Healing: a member lost without a goodbye is redialled with backoff.
+    pub(super) fn schedule_redial(&mut self, io: &mut Io<'_>, name: &str, unit: f64) {
+        let config = io.config;
+        if let Some(m) = self.members.get_mut(name) {
+            m.schedule_redial(Redial::first(
+                io.now + backoff(config.redial_initial, config.redial_max, 0, unit),
+                io.now + config.redial_window,
+            ));
+        }
+        self.arm_redial(io, name);
+    }
+
+    /// Redials every lost member that is due (or forgets it once its window is over).
+    pub(super) fn redial_due(&mut self, io: &mut Io<'_>) {
+        let due: Vec<String> = io
+            .timers
+            .expired(io.now)
+            .into_iter()
+            .filter_map(|key| match key {
+                TimerKey::Redial(name) => Some(name),
+                _ => None,
+            })
+            .filter(|name| {
+                self.members
+                    .get(name)
+                    .and_then(Member::redial_due)
+                    .is_some_and(|at| at <= io.now)
+            })
+            .map(|name| name.to_string())
+            .collect();
+        for name in due {
+            let until = self
+                .members
+                .get(&name)
+                .and_then(|m| m.redial())
+                .map(|r| r.until());
+            if until.is_some_and(|u| io.now >= u) {
+                self.forget(io, &name);
+            } else {
+                self.dial(io, &name);
+            }
+        }
+    }
+
+    /// Forgets a member (closing a dial in progress).
+    pub(super) fn forget(&mut self, io: &mut Io<'_>, name: &str) {
+        if let Some(m) = self.members.remove(name) {
+            if let Some(d) = m.dialing() {
+                self.close_quietly(io, d, CloseReason::Duplicate);
+            }
+        }
+        self.join_member_failed(io, name);
+    }
+
+    /// Mesh convergence backstop: our view to one random session.
+    pub(super) fn gossip_digest(&mut self, io: &mut Io<'_>) {
+        let conns = self.members.sessions();
+        if conns.is_empty() {
+            return;
+        }
+        let pick = conns[(self.rng.next_u64() % conns.len() as u64) as usize];
+        let name = io.conns.get(pick).and_then(|c| c.remote().cloned());
+        let digest = Frame::Digest(Digest {
+            members: self.view_infos(name.as_deref()),
+            state_version: self.state_version.clone(),
+        });
+        self.send_frame(io, pick, &digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let i = Duration::from_millis(100);
+        let m = Duration::from_secs(2);
+        assert_eq!(backoff(i, m, 0, 0.5), i);
+        assert_eq!(backoff(i, m, 1, 0.5), 2 * i);
+        assert_eq!(backoff(i, m, 10, 0.5), m);
+        assert_eq!(backoff(i, m, 60, 0.0), m / 2);
+        assert!(backoff(i, m, 3, 0.999) < Duration::from_millis(1200));
+    }
+}

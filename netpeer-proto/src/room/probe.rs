@@ -1,0 +1,96 @@
+//! The [identity](crate::spec#identity) rule at run time: probing the holder of a
+//! claimed name, deciding the held claimants once it answers, challenging another
+//! live incarnation, and expelling the loser of a conflict (or ourselves).
+
+use super::{Cause, Io, Room};
+use crate::{
+    event::{CloseReason, ConnId, Event, RejectReason},
+    rank::{Epoch, Rank},
+    wire::{Frame, Reject},
+};
+
+impl Room {
+    /// Probes the member on `conn`: a `Ping` it must answer within
+    /// `restart_probe_timeout` (once at a time).
+    pub(super) fn start_probe(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        let nonce = self.next_nonce + 1;
+        if io
+            .conns
+            .start_probe(conn, nonce, io.config, io.now, io.timers)
+        {
+            self.next_nonce = nonce;
+            self.send_frame(io, conn, &Frame::Ping(nonce));
+        }
+    }
+
+    /// A `Pong` on `conn`: if it answers our probe, the holder of the name is alive.
+    pub(super) fn on_pong(&mut self, io: &mut Io<'_>, conn: ConnId, nonce: u64) {
+        let answered = io
+            .conns
+            .get_mut(conn)
+            .is_some_and(|c| c.answer_probe(nonce));
+        if answered {
+            self.probe_answered(io, conn);
+        }
+    }
+
+    /// The holder of a name answered its probe: each held claimant is refused, unless
+    /// it outranks the holder; a challenger we heard of meanwhile is met.
+    fn probe_answered(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        let Some(name) = io.conns.get(conn).and_then(|c| c.remote().cloned()) else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(&name) else {
+            return;
+        };
+        let holder = m.rank();
+        let challenger = m.take_challenger();
+        let mut expelled = false;
+        for h in self.held_for_probe(&name) {
+            if expelled {
+                self.release_held(io, h);
+                continue;
+            }
+            let Some(hello) = self.held_hello(h) else {
+                continue;
+            };
+            let claimant = Rank::new(Epoch::from_wire(hello.join_epoch), hello.incarnation);
+            if !hello.wants_welcome && claimant.outranks(holder) {
+                self.expel(io, conn, RejectReason::NameTaken);
+                expelled = true;
+                self.release_held(io, h);
+            } else {
+                self.reject(io, h, RejectReason::NameTaken);
+            }
+        }
+        let Some(ch) = challenger else {
+            return;
+        };
+        // Only ranks we know are compared: a holder we met while it was still joining
+        // has none yet here, and the rule must pick the same winner everywhere.
+        let ch_rank = Rank::new(Epoch::from_wire(ch.join_epoch), ch.incarnation);
+        let ranked = holder.epoch.is_ranked() && ch_rank.epoch.is_ranked();
+        if !expelled && ranked && ch_rank.outranks(holder) {
+            if let Some(addr) = ch.addr {
+                // Challenge: meet the other incarnation; its Hello settles it.
+                if self.members.get(&name).and_then(|m| m.dialing()).is_none() {
+                    self.dial_addr(io, &name, addr);
+                }
+            }
+        }
+    }
+
+    /// The member on `conn` lost a name conflict or its place in a full room; it is
+    /// told why and dropped.
+    pub(super) fn expel(&mut self, io: &mut Io<'_>, conn: ConnId, reason: RejectReason) {
+        self.send_frame(io, conn, &Frame::Reject(Reject { reason }));
+        self.drop_session(io, conn, Cause::Local(CloseReason::Replaced));
+    }
+
+    /// We lost a name conflict or a place in a full room: leave the room and tell the
+    /// application.
+    pub(super) fn expelled(&mut self, io: &mut Io<'_>, reason: RejectReason) {
+        self.leave_room(io, true);
+        io.notify(Event::Rejected { reason });
+    }
+}
