@@ -11,7 +11,14 @@
 //! virtual time from one seed.
 //!
 //! No `async`, no sockets, no clock reads, no global RNG: the same inputs give the same
-//! outputs, always. See [`PeerMachine`] for the drive loop.
+//! outputs, always. See [`PeerMachine`] for the drive loop, and [`spec`] for the
+//! protocol itself: the wire format, the handshake and the rules, each under its name.
+//!
+//! Inside, the machine only routes: each connection is a `Conn` that owns its
+//! handshake phase, decoder, Noise channel, send queue and timers and turns bytes into
+//! typed events; the `Room` owns the member table, the join, the shared state and the
+//! identity order, decides on those events and writes its actions to one outbox; who
+//! is admitted is one pure function; all deadlines live in one timer table.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

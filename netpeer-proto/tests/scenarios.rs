@@ -308,7 +308,7 @@ fn silent_peer_is_reported_timed_out_after_the_idle_timeout() {
         );
     }
     sim.check_full_mesh(&peers[..2]).unwrap();
-    // Unfrozen, it heals back into the room by itself (rule 8).
+    // Unfrozen, it heals back into the room by itself (healing).
     sim.unfreeze(peers[2]);
     sim.run_until_quiet().unwrap();
     sim.check_full_mesh(&peers).unwrap();

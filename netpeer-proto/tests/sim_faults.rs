@@ -351,7 +351,7 @@ fn unreachable_member_in_the_welcome_list_never_blocks_the_join() {
             "seed {}: {listener:?} took {took:?}",
             sim.seed()
         );
-        // p2 dials the newcomer itself (rule 5): the mesh completes anyway.
+        // p2 dials the newcomer itself (mesh convergence): the mesh completes anyway.
         sim.run_until_quiet().unwrap();
         sim.check_full_mesh(&[peers[0], peers[1], peers[2], n])
             .unwrap();
@@ -489,7 +489,7 @@ fn restarted_member_is_redialled_back_without_joining() {
     sim.restart(peers[3]);
     assert_ne!(sim.machine(peers[3]).unwrap().incarnation(), before);
     sim.run_until_quiet().unwrap();
-    // Rule 8: the others redial the lost member's address and meet its new incarnation.
+    // Healing: the others redial the lost member's address and meet its new incarnation.
     sim.check_full_mesh(&peers).unwrap();
     for &p in &peers[..3] {
         assert_eq!(sim.left(p), vec![("p3".to_owned(), LeaveReason::TimedOut)]);
@@ -549,7 +549,7 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
         sim.run_for(Duration::from_millis(10));
     }
     sim.run_for(Duration::from_secs(2));
-    // Rule 11: that one session is closed; the broadcast never waited on it.
+    // Bounds: that one session is closed; the broadcast never waited on it.
     assert_eq!(
         sim.left(peers[0]),
         vec![("p3".to_owned(), LeaveReason::SlowConsumer)],
@@ -588,7 +588,7 @@ fn slow_link_closes_only_that_session_as_slow_consumer() {
     );
     sim.check_running().unwrap();
     sim.check_bounds().unwrap();
-    // The link recovers; rule 8 brings the member back.
+    // The link recovers; healing brings the member back.
     sim.restore_link(peers[0], peers[3]);
     sim.run_until_quiet().unwrap();
     sim.check_full_mesh(&peers).unwrap();
