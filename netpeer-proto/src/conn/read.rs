@@ -174,3 +174,158 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        conn::{Conn, Direction},
+        wire::{Data, StateVersion},
+    };
+
+    fn hello() -> Frame {
+        Frame::Hello(Hello {
+            versions: (1, 1),
+            network: "n".into(),
+            name: "bob".into(),
+            incarnation: 1,
+            join_epoch: 0,
+            listen_port: 1,
+            advertise_ip: None,
+            observed_addr: None,
+            wants_welcome: false,
+            state_version: StateVersion::default(),
+        })
+    }
+
+    fn data() -> Frame {
+        Frame::Data(Data {
+            seq: 1,
+            to: None,
+            kind: "k".into(),
+            payload: Bytes::from_static(b"x"),
+        })
+    }
+
+    /// Every event `conn` makes of `bytes`, fed in chunks of `chunk`.
+    fn events(conn: &mut Conn, bytes: &[u8], chunk: usize) -> Vec<String> {
+        let config = Config::new("alice");
+        let (mut out, mut scratch, now) =
+            (crate::Outbox::new(), Scratch::default(), Instant::now());
+        let mut seen = Vec::new();
+        for mut input in bytes.chunks(chunk) {
+            assert!(conn.begin_read(now));
+            scratch.reset();
+            while let Some(e) =
+                conn.next_event(ConnId(1), &mut input, &mut scratch, &config, now, &mut out)
+            {
+                let stop = matches!(e, ConnEvent::Violation(_));
+                seen.push(match e {
+                    ConnEvent::Hello(_) => "hello".to_owned(),
+                    ConnEvent::Frame(f) => f.name().to_owned(),
+                    other => format!("{other:?}"),
+                });
+                if stop {
+                    return seen;
+                }
+            }
+        }
+        seen
+    }
+
+    fn stream(frames: &[Frame]) -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| encode_frame(f, u32::MAX).unwrap().to_vec())
+            .collect()
+    }
+
+    fn inbound() -> Conn {
+        Conn::new(
+            Direction::Inbound,
+            "127.0.0.1:2".parse().unwrap(),
+            &Config::new("alice"),
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn nothing_but_hello_before_the_handshake() {
+        let mut c = inbound();
+        assert_eq!(
+            events(&mut c, &stream(&[data()]), 1),
+            ["Violation(ProtocolViolation)"]
+        );
+        let mut c = inbound();
+        assert_eq!(events(&mut c, &stream(&[hello()]), 3), ["hello"]);
+        // Held: only a Leave is read (as the remote going away).
+        c.hold();
+        let leave = Frame::Leave(crate::wire::Leave { expelled: false });
+        assert_eq!(events(&mut c, &stream(&[leave]), 64), ["LeftWhileHeld"]);
+        // A Reject during the handshake counts only on a connection we dialled.
+        let reject = Frame::Reject(crate::wire::Reject {
+            reason: RejectReason::RoomFull,
+        });
+        let mut c = inbound();
+        assert_eq!(
+            events(&mut c, &stream(&[reject]), 64),
+            ["Violation(ProtocolViolation)"]
+        );
+    }
+
+    #[test]
+    fn neither_hello_nor_noise_on_a_session_and_frames_in_any_chunking() {
+        let mut c = inbound();
+        c.establish("bob".into());
+        let frames = stream(&[data(), Frame::Ping(3), data()]);
+        for chunk in [1, 2, 7, frames.len()] {
+            let mut c = inbound();
+            c.establish("bob".into());
+            assert_eq!(events(&mut c, &frames, chunk), ["Data", "Ping", "Data"]);
+        }
+        assert_eq!(
+            events(&mut c, &stream(&[hello()]), 64),
+            ["Violation(ProtocolViolation)"]
+        );
+        let mut c = inbound();
+        c.establish("bob".into());
+        let noise = Frame::Noise(Bytes::from_static(b"n"));
+        assert_eq!(
+            events(&mut c, &stream(&[noise]), 64),
+            ["Violation(ProtocolViolation)"]
+        );
+    }
+
+    #[test]
+    fn an_oversized_prefix_or_garbage_closes() {
+        let mut c = inbound();
+        let too_long = (Config::new("a").max_frame_len + 1).to_be_bytes();
+        assert_eq!(events(&mut c, &too_long, 4), ["Violation(FrameTooLarge)"]);
+        let mut c = inbound();
+        assert_eq!(
+            events(&mut c, &[0, 0, 0, 2, 0xff, 0xff], 6),
+            ["Violation(ProtocolViolation)"]
+        );
+    }
+
+    #[test]
+    fn noise_without_a_key_is_a_key_mismatch_and_a_connecting_one_reads_nothing() {
+        let mut c = inbound();
+        let noise = Frame::Noise(Bytes::from_static(b"n"));
+        assert_eq!(
+            events(&mut c, &stream(&[noise]), 64),
+            ["Refuse(KeyMismatch)"]
+        );
+        let mut dialling = Conn::new(
+            Direction::Outbound(crate::conn::Purpose::Join),
+            "127.0.0.1:2".parse().unwrap(),
+            &Config::new("alice"),
+            Instant::now(),
+        );
+        assert!(!dialling.begin_read(Instant::now()));
+    }
+}
