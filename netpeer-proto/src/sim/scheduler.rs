@@ -1,0 +1,353 @@
+//! The scheduler: the event queue in virtual time (ties broken by a sequence number),
+//! the run loops and quiet detection, and the dispatch of each event to the network
+//! model or to the peer it concerns.
+
+use std::{
+    cmp::Reverse,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use bytes::Bytes;
+
+use crate::ConnectFailure;
+
+use super::{PeerId, Sim};
+
+#[derive(Debug, Clone)]
+pub(super) enum Ev {
+    /// The dial reaches the acceptor.
+    Syn {
+        link: u64,
+    },
+    /// The dialer learns the outcome.
+    Connected {
+        link: u64,
+        result: Result<(), ConnectFailure>,
+    },
+    Data {
+        link: u64,
+        to: usize,
+        bytes: Bytes,
+    },
+    Fin {
+        link: u64,
+        to: usize,
+    },
+    /// A reset that reaches a frozen peer when it runs again (even on a broken link).
+    Reset {
+        link: u64,
+        to: usize,
+    },
+    /// A slow link finished putting the head of its queue towards `to` on the wire.
+    TxDone {
+        link: u64,
+        to: usize,
+        generation: u64,
+    },
+    /// The (frozen) sender on `side` learns that `n` of its bytes were transmitted.
+    Transmitted {
+        link: u64,
+        side: usize,
+        n: usize,
+    },
+    Timer {
+        peer: PeerId,
+        at: Duration,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Scheduled {
+    pub(super) at: Duration,
+    pub(super) seq: u64,
+    pub(super) ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl Sim {
+    /// Runs every event up to `now + d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > end {
+                break;
+            }
+            self.step();
+        }
+        self.now = end;
+    }
+
+    /// Runs until nothing but heartbeats happened for `quiet_period`; gives up (with
+    /// an error naming the seed) after `max_run`.
+    pub fn run_until_quiet(&mut self) -> Result<Duration, String> {
+        let start = self.now;
+        self.last_activity = self.now;
+        loop {
+            let Some(Reverse(next)) = self.queue.peek() else {
+                return Ok(self.now);
+            };
+            if next.at >= self.last_activity + self.net.quiet_period {
+                self.now = self.last_activity + self.net.quiet_period;
+                return Ok(self.now);
+            }
+            if next.at > start + self.net.max_run {
+                return Err(format!(
+                    "seed {}: not quiet after {:?} of virtual time",
+                    self.seed, self.net.max_run
+                ));
+            }
+            self.step();
+        }
+    }
+
+    /// Runs until `pred` holds (checked after every event) or `limit` passes.
+    pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            let Some(Reverse(next)) = self.queue.peek() else {
+                return pred(self);
+            };
+            if next.at > end {
+                self.now = end;
+                return pred(self);
+            }
+            self.step();
+        }
+    }
+
+    fn step(&mut self) {
+        let Some(Reverse(next)) = self.queue.pop() else {
+            return;
+        };
+        self.now = self.now.max(next.at);
+        self.events_processed += 1;
+        self.dispatch(next.ev);
+    }
+
+    pub(super) fn schedule(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn peer_of(&self, ev: &Ev) -> Option<PeerId> {
+        match ev {
+            Ev::Syn { link } => self.links.get(link).map(|l| l.ends[1].0),
+            Ev::Connected { link, .. } => self.links.get(link).map(|l| l.ends[0].0),
+            Ev::Data { link, to, .. } | Ev::Fin { link, to } | Ev::Reset { link, to } => {
+                self.links.get(link).map(|l| l.ends[*to].0)
+            }
+            Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.ends[*side].0),
+            Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.ends[1 - *to].0),
+            Ev::Timer { peer, .. } => Some(*peer),
+        }
+    }
+
+    pub(super) fn dispatch(&mut self, ev: Ev) {
+        let Some(p) = self.peer_of(&ev) else {
+            return;
+        };
+        if let Ev::Timer { at, .. } = ev {
+            if self.peers[p.0].timer != Some(at) {
+                return; // superseded
+            }
+        }
+        if let Ev::TxDone {
+            link,
+            to,
+            generation,
+        } = ev
+        {
+            // The network's part: it goes on while the sender is frozen.
+            if self.links[&link].tx_gen[to] == generation {
+                self.tx_done(link, to);
+            }
+            return;
+        }
+        if self.peers[p.0].machine.is_none() {
+            if let Ev::Syn { link } = ev {
+                // It crashed while the SYN was on the way: its port is closed now.
+                let l = &self.links[&link];
+                if self.can_talk(l.ends[0].0, l.ends[1].0) {
+                    self.refuse(link);
+                }
+            }
+            return;
+        }
+        // Traffic across a partition stalls on its link.
+        if let Ev::Data { link, to, .. } | Ev::Fin { link, to } = ev {
+            let l = &self.links[&link];
+            if l.broken {
+                return;
+            }
+            let (a, b) = (l.ends[0].0, l.ends[1].0);
+            if !self.can_talk(a, b) {
+                self.links.get_mut(&link).unwrap().stalled[to].push(ev);
+                return;
+            }
+        }
+        if let Ev::Syn { link } = ev {
+            let l = &self.links[&link];
+            if !self.can_talk(l.ends[0].0, l.ends[1].0) {
+                // The SYN is lost; the dialer's handshake timeout ends it.
+                self.syn_lost(link);
+                return;
+            }
+        }
+        if self.peers[p.0].frozen {
+            match ev {
+                // The kernel of a frozen process still completes the TCP handshake.
+                Ev::Syn { link } => {
+                    self.links.get_mut(&link).unwrap().syn_acked = true;
+                    let at = self.arrival(link, 0, self.now);
+                    self.schedule(
+                        at,
+                        Ev::Connected {
+                            link,
+                            result: Ok(()),
+                        },
+                    );
+                    self.peers[p.0].inbox.push_back(ev);
+                }
+                Ev::Timer { .. } => {
+                    self.peers[p.0].timer = None;
+                    self.peers[p.0].inbox.push_back(ev);
+                }
+                _ => self.peers[p.0].inbox.push_back(ev),
+            }
+            return;
+        }
+        let now = self.instant();
+        match ev {
+            Ev::Syn { link } => {
+                let port = 40_000 + (link % 20_000) as u16;
+                let remote = if self.net.dual_stack {
+                    SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), port)
+                } else {
+                    SocketAddr::from(([127, 0, 0, 1], port))
+                };
+                let accepted = self.peers[p.0]
+                    .machine
+                    .as_mut()
+                    .map(|m| m.accept(remote, now));
+                match accepted {
+                    Some(Ok(conn)) => {
+                        let (dialer, dialer_conn) = self.links[&link].ends[0];
+                        let dialer = self.tag(dialer);
+                        let dialer_conn = dialer_conn.map_or(String::new(), |c| c.to_string());
+                        self.log(p, &format!("accept {conn} from {dialer} {dialer_conn}"));
+                        let l = self.links.get_mut(&link).unwrap();
+                        l.ends[1].1 = Some(conn);
+                        let dialer_closed = l.closed[0];
+                        self.peers[p.0].conns.insert(conn, (link, 1));
+                        // A frozen acceptor's kernel answered already when the SYN came.
+                        if !std::mem::replace(&mut l.syn_acked, true) {
+                            let at = self.arrival(link, 0, self.now);
+                            self.schedule(
+                                at,
+                                Ev::Connected {
+                                    link,
+                                    result: Ok(()),
+                                },
+                            );
+                        }
+                        if dialer_closed {
+                            // The dialer gave up while its SYN was on the way.
+                            let at = self.arrival(link, 1, self.now);
+                            self.schedule(at, Ev::Fin { link, to: 1 });
+                        }
+                    }
+                    _ if self.links[&link].syn_acked => {
+                        let at = self.arrival(link, 0, self.now);
+                        self.schedule(at, Ev::Fin { link, to: 0 });
+                    }
+                    _ => {
+                        self.refuse(link);
+                    }
+                }
+                self.drain(p);
+            }
+            Ev::Connected { link, result } => {
+                let Some(conn) = self.links[&link].ends[0].1 else {
+                    return;
+                };
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, 0)) {
+                    return; // the dialer gave up on it already
+                }
+                match result {
+                    Ok(()) => {
+                        self.log(p, &format!("connected {conn}"));
+                        self.with_machine(p, |m, now| m.connected(conn, now));
+                    }
+                    Err(e) => {
+                        self.log(p, &format!("connect {conn} failed: {e}"));
+                        self.peers[p.0].conns.remove(&conn);
+                        self.links.get_mut(&link).unwrap().broken = true;
+                        self.with_machine(p, |m, now| m.connect_failed(conn, e, now));
+                    }
+                }
+            }
+            Ev::Data {
+                link, to, bytes, ..
+            } => {
+                let Some(conn) = self.links[&link].ends[to].1 else {
+                    return;
+                };
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
+                    return;
+                }
+                self.peers[p.0].reads += 1;
+                self.with_machine(p, |m, now| m.receive(conn, &bytes, now));
+            }
+            Ev::Fin { link, to } | Ev::Reset { link, to } => {
+                let Some(conn) = self.links[&link].ends[to].1 else {
+                    return;
+                };
+                self.links.get_mut(&link).unwrap().closed[to] = true;
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
+                    return;
+                }
+                self.peers[p.0].conns.remove(&conn);
+                self.log(p, &format!("closed {conn} by the remote"));
+                self.with_machine(p, |m, now| m.closed(conn, now));
+            }
+            Ev::Transmitted { link, side, n } => {
+                let Some(conn) = self.links[&link].ends[side].1 else {
+                    return;
+                };
+                if self.peers[p.0].conns.get(&conn) != Some(&(link, side)) {
+                    return;
+                }
+                self.with_machine(p, |m, _| m.transmitted(conn, n));
+            }
+            Ev::TxDone { .. } => {}
+            Ev::Timer { .. } => {
+                self.peers[p.0].timer = None;
+                self.with_machine(p, |m, now| m.handle_timeout(now));
+            }
+        }
+    }
+}
