@@ -31,7 +31,8 @@ impl Sim {
         let ids: Vec<u64> = self.links.keys().copied().collect();
         for id in ids {
             for side in 0..2 {
-                let stalled = std::mem::take(&mut self.links.get_mut(&id).unwrap().stalled[side]);
+                let d = &mut self.links.get_mut(&id).unwrap().ends[side].inbound;
+                let stalled = std::mem::take(&mut d.stalled);
                 for ev in stalled {
                     let at = self.arrival(id, side, self.now);
                     self.schedule(at, ev);
@@ -104,18 +105,16 @@ impl Sim {
         let ids: Vec<u64> = self
             .links
             .iter()
-            .filter(|(_, l)| {
-                !l.broken
-                    && ((l.ends[0].0 == a && l.ends[1].0 == b)
-                        || (l.ends[0].0 == b && l.ends[1].0 == a))
-            })
+            .filter(|(_, l)| !l.broken && l.joins(a, b))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             let l = self.links.get_mut(&id).unwrap();
             l.broken = true;
-            l.stalled = [Vec::new(), Vec::new()];
-            let ends = l.ends;
+            for end in &mut l.ends {
+                end.inbound.stalled.clear();
+            }
+            let ends = l.ends.each_ref().map(|e| (e.peer, e.conn));
             for (side, (peer, conn)) in ends.into_iter().enumerate() {
                 let Some(conn) = conn else { continue };
                 if self.peers[peer.0].conns.get(&conn) != Some(&(id, side)) {

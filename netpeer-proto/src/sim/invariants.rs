@@ -310,7 +310,7 @@ impl Sim {
                         self.name(p)
                     ));
                 }
-                let unsent = self.links[link].unsent[1 - side];
+                let unsent = self.links[link].ends[1 - side].inbound.unsent;
                 if !self.peers[p.0].frozen && queued != unsent {
                     return self.fail(format!(
                         "{}: machine counts {queued} bytes queued on {conn}, the link {unsent}",

@@ -97,31 +97,94 @@ pub fn resolve_host(host: &str) -> Result<IpAddr, UnknownHost> {
     bare.parse().map_err(|_| UnknownHost(host.to_owned()))
 }
 
+/// A simulated TCP connection: its two ends, side 0 the dialer and side 1 the
+/// acceptor, each with the traffic travelling towards it.
 #[derive(Debug)]
 pub(super) struct Link {
-    /// (peer, its connection id) for side 0 (dialer) and side 1 (acceptor).
-    pub(super) ends: [(PeerId, Option<ConnId>); 2],
-    /// Last scheduled arrival towards each side (FIFO per direction).
-    pub(super) last_arrival: [Duration; 2],
-    /// Items that hit a partition, per destination side, in order.
-    pub(super) stalled: [Vec<Ev>; 2],
+    /// Side 0 (the dialer) and side 1 (the acceptor).
+    pub(super) ends: [End; 2],
+    /// Reset, refused or vanished with a crashed peer: nothing travels on it any more.
     pub(super) broken: bool,
-    /// Each side has closed its end.
-    pub(super) closed: [bool; 2],
     /// The dialer was told the connection is open.
     pub(super) syn_acked: bool,
-    /// Per destination side, on a slow link: pieces the sender handed over that are
-    /// not on the wire yet (its socket's send queue), the head one being transmitted.
-    pub(super) outq: [VecDeque<Bytes>; 2],
-    /// Per destination side: bytes in `outq`.
-    pub(super) unsent: [usize; 2],
-    /// Per destination side: a piece is being transmitted (a `TxDone` is scheduled).
-    pub(super) tx_busy: [bool; 2],
-    /// Per destination side: generation of the transmission; a `TxDone` of an older
-    /// generation (the queue was flushed or dropped meanwhile) is stale.
-    pub(super) tx_gen: [u64; 2],
-    /// Per destination side: the sender closed with a flush; the FIN follows the queue.
-    pub(super) fin_after_queue: [bool; 2],
+}
+
+/// One end of a [`Link`], and the direction of the link towards it.
+#[derive(Debug)]
+pub(super) struct End {
+    /// The peer at this end (for the acceptor's end: the dialer until a peer listens).
+    pub(super) peer: PeerId,
+    /// The peer's connection id: the dialer's from the start, the acceptor's once it
+    /// accepted.
+    pub(super) conn: Option<ConnId>,
+    /// This end is closed: its peer closed it, or a FIN or a reset reached it.
+    pub(super) closed: bool,
+    /// What travels towards this end.
+    pub(super) inbound: Direction,
+}
+
+/// One direction of a [`Link`]: what travels towards one of its ends.
+#[derive(Debug, Default)]
+pub(super) struct Direction {
+    /// The last scheduled arrival (FIFO per direction).
+    pub(super) last_arrival: Duration,
+    /// Items that hit a partition, in order.
+    pub(super) stalled: Vec<Ev>,
+    /// On a slow link: pieces the sender handed over that are not on the wire yet (its
+    /// socket's send queue), the head one being transmitted.
+    pub(super) outq: VecDeque<Bytes>,
+    /// Bytes in `outq`.
+    pub(super) unsent: usize,
+    /// A piece is being transmitted (a `TxDone` is scheduled).
+    pub(super) tx_busy: bool,
+    /// Generation of the transmission; a `TxDone` of an older generation (the queue was
+    /// flushed or dropped meanwhile) is stale.
+    pub(super) tx_gen: u64,
+    /// The sender closed with a flush; the FIN follows the queue.
+    pub(super) fin_after_queue: bool,
+}
+
+impl Link {
+    /// A link dialled by `dialer` on its connection `conn`, the acceptor not known yet.
+    fn dialled(dialer: PeerId, conn: ConnId) -> Link {
+        let end = |conn| End {
+            peer: dialer,
+            conn,
+            closed: false,
+            inbound: Direction::default(),
+        };
+        Link {
+            ends: [end(Some(conn)), end(None)],
+            broken: false,
+            syn_acked: false,
+        }
+    }
+
+    /// The peer at `side`.
+    pub(super) fn peer(&self, side: usize) -> PeerId {
+        self.ends[side].peer
+    }
+
+    /// Whether the link joins `a` and `b`, either way round.
+    pub(super) fn joins(&self, a: PeerId, b: PeerId) -> bool {
+        let (x, y) = (self.peer(0), self.peer(1));
+        (x == a && y == b) || (x == b && y == a)
+    }
+
+    /// Both ends are connected (the acceptor accepted) and neither has closed.
+    fn open(&self) -> bool {
+        self.ends.iter().all(|e| e.conn.is_some() && !e.closed)
+    }
+}
+
+impl Direction {
+    /// What is queued is dropped unsent, and the transmission in progress with it.
+    pub(super) fn drop_queue(&mut self) {
+        self.outq.clear();
+        self.unsent = 0;
+        self.tx_busy = false;
+        self.tx_gen += 1;
+    }
 }
 
 impl Sim {
@@ -129,14 +192,7 @@ impl Sim {
     pub fn links_between(&self, a: PeerId, b: PeerId) -> usize {
         self.links
             .values()
-            .filter(|l| {
-                !l.broken
-                    && l.closed == [false; 2]
-                    && l.ends[0].1.is_some()
-                    && l.ends[1].1.is_some()
-                    && ((l.ends[0].0 == a && l.ends[1].0 == b)
-                        || (l.ends[0].0 == b && l.ends[1].0 == a))
-            })
+            .filter(|l| !l.broken && l.open() && l.joins(a, b))
             .count()
     }
 
@@ -166,9 +222,9 @@ impl Sim {
     /// at `left_at` (FIFO per direction).
     pub(super) fn arrival(&mut self, link: u64, side: usize, left_at: Duration) -> Duration {
         let at = left_at + self.one_way();
-        let l = self.links.get_mut(&link).unwrap();
-        let at = at.max(l.last_arrival[side]);
-        l.last_arrival[side] = at;
+        let d = &mut self.links.get_mut(&link).unwrap().ends[side].inbound;
+        let at = at.max(d.last_arrival);
+        d.last_arrival = at;
         at
     }
 
@@ -197,9 +253,9 @@ impl Sim {
     /// Puts `bytes` from `p` (its `conn`) on `link` towards side `to`: at once, or, on a
     /// slow link, into the link's queue, piece by piece as the bandwidth allows.
     pub(super) fn transmit(&mut self, p: PeerId, conn: ConnId, link: u64, to: usize, bytes: Bytes) {
-        let dest = self.links[&link].ends[to].0;
+        let dest = self.links[&link].peer(to);
         let slow = self.bandwidth.contains_key(&(p, dest));
-        if !slow && self.links[&link].outq[to].is_empty() {
+        if !slow && self.links[&link].ends[to].inbound.outq.is_empty() {
             if let Some(m) = self.peers[p.0].machine.as_mut() {
                 m.transmitted(conn, bytes.len());
             }
@@ -208,15 +264,15 @@ impl Sim {
             return;
         }
         let step = self.net.max_read.max(1);
-        let l = self.links.get_mut(&link).unwrap();
-        l.unsent[to] += bytes.len();
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        d.unsent += bytes.len();
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + step).min(bytes.len());
-            l.outq[to].push_back(bytes.slice(start..end));
+            d.outq.push_back(bytes.slice(start..end));
             start = end;
         }
-        if !l.tx_busy[to] {
+        if !d.tx_busy {
             self.next_piece(link, to);
         }
     }
@@ -224,9 +280,9 @@ impl Sim {
     /// Schedules the end of the transmission of the head of the queue towards `to`.
     fn next_piece(&mut self, link: u64, to: usize) {
         let l = &self.links[&link];
-        let (from, dest) = (l.ends[1 - to].0, l.ends[to].0);
-        let Some(len) = l.outq[to].front().map(Bytes::len) else {
-            self.links.get_mut(&link).unwrap().tx_busy[to] = false;
+        let (from, dest) = (l.peer(1 - to), l.peer(to));
+        let Some(len) = l.ends[to].inbound.outq.front().map(Bytes::len) else {
+            self.links.get_mut(&link).unwrap().ends[to].inbound.tx_busy = false;
             return;
         };
         let d = match self.bandwidth.get(&(from, dest)) {
@@ -236,9 +292,9 @@ impl Sim {
             }
             None => Duration::ZERO,
         };
-        let l = self.links.get_mut(&link).unwrap();
-        l.tx_busy[to] = true;
-        let generation = l.tx_gen[to];
+        let dir = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        dir.tx_busy = true;
+        let generation = dir.tx_gen;
         self.schedule(
             self.now + d,
             Ev::TxDone {
@@ -253,23 +309,27 @@ impl Sim {
     /// it was transmitted, the next piece starts.
     pub(super) fn tx_done(&mut self, link: u64, to: usize) {
         let l = self.links.get_mut(&link).unwrap();
-        l.tx_busy[to] = false;
-        if l.broken {
-            l.outq[to].clear();
-            l.unsent[to] = 0;
+        let broken = l.broken;
+        let d = &mut l.ends[to].inbound;
+        d.tx_busy = false;
+        if broken {
+            d.outq.clear();
+            d.unsent = 0;
             return;
         }
-        let Some(piece) = l.outq[to].pop_front() else {
+        let Some(piece) = d.outq.pop_front() else {
             return;
         };
         let n = piece.len();
-        l.unsent[to] -= n;
-        let (side, (sender, conn)) = (1 - to, l.ends[1 - to]);
+        d.unsent -= n;
+        let side = 1 - to;
+        let (sender, conn) = (l.ends[side].peer, l.ends[side].conn);
         let at = self.arrival(link, to, self.now);
         self.schedule_reads(link, to, piece, at);
-        if !self.links[&link].outq[to].is_empty() {
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        if !d.outq.is_empty() {
             self.next_piece(link, to);
-        } else if std::mem::take(&mut self.links.get_mut(&link).unwrap().fin_after_queue[to]) {
+        } else if std::mem::take(&mut d.fin_after_queue) {
             let at = self.arrival(link, to, self.now);
             self.schedule(at, Ev::Fin { link, to });
         }
@@ -294,21 +354,21 @@ impl Sim {
             .iter()
             .flat_map(|(id, l)| {
                 (0..2).filter_map(move |dest| {
-                    let ok = !l.outq[dest].is_empty()
-                        && from.is_none_or(|f| l.ends[1 - dest].0 == f)
-                        && to.is_none_or(|t| l.ends[dest].0 == t);
+                    let ok = !l.ends[dest].inbound.outq.is_empty()
+                        && from.is_none_or(|f| l.peer(1 - dest) == f)
+                        && to.is_none_or(|t| l.peer(dest) == t);
                     ok.then_some((*id, dest))
                 })
             })
             .collect();
         for (id, dest) in ids {
-            self.links.get_mut(&id).unwrap().tx_gen[dest] += 1;
-            while !self.links[&id].outq[dest].is_empty() && !self.links[&id].broken {
+            self.links.get_mut(&id).unwrap().ends[dest].inbound.tx_gen += 1;
+            while !self.links[&id].ends[dest].inbound.outq.is_empty() && !self.links[&id].broken {
                 self.tx_done(id, dest);
                 // tx_done scheduled the next piece; this flush supersedes it.
-                let l = self.links.get_mut(&id).unwrap();
-                l.tx_gen[dest] += 1;
-                l.tx_busy[dest] = false;
+                let d = &mut self.links.get_mut(&id).unwrap().ends[dest].inbound;
+                d.tx_gen += 1;
+                d.tx_busy = false;
             }
         }
     }
@@ -342,22 +402,7 @@ impl Sim {
     pub(super) fn connect(&mut self, p: PeerId, conn: ConnId, addr: SocketAddr) {
         self.next_link += 1;
         let link = self.next_link;
-        self.links.insert(
-            link,
-            Link {
-                ends: [(p, Some(conn)), (p, None)],
-                last_arrival: [Duration::ZERO; 2],
-                stalled: [Vec::new(), Vec::new()],
-                broken: false,
-                closed: [false; 2],
-                syn_acked: false,
-                outq: [VecDeque::new(), VecDeque::new()],
-                unsent: [0; 2],
-                tx_busy: [false; 2],
-                tx_gen: [0; 2],
-                fin_after_queue: [false; 2],
-            },
-        );
+        self.links.insert(link, Link::dialled(p, conn));
         self.peers[p.0].conns.insert(conn, (link, 0));
         // A dual-stack listener answers IPv4-mapped dials; compare canonical forms.
         let addr = normalize(addr);
@@ -365,7 +410,7 @@ impl Sim {
         let listener = target.map(|t| (self.peers[t].listener, self.peers[t].machine.is_some()));
         match (target, listener) {
             (Some(t), Some((Listener::Open, true))) => {
-                self.links.get_mut(&link).unwrap().ends[1].0 = PeerId(t);
+                self.links.get_mut(&link).unwrap().ends[1].peer = PeerId(t);
                 let at = self.arrival(link, 1, self.now);
                 self.schedule(at, Ev::Syn { link });
             }

@@ -210,7 +210,7 @@ impl Sim {
             .into_iter()
             .filter_map(|(conn, _)| {
                 let (link, side) = self.peers[p.0].conns.get(&conn)?;
-                Some(self.links[link].ends[1 - side].0)
+                Some(self.links[link].peer(1 - side))
             })
             .collect()
     }
@@ -267,20 +267,18 @@ impl Sim {
                         let to = 1 - side;
                         let now = self.now;
                         let l = self.links.get_mut(&link).unwrap();
-                        l.closed[side] = true;
+                        l.ends[side].closed = true;
+                        let (broken, dest) = (l.broken, &mut l.ends[to]);
                         if !reason.flush() {
                             // Not flushed: what is still queued is dropped.
-                            l.outq[to].clear();
-                            l.unsent[to] = 0;
-                            l.tx_busy[to] = false;
-                            l.tx_gen[to] += 1;
+                            dest.inbound.drop_queue();
                         }
-                        if !l.broken && l.ends[to].1.is_some() {
-                            if l.outq[to].is_empty() {
+                        if !broken && dest.conn.is_some() {
+                            if dest.inbound.outq.is_empty() {
                                 let at = self.arrival(link, to, now);
                                 self.schedule(at, Ev::Fin { link, to });
                             } else {
-                                l.fin_after_queue[to] = true;
+                                dest.inbound.fin_after_queue = true;
                             }
                         }
                     }

@@ -155,13 +155,13 @@ impl Sim {
 
     fn peer_of(&self, ev: &Ev) -> Option<PeerId> {
         match ev {
-            Ev::Syn { link } => self.links.get(link).map(|l| l.ends[1].0),
-            Ev::Connected { link, .. } => self.links.get(link).map(|l| l.ends[0].0),
+            Ev::Syn { link } => self.links.get(link).map(|l| l.peer(1)),
+            Ev::Connected { link, .. } => self.links.get(link).map(|l| l.peer(0)),
             Ev::Data { link, to, .. } | Ev::Fin { link, to } | Ev::Reset { link, to } => {
-                self.links.get(link).map(|l| l.ends[*to].0)
+                self.links.get(link).map(|l| l.peer(*to))
             }
-            Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.ends[*side].0),
-            Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.ends[1 - *to].0),
+            Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.peer(*side)),
+            Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.peer(1 - *to)),
             Ev::Timer { peer, .. } => Some(*peer),
         }
     }
@@ -182,7 +182,7 @@ impl Sim {
         } = ev
         {
             // The network's part: it goes on while the sender is frozen.
-            if self.links[&link].tx_gen[to] == generation {
+            if self.links[&link].ends[to].inbound.tx_gen == generation {
                 self.tx_done(link, to);
             }
             return;
@@ -191,7 +191,7 @@ impl Sim {
             if let Ev::Syn { link } = ev {
                 // It crashed while the SYN was on the way: its port is closed now.
                 let l = &self.links[&link];
-                if self.can_talk(l.ends[0].0, l.ends[1].0) {
+                if self.can_talk(l.peer(0), l.peer(1)) {
                     self.refuse(link);
                 }
             }
@@ -203,15 +203,18 @@ impl Sim {
             if l.broken {
                 return;
             }
-            let (a, b) = (l.ends[0].0, l.ends[1].0);
+            let (a, b) = (l.peer(0), l.peer(1));
             if !self.can_talk(a, b) {
-                self.links.get_mut(&link).unwrap().stalled[to].push(ev);
+                self.links.get_mut(&link).unwrap().ends[to]
+                    .inbound
+                    .stalled
+                    .push(ev);
                 return;
             }
         }
         if let Ev::Syn { link } = ev {
             let l = &self.links[&link];
-            if !self.can_talk(l.ends[0].0, l.ends[1].0) {
+            if !self.can_talk(l.peer(0), l.peer(1)) {
                 // The SYN is lost; the dialer's handshake timeout ends it.
                 self.syn_lost(link);
                 return;
@@ -255,13 +258,14 @@ impl Sim {
                     .map(|m| m.accept(remote, now));
                 match accepted {
                     Some(Ok(conn)) => {
-                        let (dialer, dialer_conn) = self.links[&link].ends[0];
+                        let dialer_end = &self.links[&link].ends[0];
+                        let (dialer, dialer_conn) = (dialer_end.peer, dialer_end.conn);
                         let dialer = self.tag(dialer);
                         let dialer_conn = dialer_conn.map_or(String::new(), |c| c.to_string());
                         self.log(p, &format!("accept {conn} from {dialer} {dialer_conn}"));
                         let l = self.links.get_mut(&link).unwrap();
-                        l.ends[1].1 = Some(conn);
-                        let dialer_closed = l.closed[0];
+                        l.ends[1].conn = Some(conn);
+                        let dialer_closed = l.ends[0].closed;
                         self.peers[p.0].conns.insert(conn, (link, 1));
                         // A frozen acceptor's kernel answered already when the SYN came.
                         if !std::mem::replace(&mut l.syn_acked, true) {
@@ -291,7 +295,7 @@ impl Sim {
                 self.drain(p);
             }
             Ev::Connected { link, result } => {
-                let Some(conn) = self.links[&link].ends[0].1 else {
+                let Some(conn) = self.links[&link].ends[0].conn else {
                     return;
                 };
                 if self.peers[p.0].conns.get(&conn) != Some(&(link, 0)) {
@@ -313,7 +317,7 @@ impl Sim {
             Ev::Data {
                 link, to, bytes, ..
             } => {
-                let Some(conn) = self.links[&link].ends[to].1 else {
+                let Some(conn) = self.links[&link].ends[to].conn else {
                     return;
                 };
                 if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
@@ -323,10 +327,10 @@ impl Sim {
                 self.with_machine(p, |m, now| m.receive(conn, &bytes, now));
             }
             Ev::Fin { link, to } | Ev::Reset { link, to } => {
-                let Some(conn) = self.links[&link].ends[to].1 else {
+                let Some(conn) = self.links[&link].ends[to].conn else {
                     return;
                 };
-                self.links.get_mut(&link).unwrap().closed[to] = true;
+                self.links.get_mut(&link).unwrap().ends[to].closed = true;
                 if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
                     return;
                 }
@@ -335,7 +339,7 @@ impl Sim {
                 self.with_machine(p, |m, now| m.closed(conn, now));
             }
             Ev::Transmitted { link, side, n } => {
-                let Some(conn) = self.links[&link].ends[side].1 else {
+                let Some(conn) = self.links[&link].ends[side].conn else {
                     return;
                 };
                 if self.peers[p.0].conns.get(&conn) != Some(&(link, side)) {
