@@ -114,12 +114,11 @@ impl Sim {
             for end in &mut l.ends {
                 end.inbound.stalled.clear();
             }
-            let ends = l.ends.each_ref().map(|e| (e.peer, e.conn));
-            for (side, (peer, conn)) in ends.into_iter().enumerate() {
-                let Some(conn) = conn else { continue };
-                if self.peers[peer.0].conns.get(&conn) != Some(&(id, side)) {
+            for side in 0..2 {
+                let peer = self.links[&id].peer(side);
+                let Some(conn) = self.conn_at(peer, id, side) else {
                     continue; // that end is closed already
-                }
+                };
                 if self.peers[peer.0].frozen {
                     // It learns of the reset when it reads again.
                     self.peers[peer.0]

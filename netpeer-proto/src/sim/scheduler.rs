@@ -2,11 +2,7 @@
 //! the run loops and quiet detection, and the dispatch of each event to the network
 //! model or to the peer it concerns.
 
-use std::{
-    cmp::Reverse,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::{cmp::Reverse, time::Duration};
 
 use bytes::Bytes;
 
@@ -166,6 +162,10 @@ impl Sim {
         }
     }
 
+    /// Hands `ev` to the network model or to the peer it concerns. The network's part
+    /// (a slow link's transmission) goes on whatever the peer's state; a crashed peer
+    /// refuses dials; traffic across a partition stalls and SYNs are lost; a frozen
+    /// peer keeps what reaches it for later; a running peer's machine gets it.
     pub(super) fn dispatch(&mut self, ev: Ev) {
         let Some(p) = self.peer_of(&ev) else {
             return;
@@ -197,161 +197,62 @@ impl Sim {
             }
             return;
         }
-        // Traffic across a partition stalls on its link.
-        if let Ev::Data { link, to, .. } | Ev::Fin { link, to } = ev {
-            let l = &self.links[&link];
-            if l.broken {
-                return;
-            }
-            let (a, b) = (l.peer(0), l.peer(1));
-            if !self.can_talk(a, b) {
-                self.links.get_mut(&link).unwrap().ends[to]
-                    .inbound
-                    .stalled
-                    .push(ev);
-                return;
-            }
-        }
-        if let Ev::Syn { link } = ev {
-            let l = &self.links[&link];
-            if !self.can_talk(l.peer(0), l.peer(1)) {
-                // The SYN is lost; the dialer's handshake timeout ends it.
-                self.syn_lost(link);
-                return;
-            }
-        }
+        let Some(ev) = self.across_partition(ev) else {
+            return;
+        };
         if self.peers[p.0].frozen {
-            match ev {
-                // The kernel of a frozen process still completes the TCP handshake.
-                Ev::Syn { link } => {
-                    self.links.get_mut(&link).unwrap().syn_acked = true;
-                    let at = self.arrival(link, 0, self.now);
-                    self.schedule(
-                        at,
-                        Ev::Connected {
-                            link,
-                            result: Ok(()),
-                        },
-                    );
-                    self.peers[p.0].inbox.push_back(ev);
-                }
-                Ev::Timer { .. } => {
-                    self.peers[p.0].timer = None;
-                    self.peers[p.0].inbox.push_back(ev);
-                }
-                _ => self.peers[p.0].inbox.push_back(ev),
-            }
+            self.park(p, ev);
             return;
         }
-        let now = self.instant();
+        self.deliver(p, ev);
+    }
+
+    /// `ev` as it crosses the partition, if there is one: `None` if it cannot (traffic
+    /// stalls on its link, a SYN is lost) or the link is broken.
+    fn across_partition(&mut self, ev: Ev) -> Option<Ev> {
+        match ev {
+            Ev::Data { link, to, .. } | Ev::Fin { link, to } => {
+                let l = &self.links[&link];
+                if l.broken {
+                    return None;
+                }
+                if !self.can_talk(l.peer(0), l.peer(1)) {
+                    let stalled = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+                    stalled.stalled.push(ev);
+                    return None;
+                }
+            }
+            Ev::Syn { link } => {
+                let l = &self.links[&link];
+                if !self.can_talk(l.peer(0), l.peer(1)) {
+                    // The SYN is lost; the dialer's handshake timeout ends it.
+                    self.syn_lost(link);
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        Some(ev)
+    }
+
+    /// `ev` reached the frozen peer `p`: it waits in the peer's inbox. The kernel of a
+    /// frozen process still completes the TCP handshake.
+    fn park(&mut self, p: PeerId, ev: Ev) {
         match ev {
             Ev::Syn { link } => {
-                let port = 40_000 + (link % 20_000) as u16;
-                let remote = if self.net.dual_stack {
-                    SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), port)
-                } else {
-                    SocketAddr::from(([127, 0, 0, 1], port))
-                };
-                let accepted = self.peers[p.0]
-                    .machine
-                    .as_mut()
-                    .map(|m| m.accept(remote, now));
-                match accepted {
-                    Some(Ok(conn)) => {
-                        let dialer_end = &self.links[&link].ends[0];
-                        let (dialer, dialer_conn) = (dialer_end.peer, dialer_end.conn);
-                        let dialer = self.tag(dialer);
-                        let dialer_conn = dialer_conn.map_or(String::new(), |c| c.to_string());
-                        self.log(p, &format!("accept {conn} from {dialer} {dialer_conn}"));
-                        let l = self.links.get_mut(&link).unwrap();
-                        l.ends[1].conn = Some(conn);
-                        let dialer_closed = l.ends[0].closed;
-                        self.peers[p.0].conns.insert(conn, (link, 1));
-                        // A frozen acceptor's kernel answered already when the SYN came.
-                        if !std::mem::replace(&mut l.syn_acked, true) {
-                            let at = self.arrival(link, 0, self.now);
-                            self.schedule(
-                                at,
-                                Ev::Connected {
-                                    link,
-                                    result: Ok(()),
-                                },
-                            );
-                        }
-                        if dialer_closed {
-                            // The dialer gave up while its SYN was on the way.
-                            let at = self.arrival(link, 1, self.now);
-                            self.schedule(at, Ev::Fin { link, to: 1 });
-                        }
-                    }
-                    _ if self.links[&link].syn_acked => {
-                        let at = self.arrival(link, 0, self.now);
-                        self.schedule(at, Ev::Fin { link, to: 0 });
-                    }
-                    _ => {
-                        self.refuse(link);
-                    }
-                }
-                self.drain(p);
+                self.links.get_mut(&link).unwrap().syn_acked = true;
+                let at = self.arrival(link, 0, self.now);
+                self.schedule(
+                    at,
+                    Ev::Connected {
+                        link,
+                        result: Ok(()),
+                    },
+                );
             }
-            Ev::Connected { link, result } => {
-                let Some(conn) = self.links[&link].ends[0].conn else {
-                    return;
-                };
-                if self.peers[p.0].conns.get(&conn) != Some(&(link, 0)) {
-                    return; // the dialer gave up on it already
-                }
-                match result {
-                    Ok(()) => {
-                        self.log(p, &format!("connected {conn}"));
-                        self.with_machine(p, |m, now| m.connected(conn, now));
-                    }
-                    Err(e) => {
-                        self.log(p, &format!("connect {conn} failed: {e}"));
-                        self.peers[p.0].conns.remove(&conn);
-                        self.links.get_mut(&link).unwrap().broken = true;
-                        self.with_machine(p, |m, now| m.connect_failed(conn, e, now));
-                    }
-                }
-            }
-            Ev::Data {
-                link, to, bytes, ..
-            } => {
-                let Some(conn) = self.links[&link].ends[to].conn else {
-                    return;
-                };
-                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
-                    return;
-                }
-                self.peers[p.0].reads += 1;
-                self.with_machine(p, |m, now| m.receive(conn, &bytes, now));
-            }
-            Ev::Fin { link, to } | Ev::Reset { link, to } => {
-                let Some(conn) = self.links[&link].ends[to].conn else {
-                    return;
-                };
-                self.links.get_mut(&link).unwrap().ends[to].closed = true;
-                if self.peers[p.0].conns.get(&conn) != Some(&(link, to)) {
-                    return;
-                }
-                self.peers[p.0].conns.remove(&conn);
-                self.log(p, &format!("closed {conn} by the remote"));
-                self.with_machine(p, |m, now| m.closed(conn, now));
-            }
-            Ev::Transmitted { link, side, n } => {
-                let Some(conn) = self.links[&link].ends[side].conn else {
-                    return;
-                };
-                if self.peers[p.0].conns.get(&conn) != Some(&(link, side)) {
-                    return;
-                }
-                self.with_machine(p, |m, _| m.transmitted(conn, n));
-            }
-            Ev::TxDone { .. } => {}
-            Ev::Timer { .. } => {
-                self.peers[p.0].timer = None;
-                self.with_machine(p, |m, now| m.handle_timeout(now));
-            }
+            Ev::Timer { .. } => self.peers[p.0].timer = None,
+            _ => {}
         }
+        self.peers[p.0].inbox.push_back(ev);
     }
 }

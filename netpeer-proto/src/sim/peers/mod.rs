@@ -1,5 +1,8 @@
-//! The peers: hosting their machines, handing them inputs, draining their outputs,
-//! arming their timers, and what each one observed.
+//! The peers: hosting their machines, handing them inputs ([`inputs`]), draining their
+//! outputs and arming their timers ([`outputs`]), and what each one observed.
+
+mod inputs;
+mod outputs;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -9,9 +12,9 @@ use std::{
 
 use rand_core::Rng;
 
-use crate::{Config, ConnId, Event, Message, Output, PeerMachine};
+use crate::{Config, ConnId, Event, Message, PeerMachine};
 
-use super::{Listener, Observed, PeerId, Sim, scheduler::Ev, trace::describe, trace::fnv};
+use super::{Listener, Observed, PeerId, Sim, scheduler::Ev};
 
 #[derive(Debug)]
 pub(super) struct SimPeer {
@@ -215,6 +218,8 @@ impl Sim {
             .collect()
     }
 
+    /// Runs `f` on `p`'s machine (if it runs) at the current virtual time, then routes
+    /// what it wants done.
     pub(super) fn with_machine<R>(
         &mut self,
         p: PeerId,
@@ -226,101 +231,10 @@ impl Sim {
         r
     }
 
-    /// Routes everything the peer's machine wants done, then re-arms its timer.
-    pub(super) fn drain(&mut self, p: PeerId) {
-        loop {
-            let Some(out) = self.peers[p.0]
-                .machine
-                .as_mut()
-                .and_then(|m| m.poll_output())
-            else {
-                break;
-            };
-            match out {
-                Output::Send { conn, bytes } => {
-                    if self.net.capture {
-                        self.captured.extend_from_slice(&bytes);
-                    }
-                    let route = self.peers[p.0]
-                        .conns
-                        .get(&conn)
-                        .copied()
-                        .filter(|(link, _)| !self.links[link].broken);
-                    match route {
-                        Some((link, side)) => self.transmit(p, conn, link, 1 - side, bytes),
-                        None => {
-                            // Nowhere to go (reset or vanished): the write is dropped.
-                            if let Some(m) = self.peers[p.0].machine.as_mut() {
-                                m.transmitted(conn, bytes.len());
-                            }
-                        }
-                    }
-                    self.check_queue(p, conn);
-                }
-                Output::Connect { conn, addr } => {
-                    self.activity(p, &format!("connect {conn} {addr}"));
-                    self.connect(p, conn, addr);
-                }
-                Output::Close { conn, reason } => {
-                    self.activity(p, &format!("close {conn} {reason:?}"));
-                    if let Some((link, side)) = self.peers[p.0].conns.remove(&conn) {
-                        let to = 1 - side;
-                        let now = self.now;
-                        let l = self.links.get_mut(&link).unwrap();
-                        l.ends[side].closed = true;
-                        let (broken, dest) = (l.broken, &mut l.ends[to]);
-                        if !reason.flush() {
-                            // Not flushed: what is still queued is dropped.
-                            dest.inbound.drop_queue();
-                        }
-                        if !broken && dest.conn.is_some() {
-                            if dest.inbound.outq.is_empty() {
-                                let at = self.arrival(link, to, now);
-                                self.schedule(at, Ev::Fin { link, to });
-                            } else {
-                                dest.inbound.fin_after_queue = true;
-                            }
-                        }
-                    }
-                }
-                Output::Deliver(message) => {
-                    self.activity(
-                        p,
-                        &format!(
-                            "deliver from={} kind={} {}B{} h={:016x}",
-                            message.from,
-                            message.kind,
-                            message.payload.len(),
-                            if message.direct { " direct" } else { "" },
-                            fnv(&message.payload)
-                        ),
-                    );
-                    self.check_delivered_from_member(p, &message);
-                    let now = self.now;
-                    self.peers[p.0]
-                        .observed
-                        .push((now, Observed::Message(message)));
-                }
-                Output::Notify(event) => {
-                    self.activity(p, &format!("event {}", describe(&event)));
-                    self.track_event(p, &event);
-                    let now = self.now;
-                    self.peers[p.0].observed.push((now, Observed::Event(event)));
-                }
-            }
-        }
-        let Some(deadline) = self.peers[p.0]
-            .machine
-            .as_ref()
-            .and_then(|m| m.poll_timeout())
-        else {
-            self.peers[p.0].timer = None;
-            return;
-        };
-        let at = deadline.saturating_duration_since(self.epoch).max(self.now);
-        if self.peers[p.0].timer != Some(at) {
-            self.peers[p.0].timer = Some(at);
-            self.schedule(at, Ev::Timer { peer: p, at });
-        }
+    /// `p`'s connection at `side` of `link`, if `p` still holds it there (it has not
+    /// closed it, and no reset or crash took it away).
+    pub(super) fn conn_at(&self, p: PeerId, link: u64, side: usize) -> Option<ConnId> {
+        let conn = self.links[&link].ends[side].conn?;
+        (self.peers[p.0].conns.get(&conn) == Some(&(link, side))).then_some(conn)
     }
 }
