@@ -18,8 +18,9 @@
 //!
 //! Every run keeps a [trace](Sim::trace) of what each peer did and observed, and
 //! records what the invariants need; the checks ([`Sim::check_all`] and the `check_*`
-//! methods) return `Err` naming the seed. [`schedule`] runs random schedules of
-//! operations and faults (used by the proptest suite and the soak runner).
+//! methods) return a [`Violation`]: the seed, the peer concerned and what broke, as a
+//! [`ViolationKind`] to match on and a message to read. [`schedule`] runs random
+//! schedules of operations and faults (used by the proptest suite and the soak runner).
 //!
 //! ```
 //! use std::time::Duration;
@@ -64,6 +65,7 @@ mod peers;
 pub mod schedule;
 mod scheduler;
 mod trace;
+mod violation;
 
 use std::{
     cmp::Reverse,
@@ -79,7 +81,9 @@ use rand_core::SeedableRng;
 use crate::{Event, Message};
 
 pub use network::{Listener, NetConfig, UnknownHost, resolve_host};
+pub use violation::{Violation, ViolationKind, Watched};
 
+use invariants::Noticed;
 use network::Link;
 use peers::SimPeer;
 use scheduler::Scheduled;
@@ -99,15 +103,15 @@ pub enum Observed {
 
 /// A message sent by a script command, for the delivery invariants.
 #[derive(Debug, Clone)]
-pub(crate) struct SentRecord {
-    pub(crate) from: PeerId,
-    pub(crate) from_name: String,
-    pub(crate) kind: String,
-    pub(crate) payload: Bytes,
-    pub(crate) to: Option<String>,
+pub(super) struct SentRecord {
+    pub(super) from: PeerId,
+    pub(super) from_name: String,
+    pub(super) kind: String,
+    pub(super) payload: Bytes,
+    pub(super) to: Option<String>,
     /// Names in the sender's view when it was sent.
-    pub(crate) view: Vec<String>,
-    pub(crate) at: Duration,
+    pub(super) view: Vec<String>,
+    pub(super) at: Duration,
 }
 
 /// The simulator. See the [module docs](self).
@@ -131,16 +135,16 @@ pub struct Sim {
     trace: Vec<String>,
     last_activity: Duration,
     events_processed: u64,
-    pub(crate) sent: Vec<SentRecord>,
+    sent: Vec<SentRecord>,
     /// A fault happened (crash, partition, cut, freeze, restart, slow link): the
     /// "no fault" delivery invariant no longer applies.
-    pub(crate) faulted: bool,
+    faulted: bool,
     /// Directed bandwidth limits in bytes per second: (from, to).
     bandwidth: BTreeMap<(PeerId, PeerId), u64>,
     /// Addresses where nothing answers: dials there time out.
     black_holes: BTreeSet<SocketAddr>,
-    /// Invariant violations noticed while running (checked by `check_all`).
-    pub(crate) violations: Vec<String>,
+    /// Invariant violations watched while running (reported by `check_running`).
+    violations: Vec<Noticed>,
 }
 
 /// The environment variable that overrides a test's seed.

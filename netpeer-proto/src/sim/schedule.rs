@@ -32,7 +32,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::{Listener, NetConfig, PeerId, Sim};
+use super::{Listener, NetConfig, PeerId, Sim, Violation, ViolationKind};
 use crate::{Config, Event};
 
 /// One step of a schedule. Peer indices are taken modulo the number of peers.
@@ -147,8 +147,8 @@ pub struct RunReport {
     pub virtual_time: Duration,
     /// Hash of the whole trace.
     pub trace_hash: u64,
-    /// `Err` names the seed and the first invariant that broke.
-    pub result: Result<(), String>,
+    /// The first invariant that broke, if one did.
+    pub result: Result<(), Violation>,
 }
 
 /// Peers and operations; see the [module docs](self).
@@ -227,16 +227,9 @@ impl Schedule {
 
     /// Runs the schedule from `seed`; returns the simulator (for its trace) and the
     /// result of the checks.
-    pub fn execute(&self, seed: u64) -> (Sim, Result<(), String>) {
+    pub fn execute(&self, seed: u64) -> (Sim, Result<(), Violation>) {
         let mut runner = Runner::new(seed, self.peers.max(2));
         let result = runner.run(&self.ops);
-        let result = result.map_err(|e| {
-            if e.contains(&format!("seed {seed}")) {
-                e
-            } else {
-                format!("seed {seed}: {e}")
-            }
-        });
         (runner.sim, result)
     }
 }
@@ -343,11 +336,15 @@ impl Runner {
         }
     }
 
+    fn fail(&self, kind: ViolationKind) -> Result<(), Violation> {
+        Err(self.sim.violation(kind))
+    }
+
     fn p(&self, i: usize) -> PeerId {
         PeerId(i % self.n)
     }
 
-    fn run(&mut self, ops: &[Op]) -> Result<(), String> {
+    fn run(&mut self, ops: &[Op]) -> Result<(), Violation> {
         // Everyone joins through the opener; the joins overlap (later operations make
         // peers join through other members).
         let mut rng = ChaCha8Rng::seed_from_u64(self.sim.seed() ^ 0x1017_u64);
@@ -628,7 +625,7 @@ impl Runner {
     }
 
     /// Faults stop; the room must come together and work.
-    fn settle(&mut self) -> Result<(), String> {
+    fn settle(&mut self) -> Result<(), Violation> {
         self.heal();
         for i in 0..self.n {
             self.unfreeze(PeerId(i));
@@ -675,14 +672,11 @@ impl Runner {
                 continue;
             }
             if fresh(room) > 0 {
-                return Err(format!(
-                    "seed {}: the room did not heal: rooms {:?}",
-                    self.sim.seed(),
-                    rooms
-                        .iter()
-                        .map(|r| r.iter().map(|p| self.sim.tag(*p)).collect::<Vec<_>>())
-                        .collect::<Vec<_>>()
-                ));
+                let rooms = rooms
+                    .iter()
+                    .map(|r| r.iter().map(|p| self.sim.tag(*p)).collect())
+                    .collect();
+                return self.fail(ViolationKind::NotHealed { rooms });
             }
             for &p in room {
                 self.sim.leave(p);
@@ -703,7 +697,7 @@ impl Runner {
 
     /// Every name held by a running peer is in the room exactly once; every other
     /// holder of a name is alone and was told `Rejected`.
-    fn check_one_room(&self) -> Result<(), String> {
+    fn check_one_room(&self) -> Result<(), Violation> {
         let live: Vec<PeerId> = self
             .sim
             .peer_ids()
@@ -716,7 +710,7 @@ impl Runner {
             .filter(|p| !self.sim.view(*p).is_empty())
             .collect();
         if live.len() > 1 && in_room.is_empty() {
-            return Err(format!("seed {}: nobody is in a room", self.sim.seed()));
+            return self.fail(ViolationKind::NobodyInRoom);
         }
         for &p in &live {
             if in_room.contains(&p) {
@@ -725,11 +719,10 @@ impl Runner {
             let name = self.sim.name(p);
             let holder = in_room.iter().find(|q| self.sim.name(**q) == name);
             let Some(holder) = holder else {
-                return Err(format!(
-                    "seed {}: {name} (peer {}) is alone after the faults stopped",
-                    self.sim.seed(),
-                    p.0
-                ));
+                return self.fail(ViolationKind::Alone {
+                    peer: name.to_owned(),
+                    index: p.0,
+                });
             };
             let rejected = self
                 .sim
@@ -737,12 +730,11 @@ impl Runner {
                 .iter()
                 .any(|e| matches!(e, Event::Rejected { .. }));
             if !rejected {
-                return Err(format!(
-                    "seed {}: {name} (peer {}) is alone, never rejected, while peer {} holds the name",
-                    self.sim.seed(),
-                    p.0,
-                    holder.0
-                ));
+                return self.fail(ViolationKind::AloneNotRejected {
+                    peer: name.to_owned(),
+                    index: p.0,
+                    holder: holder.0,
+                });
             }
         }
         if in_room.len() > 1 {
@@ -752,7 +744,7 @@ impl Runner {
     }
 
     /// With the faults over, one broadcast from every member reaches every other.
-    fn final_round(&mut self) -> Result<(), String> {
+    fn final_round(&mut self) -> Result<(), Violation> {
         let in_room: Vec<PeerId> = self
             .sim
             .peer_ids()
@@ -765,14 +757,18 @@ impl Runner {
             let n = self
                 .sim
                 .broadcast(p, KIND_FINAL, payload.clone())
-                .map_err(|e| format!("seed {}: final broadcast: {e}", self.sim.seed()))?;
+                .map_err(|error| {
+                    self.sim.violation(ViolationKind::FinalBroadcastFailed {
+                        peer: self.sim.name(p).to_owned(),
+                        error,
+                    })
+                })?;
             if n != in_room.len() - 1 {
-                return Err(format!(
-                    "seed {}: {}'s final broadcast went to {n} members, not {}",
-                    self.sim.seed(),
-                    self.sim.name(p),
-                    in_room.len() - 1
-                ));
+                return self.fail(ViolationKind::FinalBroadcastReach {
+                    peer: self.sim.name(p).to_owned(),
+                    reached: n,
+                    expected: in_room.len() - 1,
+                });
             }
             sent.push((p, payload));
         }
@@ -789,11 +785,11 @@ impl Runner {
                     .filter(|m| m.kind == KIND_FINAL && &*m.from == from && m.payload == *payload)
                     .count();
                 if n != 1 {
-                    return Err(format!(
-                        "seed {}: {} got the final broadcast of {from} {n} times",
-                        self.sim.seed(),
-                        self.sim.name(r)
-                    ));
+                    return self.fail(ViolationKind::FinalBroadcastCount {
+                        peer: self.sim.name(r).to_owned(),
+                        from: from.to_owned(),
+                        count: n,
+                    });
                 }
             }
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::ConnectFailure;
 
-use super::{PeerId, Sim};
+use super::{PeerId, Sim, Violation, ViolationKind};
 
 #[derive(Debug, Clone)]
 pub(super) enum Ev {
@@ -90,9 +90,9 @@ impl Sim {
         self.now = end;
     }
 
-    /// Runs until nothing but heartbeats happened for `quiet_period`; gives up (with
-    /// an error naming the seed) after `max_run`.
-    pub fn run_until_quiet(&mut self) -> Result<Duration, String> {
+    /// Runs until nothing but heartbeats happened for `quiet_period`; gives up after
+    /// `max_run` ([`ViolationKind::NotQuiet`]). Returns the virtual time it stopped at.
+    pub fn run_until_quiet(&mut self) -> Result<Duration, Violation> {
         let start = self.now;
         self.last_activity = self.now;
         loop {
@@ -104,10 +104,9 @@ impl Sim {
                 return Ok(self.now);
             }
             if next.at > start + self.net.max_run {
-                return Err(format!(
-                    "seed {}: not quiet after {:?} of virtual time",
-                    self.seed, self.net.max_run
-                ));
+                return Err(self.violation(ViolationKind::NotQuiet {
+                    after: self.net.max_run,
+                }));
             }
             self.step();
         }
