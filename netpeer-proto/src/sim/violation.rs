@@ -2,6 +2,8 @@
 
 use std::{fmt, time::Duration};
 
+use thiserror::Error;
+
 use crate::{ConnId, LeaveReason, SendError};
 
 use super::{PeerId, SEED_ENV};
@@ -28,11 +30,12 @@ pub struct Violation {
 
 /// What broke, with the names (or indices, for peers that share a name) of the peers
 /// concerned. Grouped by the check that finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ViolationKind {
     /// [`check_running`](super::Sim::check_running): something watched while the
     /// simulation ran (see [`Watched`]); the first of `count`.
+    #[error("at {at:?} {peer}: {what} ({count} violation(s) in all)")]
     WhileRunning {
         /// Virtual time at which it happened.
         at: Duration,
@@ -45,6 +48,7 @@ pub enum ViolationKind {
     },
     /// [`check_event_views`](super::Sim::check_event_views): the room the application
     /// builds from the events differs from the machine's view.
+    #[error("{peer}: events say the room is {from_events:?}, the view is {view:?}")]
     EventView {
         /// The peer.
         peer: String,
@@ -55,17 +59,20 @@ pub enum ViolationKind {
     },
     /// [`check_full_mesh`](super::Sim::check_full_mesh): the peers do not have unique
     /// names.
+    #[error("duplicate names among {peers:?}")]
     DuplicateNames {
         /// The peers given to the check.
         peers: Vec<PeerId>,
     },
     /// [`check_full_mesh`](super::Sim::check_full_mesh): a peer is crashed.
+    #[error("{peer} is not running")]
     NotRunning {
         /// The peer.
         peer: String,
     },
     /// [`check_full_mesh`](super::Sim::check_full_mesh): a view is not exactly the
     /// other peers.
+    #[error("{peer}'s view is {view:?}, expected {expected:?}")]
     WrongView {
         /// The peer.
         peer: String,
@@ -76,6 +83,7 @@ pub enum ViolationKind {
     },
     /// [`check_full_mesh`](super::Sim::check_full_mesh): two peers share more or less
     /// than one open connection.
+    #[error("{a} and {b} share {count} open connections")]
     ConnectionCount {
         /// One peer.
         a: String,
@@ -86,6 +94,7 @@ pub enum ViolationKind {
     },
     /// [`check_full_mesh`](super::Sim::check_full_mesh): two peers' sessions with each
     /// other are not on the same connection.
+    #[error("{a} and {b} use different connections ({a_link:?} vs {b_link:?})")]
     DifferentConnections {
         /// One peer.
         a: String,
@@ -98,6 +107,7 @@ pub enum ViolationKind {
     },
     /// [`check_symmetry`](super::Sim::check_symmetry): a peer has in view a name no
     /// running peer holds.
+    #[error("{peer} sees {other}, which is not running")]
     SeesStopped {
         /// The peer.
         peer: String,
@@ -106,6 +116,7 @@ pub enum ViolationKind {
     },
     /// [`check_symmetry`](super::Sim::check_symmetry): a peer has `other` in view, but
     /// `other` does not have it.
+    #[error("{peer} sees {other} but not the reverse")]
     Asymmetric {
         /// The peer.
         peer: String,
@@ -114,6 +125,7 @@ pub enum ViolationKind {
     },
     /// [`check_delivery`](super::Sim::check_delivery): a delivery matches no message
     /// its sender ever sent (a forged sender or payload).
+    #[error("{peer} got kind {kind:?} from {from} which it never sent")]
     NeverSent {
         /// The receiver.
         peer: String,
@@ -125,6 +137,7 @@ pub enum ViolationKind {
     /// [`check_delivery`](super::Sim::check_delivery): a delivery matches a message
     /// that was sent, but it came twice, out of order, or to a peer it was not
     /// addressed to.
+    #[error("{peer} got kind {kind:?} from {from} twice, out of order, or not addressed to it")]
     Misdelivered {
         /// The receiver.
         peer: String,
@@ -135,6 +148,7 @@ pub enum ViolationKind {
     },
     /// [`check_delivery`](super::Sim::check_delivery): without any fault, a member in
     /// the sender's view never got the message.
+    #[error("{peer} never got {kind:?} sent by {from} at {sent_at:?}")]
     NotDelivered {
         /// The member that did not get it.
         peer: String,
@@ -146,6 +160,7 @@ pub enum ViolationKind {
         sent_at: Duration,
     },
     /// [`check_bounds`](super::Sim::check_bounds): a send queue is over its bound.
+    #[error("{peer}: send queue of {conn} holds {queued} > {max} bytes")]
     QueueOverBound {
         /// The peer.
         peer: String,
@@ -158,6 +173,7 @@ pub enum ViolationKind {
     },
     /// [`check_bounds`](super::Sim::check_bounds): the machine counts other bytes
     /// queued on a connection than the network still has to transmit.
+    #[error("{peer}: machine counts {machine} bytes queued on {conn}, the link {link}")]
     QueueMismatch {
         /// The peer.
         peer: String,
@@ -170,6 +186,7 @@ pub enum ViolationKind {
     },
     /// [`check_bounds`](super::Sim::check_bounds): more members in view than
     /// `max_members` allows.
+    #[error("{peer}: {members} members in view")]
     TooManyMembers {
         /// The peer.
         peer: String,
@@ -178,20 +195,24 @@ pub enum ViolationKind {
     },
     /// [`run_until_quiet`](super::Sim::run_until_quiet): the run was still busy after
     /// `max_run` of virtual time.
+    #[error("not quiet after {after:?} of virtual time")]
     NotQuiet {
         /// The `max_run` of the network.
         after: Duration,
     },
     /// A schedule: once the faults stopped, more than one room holds peers that never
     /// lost their memory of the room.
+    #[error("the room did not heal: rooms {rooms:?}")]
     NotHealed {
         /// The rooms, each by its peers' tags.
         rooms: Vec<Vec<String>>,
     },
     /// A schedule: several peers run, none is in a room.
+    #[error("nobody is in a room")]
     NobodyInRoom,
     /// A schedule: a peer is alone after the faults stopped, and no other peer holds
     /// its name in the room.
+    #[error("{peer} (peer {index}) is alone after the faults stopped")]
     Alone {
         /// Its name.
         peer: String,
@@ -200,6 +221,7 @@ pub enum ViolationKind {
     },
     /// A schedule: a peer is alone while another holds its name in the room, yet it was
     /// never told `Rejected`.
+    #[error("{peer} (peer {index}) is alone, never rejected, while peer {holder} holds the name")]
     AloneNotRejected {
         /// Its name.
         peer: String,
@@ -209,6 +231,7 @@ pub enum ViolationKind {
         holder: usize,
     },
     /// A schedule: a member's last broadcast failed.
+    #[error("final broadcast: {error}")]
     FinalBroadcastFailed {
         /// The member.
         peer: String,
@@ -217,6 +240,7 @@ pub enum ViolationKind {
     },
     /// A schedule: a member's last broadcast went to fewer or more members than the
     /// room has.
+    #[error("{peer}'s final broadcast went to {reached} members, not {expected}")]
     FinalBroadcastReach {
         /// The member.
         peer: String,
@@ -226,6 +250,7 @@ pub enum ViolationKind {
         expected: usize,
     },
     /// A schedule: a member did not get another's last broadcast exactly once.
+    #[error("{peer} got the final broadcast of {from} {count} times")]
     FinalBroadcastCount {
         /// The receiver.
         peer: String,
@@ -239,10 +264,11 @@ pub enum ViolationKind {
 /// What the simulator watches on every send, delivery and event while it runs; found,
 /// it is recorded (and marked in the trace) and reported by
 /// [`check_running`](super::Sim::check_running).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum Watched {
     /// A send queue is over `max_send_queue`.
+    #[error("send queue of {conn} holds {queued} > {max} bytes")]
     SendQueue {
         /// The connection.
         conn: ConnId,
@@ -253,6 +279,7 @@ pub enum Watched {
     },
     /// A message was delivered as from `from`, which is not a member in the receiver's
     /// view (or is the receiver itself).
+    #[error("delivery of {kind:?} attributed to non-member {from}")]
     NonMember {
         /// The message kind.
         kind: String,
@@ -260,11 +287,13 @@ pub enum Watched {
         from: String,
     },
     /// `Joined` for a member already in the application's view.
+    #[error("Joined {name}, which was in view already")]
     JoinedInView {
         /// The member.
         name: String,
     },
     /// `Left` for a member not in the application's view.
+    #[error("Left {name} ({reason:?}), which was not in view")]
     LeftNotInView {
         /// The member.
         name: String,
@@ -335,126 +364,3 @@ impl fmt::Display for Violation {
 }
 
 impl std::error::Error for Violation {}
-
-impl fmt::Display for ViolationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ViolationKind as K;
-        match self {
-            K::WhileRunning {
-                at,
-                peer,
-                what,
-                count,
-            } => write!(f, "at {at:?} {peer}: {what} ({count} violation(s) in all)"),
-            K::EventView {
-                peer,
-                from_events,
-                view,
-            } => write!(
-                f,
-                "{peer}: events say the room is {from_events:?}, the view is {view:?}"
-            ),
-            K::DuplicateNames { peers } => write!(f, "duplicate names among {peers:?}"),
-            K::NotRunning { peer } => write!(f, "{peer} is not running"),
-            K::WrongView {
-                peer,
-                view,
-                expected,
-            } => write!(f, "{peer}'s view is {view:?}, expected {expected:?}"),
-            K::ConnectionCount { a, b, count } => {
-                write!(f, "{a} and {b} share {count} open connections")
-            }
-            K::DifferentConnections {
-                a,
-                b,
-                a_link,
-                b_link,
-            } => write!(
-                f,
-                "{a} and {b} use different connections ({a_link:?} vs {b_link:?})"
-            ),
-            K::SeesStopped { peer, other } => {
-                write!(f, "{peer} sees {other}, which is not running")
-            }
-            K::Asymmetric { peer, other } => write!(f, "{peer} sees {other} but not the reverse"),
-            K::NeverSent { peer, from, kind } => {
-                write!(
-                    f,
-                    "{peer} got kind {kind:?} from {from} which it never sent"
-                )
-            }
-            K::Misdelivered { peer, from, kind } => write!(
-                f,
-                "{peer} got kind {kind:?} from {from} twice, out of order, or not addressed to it"
-            ),
-            K::NotDelivered {
-                peer,
-                from,
-                kind,
-                sent_at,
-            } => write!(f, "{peer} never got {kind:?} sent by {from} at {sent_at:?}"),
-            K::QueueOverBound {
-                peer,
-                conn,
-                queued,
-                max,
-            } => write!(
-                f,
-                "{peer}: send queue of {conn} holds {queued} > {max} bytes"
-            ),
-            K::QueueMismatch {
-                peer,
-                conn,
-                machine,
-                link,
-            } => write!(
-                f,
-                "{peer}: machine counts {machine} bytes queued on {conn}, the link {link}"
-            ),
-            K::TooManyMembers { peer, members } => write!(f, "{peer}: {members} members in view"),
-            K::NotQuiet { after } => write!(f, "not quiet after {after:?} of virtual time"),
-            K::NotHealed { rooms } => write!(f, "the room did not heal: rooms {rooms:?}"),
-            K::NobodyInRoom => f.write_str("nobody is in a room"),
-            K::Alone { peer, index } => {
-                write!(f, "{peer} (peer {index}) is alone after the faults stopped")
-            }
-            K::AloneNotRejected {
-                peer,
-                index,
-                holder,
-            } => write!(
-                f,
-                "{peer} (peer {index}) is alone, never rejected, while peer {holder} holds the name"
-            ),
-            K::FinalBroadcastFailed { error, .. } => write!(f, "final broadcast: {error}"),
-            K::FinalBroadcastReach {
-                peer,
-                reached,
-                expected,
-            } => write!(
-                f,
-                "{peer}'s final broadcast went to {reached} members, not {expected}"
-            ),
-            K::FinalBroadcastCount { peer, from, count } => {
-                write!(f, "{peer} got the final broadcast of {from} {count} times")
-            }
-        }
-    }
-}
-
-impl fmt::Display for Watched {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Watched::SendQueue { conn, queued, max } => {
-                write!(f, "send queue of {conn} holds {queued} > {max} bytes")
-            }
-            Watched::NonMember { kind, from } => {
-                write!(f, "delivery of {kind:?} attributed to non-member {from}")
-            }
-            Watched::JoinedInView { name } => write!(f, "Joined {name}, which was in view already"),
-            Watched::LeftNotInView { name, reason } => {
-                write!(f, "Left {name} ({reason:?}), which was not in view")
-            }
-        }
-    }
-}
