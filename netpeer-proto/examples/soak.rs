@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpeer_proto::sim::schedule::Schedule;
+use netpeer_proto::sim::{Violation, schedule::Schedule};
 
 struct Args {
     seeds: u64,
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     let end = args.start + args.seeds;
     let events = AtomicU64::new(0);
     let virtual_nanos = AtomicU64::new(0);
-    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(u64, Violation)>> = Mutex::new(Vec::new());
     let threads = args.threads.min(args.seeds.max(1) as usize);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     let events = events.into_inner();
     let virtual_time = Duration::from_nanos(virtual_nanos.into_inner());
     let mut failures = failures.into_inner().unwrap();
-    failures.sort();
+    failures.sort_by_key(|(seed, _)| *seed);
     println!(
         "soak: {} seeds ({}..{}) x {} peers x {} ops, {} thread(s), {:.1} s wall",
         args.seeds, args.start, end, args.peers, args.ops, threads, secs

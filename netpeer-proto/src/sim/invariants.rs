@@ -1,31 +1,49 @@
-//! Invariant checks any test can call. Each returns `Err` with the seed and what broke.
+//! Invariant checks any test can call. Each returns a [`Violation`] naming the seed and
+//! what broke.
 //!
 //! Some invariants are watched while the simulation runs (a delivery from a member not
 //! in the receiver's view, a send queue over its bound, a `Joined` for a member
-//! already in view or a `Left` for one that is not); what they find is reported by
-//! [`Sim::check_running`] and so by [`Sim::check_all`].
+//! already in view or a `Left` for one that is not: [`Watched`]); what they find is
+//! reported by [`Sim::check_running`] and so by [`Sim::check_all`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use crate::{ConnId, Event, Message};
 
-use super::{PeerId, Sim};
+use super::{PeerId, Sim, Violation, ViolationKind, Watched};
+
+/// A violation watched while running, where and when it happened.
+#[derive(Debug, Clone)]
+pub(super) struct Noticed {
+    at: Duration,
+    peer: String,
+    what: Watched,
+}
 
 impl Sim {
-    fn fail(&self, what: String) -> Result<(), String> {
-        Err(format!(
-            "seed {} (replay with {}={}): {what}",
-            self.seed,
-            super::SEED_ENV,
-            self.seed
-        ))
+    /// The violation `kind` in this run.
+    pub(super) fn violation(&self, kind: ViolationKind) -> Violation {
+        Violation {
+            seed: self.seed,
+            kind,
+        }
     }
 
-    fn violation(&mut self, p: PeerId, what: String) {
-        let line = format!("at {:?} {}: {what}", self.now, self.peers[p.0].name);
-        self.trace
-            .push(format!("{:>12.6} ! {line}", self.now.as_secs_f64()));
-        self.violations.push(line);
+    fn fail(&self, kind: ViolationKind) -> Result<(), Violation> {
+        Err(self.violation(kind))
+    }
+
+    /// Records what was watched at `p`, and marks it in the trace.
+    fn notice(&mut self, p: PeerId, what: Watched) {
+        let (at, peer) = (self.now, self.peers[p.0].name.clone());
+        self.trace.push(format!(
+            "{:>12.6} ! at {at:?} {peer}: {what}",
+            at.as_secs_f64()
+        ));
+        self.violations.push(Noticed { at, peer, what });
     }
 
     /// Watched on every send: the connection's queue is within `max_send_queue`.
@@ -35,10 +53,7 @@ impl Sim {
         };
         let (queued, max) = (m.queued_bytes(conn), m.config().max_send_queue);
         if queued > max {
-            self.violation(
-                p,
-                format!("send queue of {conn} holds {queued} > {max} bytes"),
-            );
+            self.notice(p, Watched::SendQueue { conn, queued, max });
         }
     }
 
@@ -50,10 +65,8 @@ impl Sim {
         };
         let from = &*msg.from;
         if from == m.name() || !m.members().iter().any(|n| n == from) {
-            self.violation(
-                p,
-                format!("delivery of {:?} attributed to non-member {from}", msg.kind),
-            );
+            let (kind, from) = (msg.kind.to_string(), from.to_owned());
+            self.notice(p, Watched::NonMember { kind, from });
         }
     }
 
@@ -71,9 +84,13 @@ impl Sim {
                 None
             }
             Event::Joined { name } => (!peer.event_view.insert(name.clone()))
-                .then(|| format!("Joined {name}, which was in view already")),
-            Event::Left { name, reason } => (!peer.event_view.remove(name))
-                .then(|| format!("Left {name} ({reason:?}), which was not in view")),
+                .then(|| Watched::JoinedInView { name: name.clone() }),
+            Event::Left { name, reason } => {
+                (!peer.event_view.remove(name)).then(|| Watched::LeftNotInView {
+                    name: name.clone(),
+                    reason: *reason,
+                })
+            }
             Event::Rejected { .. } if alone => {
                 // Refused at join time, or expelled from the room (then it left).
                 peer.departures.push(now);
@@ -83,19 +100,21 @@ impl Sim {
             _ => None,
         };
         if let Some(what) = problem {
-            self.violation(p, what);
+            self.notice(p, what);
         }
     }
 
     /// What was watched while running: no delivery from a non-member, every send queue
     /// within its bound at every send, events consistent with the view (no
     /// `Joined` for a member in view, no `Left` for one not in view).
-    pub fn check_running(&self) -> Result<(), String> {
+    pub fn check_running(&self) -> Result<(), Violation> {
         match self.violations.first() {
-            Some(v) => self.fail(format!(
-                "{v} ({} violation(s) in all)",
-                self.violations.len()
-            )),
+            Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
+                at: *at,
+                peer: peer.clone(),
+                what: what.clone(),
+                count: self.violations.len(),
+            }),
             None => Ok(()),
         }
     }
@@ -103,7 +122,7 @@ impl Sim {
     /// The application's view built from events (`Entered`, `Joined`,
     /// `Left`, `Rejected`, and its own `leave`) equals the machine's view, for
     /// every running peer that is not in the middle of a join.
-    pub fn check_event_views(&self) -> Result<(), String> {
+    pub fn check_event_views(&self) -> Result<(), Violation> {
         for p in self.peer_ids() {
             let Some(m) = self.machine(p) else { continue };
             if self.peers[p.0].frozen || m.is_joining() {
@@ -112,10 +131,11 @@ impl Sim {
             let from_events: Vec<String> = self.peers[p.0].event_view.iter().cloned().collect();
             let view = m.members();
             if from_events != view {
-                return self.fail(format!(
-                    "{}: events say the room is {from_events:?}, the view is {view:?}",
-                    self.name(p)
-                ));
+                return self.fail(ViolationKind::EventView {
+                    peer: self.name(p).to_owned(),
+                    from_events,
+                    view,
+                });
             }
         }
         Ok(())
@@ -124,7 +144,7 @@ impl Sim {
     /// After faults stop, the network heals and the run is quiet: every running peer
     /// is in one room with every other (one full mesh, unique names, one connection per
     /// pair), see [`check_full_mesh`](Self::check_full_mesh).
-    pub fn check_converged(&self) -> Result<(), String> {
+    pub fn check_converged(&self) -> Result<(), Violation> {
         let live: Vec<PeerId> = self
             .peer_ids()
             .into_iter()
@@ -138,15 +158,19 @@ impl Sim {
 
     /// The given peers form one full mesh: each one's view is exactly the others' names,
     /// names are unique, and each pair shares exactly one connection, the same one on
-    /// both sides (rule 5 and 6).
-    pub fn check_full_mesh(&self, peers: &[PeerId]) -> Result<(), String> {
+    /// both sides (mesh convergence, one connection per pair).
+    pub fn check_full_mesh(&self, peers: &[PeerId]) -> Result<(), Violation> {
         let names: BTreeSet<&str> = peers.iter().map(|p| self.name(*p)).collect();
         if names.len() != peers.len() {
-            return self.fail(format!("duplicate names among {peers:?}"));
+            return self.fail(ViolationKind::DuplicateNames {
+                peers: peers.to_vec(),
+            });
         }
         for &p in peers {
             if self.machine(p).is_none() {
-                return self.fail(format!("{} is not running", self.name(p)));
+                return self.fail(ViolationKind::NotRunning {
+                    peer: self.name(p).to_owned(),
+                });
             }
             let mut expected: Vec<String> = peers
                 .iter()
@@ -156,30 +180,32 @@ impl Sim {
             expected.sort();
             let view = self.view(p);
             if view != expected {
-                return self.fail(format!(
-                    "{}'s view is {view:?}, expected {expected:?}",
-                    self.name(p)
-                ));
+                return self.fail(ViolationKind::WrongView {
+                    peer: self.name(p).to_owned(),
+                    view,
+                    expected,
+                });
             }
         }
         for (i, &a) in peers.iter().enumerate() {
             for &b in &peers[i + 1..] {
                 let n = self.links_between(a, b);
                 if n != 1 {
-                    return self.fail(format!(
-                        "{} and {} share {n} open connections",
-                        self.name(a),
-                        self.name(b)
-                    ));
+                    return self.fail(ViolationKind::ConnectionCount {
+                        a: self.name(a).to_owned(),
+                        b: self.name(b).to_owned(),
+                        count: n,
+                    });
                 }
                 let la = self.session_link(a, self.name(b));
                 let lb = self.session_link(b, self.name(a));
                 if la.is_none() || la != lb {
-                    return self.fail(format!(
-                        "{} and {} use different connections ({la:?} vs {lb:?})",
-                        self.name(a),
-                        self.name(b)
-                    ));
+                    return self.fail(ViolationKind::DifferentConnections {
+                        a: self.name(a).to_owned(),
+                        b: self.name(b).to_owned(),
+                        a_link: la,
+                        b_link: lb,
+                    });
                 }
             }
         }
@@ -195,7 +221,7 @@ impl Sim {
 
     /// Views are symmetric: if `a` has `b` in view, `b` has `a` (among running peers;
     /// with several peers of one name, one of them).
-    pub fn check_symmetry(&self) -> Result<(), String> {
+    pub fn check_symmetry(&self) -> Result<(), Violation> {
         let mut by_name: BTreeMap<&str, Vec<PeerId>> = BTreeMap::new();
         for p in self.peer_ids().into_iter().filter(|p| self.is_live(*p)) {
             by_name.entry(self.name(p)).or_default().push(p);
@@ -204,10 +230,16 @@ impl Sim {
             for &p in holders {
                 for other in self.view(p) {
                     let Some(qs) = by_name.get(other.as_str()) else {
-                        return self.fail(format!("{name} sees {other}, which is not running"));
+                        return self.fail(ViolationKind::SeesStopped {
+                            peer: name.to_owned(),
+                            other,
+                        });
                     };
                     if !qs.iter().any(|q| self.view(*q).iter().any(|n| n == name)) {
-                        return self.fail(format!("{name} sees {other} but not the reverse"));
+                        return self.fail(ViolationKind::Asymmetric {
+                            peer: name.to_owned(),
+                            other,
+                        });
                     }
                 }
             }
@@ -215,7 +247,7 @@ impl Sim {
         Ok(())
     }
 
-    /// Delivery invariants (rule 9): every delivery matches a message that was sent by
+    /// Delivery invariants (messages): every delivery matches a message that was sent by
     /// the named sender (delivered ⊆ sent, no forged sender), no message is delivered
     /// twice, per sender delivery is FIFO, a direct message reaches only its target and
     /// a broadcast only members that were in the sender's view when it was sent; and,
@@ -223,7 +255,7 @@ impl Sim {
     /// sender's view when it was sent (unless that member left the room after it was
     /// sent, by `leave` or expulsion). Payloads need not be unique: a delivery matches
     /// the earliest unmatched send after the sender's previous match.
-    pub fn check_delivery(&self) -> Result<(), String> {
+    pub fn check_delivery(&self) -> Result<(), Violation> {
         // Per receiver: the sends its deliveries matched.
         let mut used_by: Vec<BTreeSet<usize>> = Vec::new();
         for r in self.peer_ids() {
@@ -249,15 +281,12 @@ impl Sim {
                     let ever = self.sent.iter().any(|s| {
                         s.from_name == from && s.kind == msg.kind && s.payload == msg.payload
                     });
-                    return self.fail(format!(
-                        "{rname} got kind {:?} from {from} {}",
-                        msg.kind,
-                        if ever {
-                            "twice, out of order, or not addressed to it"
-                        } else {
-                            "which it never sent"
-                        }
-                    ));
+                    let (peer, kind) = (rname, msg.kind.to_string());
+                    return self.fail(if ever {
+                        ViolationKind::Misdelivered { peer, from, kind }
+                    } else {
+                        ViolationKind::NeverSent { peer, from, kind }
+                    });
                 };
                 used.insert(i);
                 last.insert(from, i);
@@ -285,42 +314,51 @@ impl Sim {
                         || self.peers[r.0].departures.iter().any(|t| *t >= s.at)
                 });
                 if !holders.is_empty() && !ok {
-                    return self.fail(format!(
-                        "{name} never got {:?} sent by {} at {:?}",
-                        s.kind, s.from_name, s.at
-                    ));
+                    return self.fail(ViolationKind::NotDelivered {
+                        peer: name.clone(),
+                        from: s.from_name.clone(),
+                        kind: s.kind.clone(),
+                        sent_at: s.at,
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    /// Every machine's send queues are within `max_send_queue` (rule 11), and each
+    /// Every machine's send queues are within `max_send_queue` (bounds), and each
     /// queue is what the network still has to transmit for that connection (the
     /// machine's accounting matches the transport's).
-    pub fn check_bounds(&self) -> Result<(), String> {
+    pub fn check_bounds(&self) -> Result<(), Violation> {
         for p in self.peer_ids() {
             let Some(m) = self.machine(p) else { continue };
             let max = m.config().max_send_queue;
             for (conn, (link, side)) in &self.peers[p.0].conns {
                 let queued = m.queued_bytes(*conn);
                 if queued > max {
-                    return self.fail(format!(
-                        "{}: send queue of {conn} holds {queued} > {max} bytes",
-                        self.name(p)
-                    ));
+                    return self.fail(ViolationKind::QueueOverBound {
+                        peer: self.name(p).to_owned(),
+                        conn: *conn,
+                        queued,
+                        max,
+                    });
                 }
-                let unsent = self.links[link].unsent[1 - side];
+                let unsent = self.links[link].ends[1 - side].inbound.unsent;
                 if !self.peers[p.0].frozen && queued != unsent {
-                    return self.fail(format!(
-                        "{}: machine counts {queued} bytes queued on {conn}, the link {unsent}",
-                        self.name(p)
-                    ));
+                    return self.fail(ViolationKind::QueueMismatch {
+                        peer: self.name(p).to_owned(),
+                        conn: *conn,
+                        machine: queued,
+                        link: unsent,
+                    });
                 }
             }
             let members = m.members().len() + 1;
             if members > m.config().max_members {
-                return self.fail(format!("{}: {members} members in view", self.name(p)));
+                return self.fail(ViolationKind::TooManyMembers {
+                    peer: self.name(p).to_owned(),
+                    members,
+                });
             }
         }
         Ok(())
@@ -329,7 +367,7 @@ impl Sim {
     /// Everything: [`check_running`](Self::check_running), symmetry, delivery, bounds,
     /// event views; then, among running peers that are in a room (non-empty view), one
     /// full mesh.
-    pub fn check_all(&self) -> Result<(), String> {
+    pub fn check_all(&self) -> Result<(), Violation> {
         self.check_running()?;
         self.check_symmetry()?;
         self.check_delivery()?;
