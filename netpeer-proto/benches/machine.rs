@@ -8,9 +8,9 @@ use std::{net::SocketAddr, time::Instant};
 use bytes::Bytes;
 use divan::{Bencher, black_box, counter::ItemsCount};
 use netpeer_proto::{
-    Config, ConnId, Output, PeerMachine,
+    Config, ConnId, Identity, Output, PeerMachine,
     sim::Sim,
-    wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
+    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame},
 };
 
 fn main() {
@@ -45,23 +45,51 @@ fn decode_data_frame(bencher: Bencher, size: usize) {
     });
 }
 
-fn hello(name: &str) -> Bytes {
-    encode_frame(
-        &Frame::Hello(Hello {
-            versions: (1, 1),
-            network: "netpeer".into(),
-            name: name.into(),
-            incarnation: 1,
-            join_epoch: 1,
-            listen_port: 1,
-            advertise_ip: None,
-            observed_addr: None,
-            wants_welcome: false,
-            state_version: StateVersion::default(),
-        }),
-        MAX,
-    )
-    .unwrap()
+/// A raw dialer called `name` (its own key).
+fn dialer(name: &str) -> DialerHandshake {
+    let mut secret = [7u8; 32];
+    secret[..name.len()].copy_from_slice(name.as_bytes());
+    let hello = Hello {
+        versions: netpeer_proto::PROTOCOL_VERSIONS,
+        network: "netpeer".into(),
+        name: name.into(),
+        incarnation: 1,
+        join_epoch: 1,
+        listen_port: 1,
+        advertise_ip: None,
+        observed_addr: None,
+        wants_welcome: false,
+        state_version: StateVersion::default(),
+        key: None,
+        nonce: None,
+        proof: None,
+    };
+    DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([1; 32]))
+}
+
+/// Completes the handshake of a raw dialer `name` on `c`.
+fn handshake(m: &mut PeerMachine, c: ConnId, name: &str, now: Instant) {
+    let d = dialer(name);
+    m.receive(
+        c,
+        &encode_frame(&Frame::Hello(d.hello().clone()), MAX).unwrap(),
+        now,
+    );
+    let mut theirs = None;
+    while let Some(o) = m.poll_output() {
+        if let Output::Send { conn, bytes } = o {
+            if conn == c {
+                let mut input = &bytes[..];
+                if let Some(Frame::Hello(h)) =
+                    FrameDecoder::new(MAX).decode_next(&mut input).unwrap()
+                {
+                    theirs = Some(h);
+                }
+            }
+        }
+    }
+    let proof = d.prove(&theirs.expect("an answer")).expect("a proof");
+    m.receive(c, &encode_frame(&proof, MAX).unwrap(), now);
 }
 
 /// A machine with `n` established sessions (bob0..), outputs drained.
@@ -74,7 +102,7 @@ fn machine_with(n: usize) -> (PeerMachine, Vec<ConnId>) {
     let conns = (0..n)
         .map(|i| {
             let c = m.accept(remote, now).unwrap();
-            m.receive(c, &hello(&format!("bob{i}")), now);
+            handshake(&mut m, c, &format!("bob{i}"), now);
             c
         })
         .collect();

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
-/// The protocol versions this build speaks (inclusive range).
-pub const PROTOCOL_VERSIONS: (u16, u16) = (1, 1);
+/// The protocol versions this build speaks (inclusive range). Version 2 added
+/// identity keys to the handshake; version-1 peers are refused with
+/// `IncompatibleVersion`.
+pub const PROTOCOL_VERSIONS: (u16, u16) = (2, 2);
 
 /// Longest name a member may have, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 64;
@@ -78,9 +80,21 @@ pub struct Config {
     /// The room key of a private room: every connection is then a Noise session bound
     /// to it (see [`RoomKey`](crate::RoomKey)). `None`: an open room.
     pub room_key: Option<crate::RoomKey>,
-    /// Seed of the Noise ephemeral keys. Adapters fill it from the operating system's
-    /// random source; `None` derives it from `seed` (deterministic, for simulations).
+    /// Seed of the Noise ephemeral keys and handshake nonces. Adapters fill it from
+    /// the operating system's random source; `None` derives it from `seed`
+    /// (deterministic, for simulations).
     pub crypto_seed: Option<[u8; 32]>,
+    /// This member's identity key. `None` derives one from `seed` (adapters make a
+    /// fresh random one unless told to keep one).
+    pub identity: Option<crate::Identity>,
+    /// A frame, once its length is in, must arrive whole within `idle_timeout` plus
+    /// its length at this many bytes per second; otherwise the connection is cut
+    /// (`SlowSender`).
+    pub min_frame_rate: u32,
+    /// Messages held while we join, from members the application has not yet been
+    /// told of (released after `Entered`); beyond this many they are dropped and
+    /// counted.
+    pub max_early_messages: usize,
 }
 
 impl Config {
@@ -110,6 +124,9 @@ impl Config {
             seed: 0,
             room_key: None,
             crypto_seed: None,
+            identity: None,
+            min_frame_rate: 16 * 1024,
+            max_early_messages: 1024,
         }
     }
 
@@ -150,6 +167,9 @@ impl Config {
         }
         if self.max_members < 2 {
             return Err(ConfigError::MaxMembers(self.max_members));
+        }
+        if self.min_frame_rate == 0 {
+            return Err(ConfigError::FrameRate);
         }
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::MaxPending);

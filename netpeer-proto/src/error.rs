@@ -50,6 +50,9 @@ pub enum ConfigError {
     /// `max_members` is below 2.
     #[error("max_members {0} is below 2")]
     MaxMembers(usize),
+    /// `min_frame_rate` is zero.
+    #[error("min_frame_rate must be at least 1 byte per second")]
+    FrameRate,
     /// `max_pending_handshakes` is zero.
     #[error("max_pending_handshakes must be at least 1")]
     MaxPending,

@@ -81,6 +81,8 @@ pub enum CloseReason {
     Replaced,
     /// The connection led to ourselves.
     SelfConnection,
+    /// A frame did not arrive whole in time (`min_frame_rate`).
+    SlowSender,
 }
 
 impl CloseReason {
@@ -138,6 +140,8 @@ pub enum LeaveReason {
     SlowConsumer,
     /// It broke the protocol (malformed or oversized frame).
     ProtocolViolation,
+    /// It started a frame and did not send the rest in time (`min_frame_rate`).
+    SlowSender,
 }
 
 /// Something that happened in the room, for the application.
@@ -183,6 +187,12 @@ pub enum Event {
         /// The address we joined through.
         addr: SocketAddr,
     },
+    /// The address we joined through leads back to this peer itself (recognised by
+    /// our own identity key); the join is over.
+    SelfJoin {
+        /// The address dialled.
+        addr: SocketAddr,
+    },
     /// The room's shared state changed.
     StateChanged {
         /// The new state (CBOR).
@@ -195,6 +205,8 @@ pub enum Event {
 pub struct Message {
     /// The sender, as authenticated by the session it arrived on (never a frame field).
     pub from: Arc<str>,
+    /// The sender's identity key, proven in the session's handshake.
+    pub key: crate::PublicKey,
     /// The application-chosen kind.
     pub kind: String,
     /// The payload (usually a CBOR value).
@@ -210,6 +222,7 @@ impl Message {
     /// # use netpeer_proto::Message;
     /// let msg = Message {
     ///     from: "bob".into(),
+    ///     key: netpeer_proto::Identity::from_bytes([1; 32]).public_key(),
     ///     kind: "chat".into(),
     ///     payload: netpeer_proto::encode_value(&"hi").unwrap(),
     ///     direct: false,

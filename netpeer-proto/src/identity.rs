@@ -56,7 +56,9 @@ impl Identity {
 
     /// Signs `message`.
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
-        SigningKey::from_bytes(&self.secret).sign(message).to_bytes()
+        SigningKey::from_bytes(&self.secret)
+            .sign(message)
+            .to_bytes()
     }
 }
 
@@ -228,12 +230,18 @@ mod tests {
         let public = id.public_key();
         assert_eq!(public.to_string().parse::<PublicKey>(), Ok(public));
         assert_eq!(public.to_string().len(), 64);
-        assert!(!format!("{id:?}").contains(&"2a".repeat(32)), "Debug hides the secret");
+        assert!(
+            !format!("{id:?}").contains(&"2a".repeat(32)),
+            "Debug hides the secret"
+        );
     }
 
     #[test]
     fn malformed_text_forms_are_typed_errors() {
-        assert_eq!("abc".parse::<Identity>().unwrap_err(), KeyParseError::Prefix);
+        assert_eq!(
+            "abc".parse::<Identity>().unwrap_err(),
+            KeyParseError::Prefix
+        );
         assert_eq!(
             "netpeer-secret-00".parse::<Identity>().unwrap_err(),
             KeyParseError::Length {
@@ -242,7 +250,10 @@ mod tests {
             }
         );
         let bad = "g".repeat(64);
-        assert_eq!(bad.parse::<PublicKey>().unwrap_err(), KeyParseError::Digit('g'));
+        assert_eq!(
+            bad.parse::<PublicKey>().unwrap_err(),
+            KeyParseError::Digit('g')
+        );
         assert!(matches!(
             "é".repeat(32).parse::<PublicKey>(),
             Err(KeyParseError::Length { .. })

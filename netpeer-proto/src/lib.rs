@@ -27,6 +27,7 @@ mod config;
 mod conn;
 mod error;
 mod event;
+mod identity;
 mod machine;
 mod rank;
 mod room;
@@ -50,6 +51,7 @@ pub use error::{AcceptError, ConfigError, DecodeValueError, JoinError, NameError
 pub use event::{
     CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
 };
+pub use identity::{Identity, KeyParseError, PublicKey};
 pub use machine::PeerMachine;
 pub use secure::{NOISE_PATTERN, RoomKey, SecureError};
 pub use wire::StateVersion;

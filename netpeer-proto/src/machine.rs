@@ -15,6 +15,7 @@ use crate::{
     conn::{Conns, Scratch},
     error::{AcceptError, ConfigError, JoinError, SendError},
     event::{ConnId, ConnectFailure, Output},
+    identity::{Identity, PublicKey},
     rank::Epoch,
     room::{Cause, Io, Room},
     timer::TimerTable,
@@ -69,7 +70,7 @@ pub struct PeerMachine {
 
 impl PeerMachine {
     /// A machine for `config` (validated), alone in its own room, at time `now`.
-    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(mut config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let crypto = ChaCha20Rng::from_seed(
@@ -77,6 +78,10 @@ impl PeerMachine {
                 .crypto_seed
                 .unwrap_or_else(|| crate::secure::session_seed(&mut rng)),
         );
+        if config.identity.is_none() {
+            let secret = crate::secure::session_seed(&mut rng);
+            config.identity = Some(Identity::from_bytes(secret));
+        }
         let room = Room::new(&config, rng, now);
         Ok(PeerMachine {
             config,
@@ -119,6 +124,27 @@ impl PeerMachine {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Our identity key (the public half of `config().identity`).
+    pub fn identity(&self) -> PublicKey {
+        self.config
+            .identity
+            .as_ref()
+            .expect("set at construction")
+            .public_key()
+    }
+
+    /// The identity key of the member called `name`, if it is in our view.
+    pub fn member_key(&self, name: &str) -> Option<PublicKey> {
+        self.room.member_key(name)
+    }
+
+    /// Messages from members the application had not been told of that were never
+    /// delivered: beyond `max_early_messages` while joining, or from a sender that
+    /// left before our `Entered` reported it.
+    pub fn dropped_early_messages(&self) -> u64 {
+        self.room.dropped_early()
     }
 
     /// Our current incarnation (changes after `leave` or an expulsion).

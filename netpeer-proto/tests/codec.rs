@@ -11,8 +11,10 @@ use proptest::prelude::*;
 const MAX: u32 = 1 << 20;
 
 fn sample_frames() -> Vec<Frame> {
+    let key = netpeer_proto::Identity::from_bytes([4; 32]).public_key();
     let info = MemberInfo {
         name: "bob".into(),
+        key,
         incarnation: 9,
         join_epoch: 2,
         addr: Some("127.0.0.1:4000".parse().unwrap()),
@@ -33,6 +35,9 @@ fn sample_frames() -> Vec<Frame> {
             observed_addr: Some("[::1]:9".parse().unwrap()),
             wants_welcome: true,
             state_version: version.clone(),
+            key: Some(key),
+            nonce: Some(netpeer_proto::wire::Nonce([8; 32])),
+            proof: Some(netpeer_proto::wire::Proof([9; 64])),
         }),
         Frame::Welcome(Welcome {
             join_epoch: 4,
@@ -47,7 +52,14 @@ fn sample_frames() -> Vec<Frame> {
         Frame::Digest(Digest {
             members: vec![info],
             state_version: version.clone(),
+            departed: vec![netpeer_proto::wire::Departure {
+                name: "carol".into(),
+                key,
+                incarnation: 3,
+            }],
         }),
+        Frame::Proof(netpeer_proto::wire::Proof([1; 64])),
+        Frame::Accept,
         Frame::Data(Data {
             seq: 1,
             to: None,

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use netpeer_proto::{
-    AcceptError, CloseReason, Config, ConnId, Event, LeaveReason, Output, PeerMachine,
-    RejectReason, SendError,
-    wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
+    AcceptError, CloseReason, Config, ConnId, Event, Identity, LeaveReason, Output,
+    PROTOCOL_VERSIONS, PeerMachine, RejectReason, SendError,
+    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame},
 };
 
 const REMOTE: &str = "127.0.0.1:50000";
@@ -19,23 +19,56 @@ fn machine(now: Instant) -> PeerMachine {
     PeerMachine::new(c, now).unwrap()
 }
 
+const V: (u16, u16) = PROTOCOL_VERSIONS;
+
+/// A raw dialer speaking as `name` (a key of its own, derived from the name).
+fn dialer(name: &str, network: &str, versions: (u16, u16)) -> DialerHandshake {
+    let mut secret = [0u8; 32];
+    secret[..name.len().min(32)].copy_from_slice(&name.as_bytes()[..name.len().min(32)]);
+    let hello = Hello {
+        versions,
+        network: network.into(),
+        name: name.into(),
+        incarnation: 42,
+        join_epoch: 3,
+        listen_port: 4000,
+        advertise_ip: None,
+        observed_addr: None,
+        wants_welcome: false,
+        state_version: StateVersion::default(),
+        key: None,
+        nonce: None,
+        proof: None,
+    };
+    DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([5; 32]))
+}
+
+fn frame(f: &Frame) -> Bytes {
+    encode_frame(f, 1 << 20).unwrap()
+}
+
+/// The first frame of a raw dialer called `name`: its `Hello`.
 fn hello(name: &str, network: &str, versions: (u16, u16)) -> Bytes {
-    encode_frame(
-        &Frame::Hello(Hello {
-            versions,
-            network: network.into(),
-            name: name.into(),
-            incarnation: 42,
-            join_epoch: 3,
-            listen_port: 4000,
-            advertise_ip: None,
-            observed_addr: None,
-            wants_welcome: false,
-            state_version: StateVersion::default(),
-        }),
-        1 << 20,
-    )
-    .unwrap()
+    frame(&Frame::Hello(
+        dialer(name, network, versions).hello().clone(),
+    ))
+}
+
+/// Runs the whole handshake of `d` on `c`: its `Hello`, the machine's answer, its
+/// proof. Returns what the machine did after the proof.
+fn handshake(m: &mut PeerMachine, c: ConnId, d: &DialerHandshake, now: Instant) -> Vec<Output> {
+    m.receive(c, &frame(&Frame::Hello(d.hello().clone())), now);
+    let out = drain(m);
+    let answer = sent(&out, c)
+        .into_iter()
+        .find_map(|f| match f {
+            Frame::Hello(h) => Some(h),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Hello answered: {out:?}"));
+    let proof = d.prove(&answer).expect("the machine proves its key");
+    m.receive(c, &frame(&proof), now);
+    drain(m)
 }
 
 fn data(seq: u64, kind: &str) -> Bytes {
@@ -93,9 +126,8 @@ fn events(outputs: &[Output]) -> Vec<Event> {
 fn with_bob(now: Instant) -> (PeerMachine, ConnId) {
     let mut m = machine(now);
     let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(c, &hello("bob", "netpeer", (1, 1)), now);
-    let out = drain(&mut m);
-    assert!(matches!(sent(&out, c).first(), Some(Frame::Hello(h)) if h.name == "alice"));
+    let out = handshake(&mut m, c, &dialer("bob", "netpeer", V), now);
+    assert!(matches!(sent(&out, c).first(), Some(Frame::Accept)));
     assert_eq!(events(&out), vec![Event::Joined { name: "bob".into() }]);
     assert_eq!(m.members(), vec!["bob"]);
     (m, c)
@@ -169,7 +201,7 @@ fn wrong_network_or_version_is_rejected_with_a_reason() {
     let now = Instant::now();
     let mut m = machine(now);
     let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(c, &hello("bob", "elsewhere", (1, 1)), now);
+    m.receive(c, &hello("bob", "elsewhere", V), now);
     let out = drain(&mut m);
     assert!(
         matches!(&sent(&out, c)[..], [Frame::Reject(r)] if r.reason == RejectReason::WrongNetwork)
@@ -181,9 +213,82 @@ fn wrong_network_or_version_is_rejected_with_a_reason() {
     let out = drain(&mut m);
     assert!(matches!(
         &sent(&out, c)[..],
-        [Frame::Reject(r)] if r.reason == RejectReason::IncompatibleVersion { min: 1, max: 1 }
+        [Frame::Reject(r)] if r.reason == RejectReason::IncompatibleVersion { min: 2, max: 2 }
     ));
     assert!(m.members().is_empty());
+}
+
+/// A version-1 peer's `Hello` (no identity fields at all, as that version wrote it) is
+/// refused with the version reason, not as garbage; and a version-1 decoder reads our
+/// `Hello` (unknown fields are ignored) and so can refuse it with its own reason.
+#[test]
+fn a_version_1_peer_is_refused_with_a_version_reason_both_ways() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct HelloV1 {
+        versions: (u16, u16),
+        network: String,
+        name: String,
+        incarnation: u64,
+        join_epoch: u64,
+        listen_port: u16,
+        advertise_ip: Option<std::net::IpAddr>,
+        observed_addr: Option<std::net::SocketAddr>,
+        wants_welcome: bool,
+        state_version: StateVersion,
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum FrameV1 {
+        Hello(HelloV1),
+    }
+    let v1 = HelloV1 {
+        versions: (1, 1),
+        network: "netpeer".into(),
+        name: "old".into(),
+        incarnation: 1,
+        join_epoch: 0,
+        listen_port: 4000,
+        advertise_ip: None,
+        observed_addr: None,
+        wants_welcome: true,
+        state_version: StateVersion::default(),
+    };
+    let mut body = Vec::new();
+    ciborium::into_writer(&FrameV1::Hello(v1), &mut body).unwrap();
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    let now = Instant::now();
+    let mut m = machine(now);
+    let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(c, &bytes, now);
+    let out = drain(&mut m);
+    assert!(
+        matches!(
+            &sent(&out, c)[..],
+            [Frame::Reject(r)] if r.reason == RejectReason::IncompatibleVersion { min: 2, max: 2 }
+        ),
+        "{out:?}"
+    );
+    // The other way: our Hello, read by version 1's shape of it.
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let dial = drain(&mut m)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .unwrap();
+    m.connected(dial, now);
+    let ours = sent(&drain(&mut m), dial);
+    let [Frame::Hello(h)] = &ours[..] else {
+        panic!("{ours:?}")
+    };
+    let mut body = Vec::new();
+    ciborium::into_writer(&Frame::Hello(h.clone()), &mut body).unwrap();
+    let FrameV1::Hello(read) = ciborium::from_reader::<FrameV1, _>(&body[..]).unwrap();
+    assert_eq!(
+        read.versions, PROTOCOL_VERSIONS,
+        "version 1 sees our versions"
+    );
 }
 
 #[test]
@@ -192,7 +297,7 @@ fn an_invalid_name_in_hello_is_a_protocol_violation() {
     let mut m = machine(now);
     for bad in ["", "a\u{7}b", &"x".repeat(65)] {
         let c = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-        m.receive(c, &hello(bad, "netpeer", (1, 1)), now);
+        m.receive(c, &hello(bad, "netpeer", V), now);
         let out = drain(&mut m);
         assert_eq!(
             closed(&out, c),
@@ -242,11 +347,9 @@ fn a_full_room_rejects_newcomers() {
     c.max_members = 2;
     let mut m = PeerMachine::new(c, now).unwrap();
     let c1 = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(c1, &hello("bob", "netpeer", (1, 1)), now);
-    drain(&mut m);
+    handshake(&mut m, c1, &dialer("bob", "netpeer", V), now);
     let c2 = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(c2, &hello("carol", "netpeer", (1, 1)), now);
-    let out = drain(&mut m);
+    let out = handshake(&mut m, c2, &dialer("carol", "netpeer", V), now);
     assert!(
         matches!(&sent(&out, c2)[..], [Frame::Reject(r)] if r.reason == RejectReason::RoomFull)
     );
@@ -288,8 +391,7 @@ fn a_member_that_does_not_read_is_closed_as_a_slow_consumer() {
     c.max_send_queue = 256 * 1024;
     let mut m = PeerMachine::new(c, now).unwrap();
     let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(bob, &hello("bob", "netpeer", (1, 1)), now);
-    drain(&mut m);
+    handshake(&mut m, bob, &dialer("bob", "netpeer", V), now);
     let chunk = Bytes::from(vec![1u8; 32 * 1024]);
     let mut closed_at = None;
     for i in 0..20 {
@@ -318,12 +420,9 @@ fn a_member_that_does_not_read_is_closed_as_a_slow_consumer() {
     c.max_send_queue = 256 * 1024;
     let mut m = PeerMachine::new(c, now).unwrap();
     let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
-    m.receive(bob, &hello("bob", "netpeer", (1, 1)), now);
-    for o in drain(&mut m) {
-        if let Output::Send { conn, bytes } = o {
-            m.transmitted(conn, bytes.len());
-        }
-    }
+    m.transmitted(bob, usize::MAX);
+    handshake(&mut m, bob, &dialer("bob", "netpeer", V), now);
+    m.transmitted(bob, usize::MAX);
     for _ in 0..20 {
         m.broadcast("k", chunk.clone(), now).unwrap();
         for o in drain(&mut m) {
@@ -425,36 +524,20 @@ fn fuzz_regression_join_epoch_at_its_end_does_not_overflow() {
     let now = Instant::now();
     let mut m = machine(now);
     let remote = REMOTE.parse().unwrap();
-    let mut hostile = Hello {
-        versions: (1, 1),
-        network: "netpeer".into(),
-        name: "mallory".into(),
-        incarnation: 1,
-        join_epoch: u64::MAX - 1,
-        listen_port: 4000,
-        advertise_ip: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
+    let with_epoch = |name: &str, incarnation, wants_welcome| {
+        let mut hello = dialer(name, "netpeer", V).hello().clone();
+        hello.join_epoch = u64::MAX - 1;
+        hello.incarnation = incarnation;
+        hello.wants_welcome = wants_welcome;
+        let mut bytes = [0u8; 32];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        DialerHandshake::new(Identity::from_bytes(bytes), hello, Nonce([6; 32]))
     };
     let c = m.accept(remote, now).unwrap();
-    m.receive(
-        c,
-        &encode_frame(&Frame::Hello(hostile.clone()), 1 << 20).unwrap(),
-        now,
-    );
-    drain(&mut m);
+    handshake(&mut m, c, &with_epoch("mallory", 1, false), now);
     for (i, name) in ["n1", "n2", "n3"].iter().enumerate() {
-        hostile.name = (*name).into();
-        hostile.incarnation = 10 + i as u64;
-        hostile.wants_welcome = true;
         let c = m.accept(remote, now).unwrap();
-        m.receive(
-            c,
-            &encode_frame(&Frame::Hello(hostile.clone()), 1 << 20).unwrap(),
-            now,
-        );
-        let out = drain(&mut m);
+        let out = handshake(&mut m, c, &with_epoch(name, 10 + i as u64, true), now);
         let welcome = sent(&out, c).into_iter().find_map(|f| match f {
             Frame::Welcome(w) => Some(w),
             _ => None,

@@ -19,14 +19,11 @@ use std::{
 use bytes::Bytes;
 use netpeer_tokio::{
     Events, JoinError, LeaveReason, Peer, PeerEvent,
-    proto::{
-        PROTOCOL_VERSIONS,
-        wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
-    },
+    proto::wire::{Data, Frame, FrameDecoder, encode_frame},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpSocket, TcpStream},
+    net::TcpStream,
 };
 
 /// Upper bound of any single wait.
@@ -168,33 +165,8 @@ async fn assert_room_works(from: &Peer, to: &mut Events, tag: &str) {
 
 // -------------------------------------------------------------------- raw peers
 
-fn hello_frame(peer: &Peer, name: &str) -> Bytes {
-    let hello = Frame::Hello(Hello {
-        versions: PROTOCOL_VERSIONS,
-        network: peer.config().network.clone(),
-        name: name.into(),
-        incarnation: 1,
-        join_epoch: 1,
-        listen_port: 0,
-        advertise_ip: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
-    });
-    encode_frame(&hello, 1 << 20).unwrap()
-}
-
-/// A raw TCP client that completes the handshake with `peer` as member `name`, and
-/// never reads unless told to. `recv_buf` shrinks its socket receive buffer.
-async fn raw_member(peer: &Peer, name: &str, recv_buf: Option<u32>) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = recv_buf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let mut s = socket.connect(peer.local_addr()).await.unwrap();
-    s.write_all(&hello_frame(peer, name)).await.unwrap();
-    s
-}
+mod raw;
+use raw::{hello_frame, member as raw_member};
 
 /// Reads until the peer closes the connection; how long after `since` that was, if
 /// within `within`.

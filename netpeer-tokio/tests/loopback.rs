@@ -201,29 +201,11 @@ async fn left_disconnected_and_timed_out_are_told_apart() {
     assert!(closed.is_ok());
 }
 
+mod raw;
+
 /// A raw TCP client that performs the handshake with `peer` as member `name`.
 async fn raw_member(peer: &Peer, name: &str) -> tokio::net::TcpStream {
-    use netpeer_tokio::proto::wire::{Frame, Hello, StateVersion, encode_frame};
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(peer.local_addr())
-        .await
-        .unwrap();
-    let hello = Frame::Hello(Hello {
-        versions: (1, 1),
-        network: peer.config().network.clone(),
-        name: name.into(),
-        incarnation: 1,
-        join_epoch: 1,
-        listen_port: 0,
-        advertise_ip: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
-    });
-    s.write_all(&encode_frame(&hello, 1 << 20).unwrap())
-        .await
-        .unwrap();
-    s
+    raw::member(peer, name, None).await
 }
 
 /// Reads until the peer closes the connection; `true` if it did within the bound.

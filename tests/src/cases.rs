@@ -9,7 +9,7 @@ use netpeer_driver::{Error, JoinError, LeaveReason, PeerEvent, Runtime};
 
 use crate::support::{
     WAIT, addr, assert_fully_closed, builder, closed_port, collect_until_end, data_frames, enter,
-    event, exchange, fast, hello_frame, joined, left, message, peer, raw_client, raw_write,
+    event, exchange, fast, joined, left, message, peer, raw_client, raw_join, raw_write,
     read_until_closed, room, send_numbered, start, within,
 };
 
@@ -364,7 +364,7 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
     joined(&rt, &mut ea, &["b"]).await;
 
     let (mut slow_r, mut slow_w) = raw_client(&rt, a.local_addr()).await;
-    raw_write(&rt, &mut slow_w, &hello_frame(&a.config().network, "slow")).await;
+    let mut early = raw_join(&rt, &mut slow_r, &mut slow_w, &a.config().network, "slow").await;
     joined(&rt, &mut ea, &["slow"]).await;
     assert_eq!(a.members(), ["b", "slow"]);
 
@@ -400,7 +400,8 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
     assert_eq!(a.members(), ["b"]);
     // Until it was cut off, slow got the fill messages in order, none skipped; the last
     // one (sent after the cut) never reached it.
-    let got = read_until_closed::<R>(&rt, &mut slow_r, "the close of slow's socket").await;
+    early.extend(read_until_closed::<R>(&rt, &mut slow_r, "the close of slow's socket").await);
+    let got = early;
     let fills: Vec<u32> = data_frames(&got)
         .iter()
         .filter(|d| d.kind == "fill")

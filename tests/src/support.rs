@@ -11,7 +11,12 @@ use std::{
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use netpeer_driver::{
     Builder, Config, Entered, Events, LeaveReason, Message, Peer, PeerEvent, Runtime,
-    proto::wire::{Data, Frame, FrameDecoder, Hello, StateVersion, encode_frame},
+    proto::{
+        Identity,
+        wire::{
+            Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame,
+        },
+    },
 };
 
 /// The bound on every single wait. Generous: on a loaded two-core machine a wait that
@@ -215,10 +220,17 @@ pub async fn raw_write<R: Runtime>(rt: &R, writer: &mut R::Writer, bytes: &[u8])
         .expect("raw write");
 }
 
-/// A `Hello` as a member called `name` would send it, asking for a welcome, not
-/// listening (so nobody dials it).
-pub fn hello_frame(network: &str, name: &str) -> Vec<u8> {
-    let hello = Frame::Hello(Hello {
+/// Joins as `name` over a raw client, speaking the wire format by hand: our `Hello`
+/// (asking for a welcome, not listening, so nobody dials it), the member's answer
+/// with its proof, our proof. Returns whatever was read after the member's `Hello`.
+pub async fn raw_join<R: Runtime>(
+    rt: &R,
+    reader: &mut R::Reader,
+    writer: &mut R::Writer,
+    network: &str,
+    name: &str,
+) -> Vec<u8> {
+    let hello = Hello {
         versions: netpeer_driver::proto::PROTOCOL_VERSIONS,
         network: network.into(),
         name: name.into(),
@@ -229,8 +241,50 @@ pub fn hello_frame(network: &str, name: &str) -> Vec<u8> {
         observed_addr: None,
         wants_welcome: true,
         state_version: StateVersion::default(),
-    });
-    encode_frame(&hello, u32::MAX).expect("no limit").to_vec()
+        key: None,
+        nonce: None,
+        proof: None,
+    };
+    let identity = Identity::from_bytes(
+        fastrand::u64(..)
+            .to_be_bytes()
+            .repeat(4)
+            .try_into()
+            .expect("32"),
+    );
+    let nonce = Nonce(
+        fastrand::u64(..)
+            .to_le_bytes()
+            .repeat(4)
+            .try_into()
+            .expect("32"),
+    );
+    let dialer = DialerHandshake::new(identity, hello, nonce);
+    let ours = encode_frame(&Frame::Hello(dialer.hello().clone()), u32::MAX).expect("no limit");
+    raw_write(rt, writer, &ours).await;
+    let mut decoder = FrameDecoder::new(u32::MAX);
+    let mut buf = vec![0u8; 64 * 1024];
+    let (theirs, rest) = within(rt, "the member's Hello", async {
+        loop {
+            let n = reader.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before its Hello");
+            let mut input = &buf[..n];
+            while let Some(frame) = decoder.decode_next(&mut input).expect("valid frames") {
+                if let Frame::Hello(h) = frame {
+                    return (h, input.to_vec());
+                }
+            }
+        }
+    })
+    .await;
+    let proof = dialer.prove(&theirs).expect("the member proves its key");
+    raw_write(
+        rt,
+        writer,
+        &encode_frame(&proof, u32::MAX).expect("no limit"),
+    )
+    .await;
+    rest
 }
 
 /// Reads until the other side closes the connection; everything read. Panics if it

@@ -23,7 +23,7 @@ use crate::{
     config::Config,
     event::{ConnId, Output},
     secure::SecureChannel,
-    wire::FrameDecoder,
+    wire::{FrameDecoder, Hello, Nonce},
 };
 
 /// Why we opened an outbound connection.
@@ -49,9 +49,12 @@ enum Phase {
     Connecting,
     /// Waiting for the remote's `Hello` (ours is sent if we dialled).
     Handshake,
-    /// The remote's `Hello` arrived and the room holds its answer.
+    /// `Hello`s exchanged: waiting for the dialer's proof (inbound) or for the
+    /// acceptor's verdict (outbound).
+    Proving,
+    /// The dialer proved its key and the room holds its answer.
     Held,
-    /// Both `Hello`s exchanged: a session with a member.
+    /// A session with a member.
     Established,
 }
 
@@ -68,6 +71,7 @@ pub(crate) enum TimerVerdict {
     Nothing,
     HandshakeTimedOut,
     IdleTimedOut,
+    SlowSender,
     ProbeFailed,
     Heartbeat,
 }
@@ -97,10 +101,25 @@ pub(crate) struct Conn {
     secure: Option<SecureChannel>,
     /// Frames for a secure session, encrypted together at the next drain.
     plain_out: Vec<u8>,
+    /// Our nonce on this connection: the remote proves its key by signing it.
+    nonce: Nonce,
+    /// Our own `Hello` (outbound, until we prove our key) or the remote's (once
+    /// received, until the room decides on it).
+    ours: Option<Box<Hello>>,
+    theirs: Option<Box<Hello>>,
+    /// When the frame being received started, and its length (bounds: a started frame
+    /// must complete at `min_frame_rate`).
+    frame_started: Option<(Instant, usize)>,
 }
 
 impl Conn {
-    pub(crate) fn new(dir: Direction, addr: SocketAddr, config: &Config, now: Instant) -> Self {
+    pub(crate) fn new(
+        dir: Direction,
+        addr: SocketAddr,
+        nonce: Nonce,
+        config: &Config,
+        now: Instant,
+    ) -> Self {
         let phase = match dir {
             Direction::Outbound(_) => Phase::Connecting,
             Direction::Inbound => Phase::Handshake,
@@ -118,6 +137,10 @@ impl Conn {
             probe: None,
             secure: None,
             plain_out: Vec::new(),
+            nonce,
+            ours: None,
+            theirs: None,
+            frame_started: None,
         }
     }
 
@@ -144,6 +167,11 @@ impl Conn {
 
     pub(crate) fn is_connecting(&self) -> bool {
         self.phase == Phase::Connecting
+    }
+
+    /// Our nonce on this connection.
+    pub(crate) fn nonce(&self) -> &Nonce {
+        &self.nonce
     }
 
     /// The member on the other end of an established session.
@@ -187,6 +215,8 @@ impl Conn {
     pub(crate) fn establish(&mut self, name: Arc<str>) {
         self.phase = Phase::Established;
         self.remote = Some(name);
+        self.ours = None;
+        self.theirs = None;
     }
 
     /// The session's member, renamed (same identity, the room's copy of the name).
@@ -210,10 +240,19 @@ impl Conn {
         self.last_send + config.heartbeat_interval
     }
 
+    /// Bounds: a frame that started must arrive whole by `idle_timeout` plus its
+    /// length at `min_frame_rate`.
+    fn frame_deadline(&self, config: &Config) -> Option<Instant> {
+        let (started, len) = self.frame_started?;
+        let transfer = Duration::from_secs_f64(len as f64 / f64::from(config.min_frame_rate));
+        Some(started + config.idle_timeout + transfer)
+    }
+
     /// The earliest instant this connection needs attention.
     pub(crate) fn next_deadline(&self, config: &Config) -> Instant {
         let mut t = if self.is_established() {
-            self.idle_deadline(config).min(self.heartbeat_due(config))
+            let t = self.idle_deadline(config).min(self.heartbeat_due(config));
+            self.frame_deadline(config).map_or(t, |f| t.min(f))
         } else {
             self.handshake_deadline(config)
         };
@@ -233,6 +272,9 @@ impl Conn {
         }
         if now >= self.idle_deadline(config) {
             return TimerVerdict::IdleTimedOut;
+        }
+        if self.frame_deadline(config).is_some_and(|d| now >= d) {
+            return TimerVerdict::SlowSender;
         }
         if self.probe.is_some_and(|p| now >= p.deadline) {
             return TimerVerdict::ProbeFailed;
@@ -335,6 +377,11 @@ impl Conn {
         self.queued = self.queued.saturating_sub(n);
     }
 
+    /// Whether plaintext waits for encryption (a secure session).
+    fn has_plain_out(&self) -> bool {
+        !self.plain_out.is_empty()
+    }
+
     /// Whether the connection's Noise handshake is complete (private rooms).
     fn is_secure(&self) -> bool {
         self.secure
@@ -351,7 +398,11 @@ mod tests {
         let config = Config::new("a");
         let now = Instant::now();
         let addr = "127.0.0.1:1".parse().unwrap();
-        (Conn::new(dir, addr, &config, now), config, now)
+        (
+            Conn::new(dir, addr, Nonce([0; 32]), &config, now),
+            config,
+            now,
+        )
     }
 
     #[test]

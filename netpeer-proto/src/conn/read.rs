@@ -2,8 +2,11 @@
 //!
 //! The connection decodes frames with its own decoder (from the caller's bytes in an
 //! open room, without copying; from decrypted segments in a private room), runs the
-//! Noise handshake itself, and applies the [handshake-first](crate::spec#handshake-first)
-//! rule: what may arrive in which phase. Only what the room must decide on leaves it.
+//! Noise handshake and the key proofs of the identity handshake itself, and applies
+//! the [handshake-first](crate::spec#handshake-first) rule: what may arrive in which
+//! phase. Only what the room must decide on leaves it.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -11,19 +14,27 @@ use super::{Conn, Phase};
 use crate::{
     config::Config,
     event::{CloseReason, ConnId, RejectReason},
-    wire::{DecodeError, Frame, Hello, encode_frame},
+    wire::{self, DecodeError, Frame, Hello, Welcome, encode_frame},
 };
 
 /// What a connection read means for the room.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
-    /// The remote's `Hello` (the connection is in its handshake).
+    /// The dialer's `Hello` (inbound, before its proof): the room screens it and
+    /// answers with its own.
     Hello(Box<Hello>),
-    /// A frame on an established session (never `Hello` or `Noise`).
+    /// The dialer proved the key of its `Hello`: the room decides on it.
+    Proven(Box<Hello>),
+    /// The acceptor proved the key of its `Hello` (outbound): the room decides
+    /// whether we want this session before we prove ours.
+    AcceptorHello(Box<Hello>),
+    /// The acceptor (whose key we checked) admitted us, with a welcome if we joined.
+    Accepted(Box<Hello>, Option<Welcome>),
+    /// A frame on an established session (never a handshake frame).
     Frame(Frame),
     /// The remote refused our handshake.
     Refused(RejectReason),
-    /// The remote of a held connection left before we answered it.
+    /// The remote left before we answered it.
     LeftWhileHeld,
     /// The private room's Noise handshake completed on a connection we dialled: our
     /// `Hello` goes next.
@@ -56,7 +67,7 @@ impl Scratch {
 impl Conn {
     /// Bytes arrive: whether the connection reads them (a connection still dialling
     /// ignores them). Any byte counts as life.
-    pub(crate) fn begin_read(&mut self, now: std::time::Instant) -> bool {
+    pub(crate) fn begin_read(&mut self, now: Instant) -> bool {
         if self.phase == Phase::Connecting {
             return false;
         }
@@ -72,11 +83,11 @@ impl Conn {
         input: &mut &[u8],
         scratch: &mut Scratch,
         config: &Config,
-        now: std::time::Instant,
+        now: Instant,
         out: &mut crate::Outbox,
     ) -> Option<ConnEvent> {
         loop {
-            if self.is_secure() {
+            let result = if self.is_secure() {
                 if !input.is_empty() {
                     let channel = self.secure.as_mut().expect("secure");
                     let decrypted = channel.decrypt(input, &mut scratch.plain);
@@ -90,52 +101,136 @@ impl Conn {
                 let before = rest.len();
                 let result = self.decoder.decode_next(&mut rest);
                 scratch.pos += before - rest.len();
-                return self.decoded(result);
-            }
-            match self.decoder.decode_next(input) {
-                Ok(Some(Frame::Noise(message))) if self.phase == Phase::Handshake => {
-                    match self.on_noise(id, &message, config, now, out) {
-                        Some(event) => return Some(event),
-                        // Continue: the rest of the input is ciphertext now.
-                        None => continue,
-                    }
+                result
+            } else {
+                self.decoder.decode_next(input)
+            };
+            let frame = match result {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    self.note_partial_frame(now);
+                    return None;
                 }
-                result => return self.decoded(result),
+                Err(DecodeError::TooLarge { .. }) => {
+                    return Some(ConnEvent::Violation(CloseReason::FrameTooLarge));
+                }
+                Err(_) => return Some(ConnEvent::Violation(CloseReason::ProtocolViolation)),
+            };
+            self.frame_started = None;
+            match self.on_frame(id, frame, config, now, out) {
+                Some(event) => return Some(event),
+                // Handled here (a Noise message, a key proof): go on reading.
+                None => continue,
             }
         }
     }
 
-    fn decoded(&mut self, result: Result<Option<Frame>, DecodeError>) -> Option<ConnEvent> {
-        match result {
-            Ok(Some(frame)) => Some(self.handshake_first(frame)),
-            Ok(None) => None,
-            Err(DecodeError::TooLarge { .. }) => {
-                Some(ConnEvent::Violation(CloseReason::FrameTooLarge))
-            }
-            Err(_) => Some(ConnEvent::Violation(CloseReason::ProtocolViolation)),
+    /// Bounds: remember when a frame still incomplete after a read started.
+    fn note_partial_frame(&mut self, now: Instant) {
+        match (self.decoder.partial_frame(), self.frame_started) {
+            (None, _) => self.frame_started = None,
+            (Some(len), None) => self.frame_started = Some((now, len)),
+            (Some(_), Some(_)) => {}
         }
     }
 
-    /// The handshake-first rule: nothing but `Hello` (and the Noise messages of a
-    /// private room) before the handshake completes; neither after it.
-    fn handshake_first(&self, frame: Frame) -> ConnEvent {
-        let violation = ConnEvent::Violation(CloseReason::ProtocolViolation);
+    /// The handshake-first rule: what may arrive in which phase. `None`: the frame
+    /// was part of the handshake and handled here.
+    fn on_frame(
+        &mut self,
+        id: ConnId,
+        frame: Frame,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Option<ConnEvent> {
+        let violation = Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
+        let inbound = self.is_inbound();
         match (self.phase, frame) {
-            (Phase::Established, Frame::Hello(_) | Frame::Noise(_)) => violation,
-            (Phase::Established, frame) => ConnEvent::Frame(frame),
+            (Phase::Established, Frame::Hello(_) | Frame::Noise(_) | Frame::Proof(_)) => violation,
+            (Phase::Established, Frame::Accept) => violation,
+            (Phase::Established, frame) => Some(ConnEvent::Frame(frame)),
+            (Phase::Handshake, Frame::Noise(message)) if !self.is_secure() => {
+                self.on_noise(id, &message, config, now, out)
+            }
             // A peer without the room key spoke in plaintext.
             (Phase::Handshake, Frame::Hello(_)) if self.secure.is_some() && !self.is_secure() => {
-                ConnEvent::Refuse(RejectReason::KeyMismatch)
+                Some(ConnEvent::Refuse(RejectReason::KeyMismatch))
             }
-            (Phase::Handshake, Frame::Hello(hello)) => ConnEvent::Hello(Box::new(hello)),
-            // A Noise message in a secure session: the handshake is over.
-            (Phase::Handshake, Frame::Noise(_)) => violation,
-            (Phase::Handshake, Frame::Reject(r)) if !self.is_inbound() => {
-                ConnEvent::Refused(r.reason)
+            (Phase::Handshake, Frame::Hello(hello)) if inbound => {
+                Some(ConnEvent::Hello(Box::new(hello)))
             }
-            (Phase::Held, Frame::Leave(_)) => ConnEvent::LeftWhileHeld,
+            (Phase::Handshake, Frame::Hello(hello)) => self.on_acceptor_hello(hello, config),
+            (Phase::Proving, Frame::Proof(proof)) if inbound => self.on_proof(&proof),
+            (Phase::Proving, Frame::Accept) if !inbound => self.accepted(None),
+            (Phase::Proving, Frame::Welcome(w)) if !inbound => self.accepted(Some(w)),
+            (Phase::Handshake | Phase::Proving, Frame::Reject(r)) if !inbound => {
+                Some(ConnEvent::Refused(r.reason))
+            }
+            (Phase::Proving | Phase::Held, Frame::Leave(_)) if inbound => {
+                Some(ConnEvent::LeftWhileHeld)
+            }
             _ => violation,
         }
+    }
+
+    /// The dialer checks the acceptor's proof of its key; the room then decides
+    /// whether to prove ours (see [`Conn::send_proof`]).
+    fn on_acceptor_hello(&mut self, hello: Hello, config: &Config) -> Option<ConnEvent> {
+        let identity = config
+            .identity
+            .as_ref()
+            .expect("the machine sets an identity");
+        let (Some(proof), Some(_), Some(_)) = (hello.proof, hello.key, hello.nonce) else {
+            return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
+        };
+        if !wire::verify(&hello, &proof, &identity.public_key(), &self.nonce) {
+            return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
+        }
+        self.phase = Phase::Proving;
+        self.theirs = Some(Box::new(hello.clone()));
+        Some(ConnEvent::AcceptorHello(Box::new(hello)))
+    }
+
+    /// Proves our key to the acceptor (its nonce signed); its verdict comes next.
+    pub(crate) fn send_proof(
+        &mut self,
+        id: ConnId,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), super::Overflow> {
+        let identity = config
+            .identity
+            .as_ref()
+            .expect("the machine sets an identity");
+        let (Some(ours), Some(theirs)) = (self.ours.take(), self.theirs.as_ref()) else {
+            return Ok(());
+        };
+        let (Some(key), Some(nonce)) = (theirs.key, theirs.nonce) else {
+            return Ok(());
+        };
+        let proof = wire::prove(identity, &ours, &key, &nonce);
+        let frame = encode_frame(&Frame::Proof(proof), config.max_frame_len).expect("small");
+        self.queue(id, frame, config, now, out).map(|_| ())
+    }
+
+    /// The acceptor checks the dialer's proof of the key its `Hello` names.
+    fn on_proof(&mut self, proof: &wire::Proof) -> Option<ConnEvent> {
+        let hello = self.theirs.take()?;
+        let ours = self.ours.take()?;
+        let Some(our_key) = ours.key else {
+            return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
+        };
+        if !wire::verify(&hello, proof, &our_key, &self.nonce) {
+            return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
+        }
+        Some(ConnEvent::Proven(hello))
+    }
+
+    fn accepted(&mut self, welcome: Option<Welcome>) -> Option<ConnEvent> {
+        let hello = self.theirs.take()?;
+        Some(ConnEvent::Accepted(hello, welcome))
     }
 
     /// A Noise handshake message (private rooms). `None`: handled, go on reading.
@@ -144,16 +239,13 @@ impl Conn {
         id: ConnId,
         message: &Bytes,
         config: &Config,
-        now: std::time::Instant,
+        now: Instant,
         out: &mut crate::Outbox,
     ) -> Option<ConnEvent> {
         let Some(channel) = self.secure.as_mut() else {
             // We have no room key; the other side has one.
             return Some(ConnEvent::Refuse(RejectReason::KeyMismatch));
         };
-        if channel.is_transport() {
-            return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
-        }
         match channel.read_handshake(message) {
             // Another key (or a forgery): refused in plaintext, we share no key.
             Err(_) => Some(ConnEvent::Refuse(RejectReason::KeyMismatch)),
@@ -172,6 +264,60 @@ impl Conn {
                 }
             }
         }
+    }
+
+    // ------------------------------------------------------------ our Hello
+
+    /// Sends our `Hello` on a connection we dialled (our key and nonce in it); the
+    /// acceptor's answer proves its key, and we prove ours then.
+    pub(crate) fn send_hello(
+        &mut self,
+        id: ConnId,
+        mut hello: Hello,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), super::Overflow> {
+        let identity = config
+            .identity
+            .as_ref()
+            .expect("the machine sets an identity");
+        hello.key = Some(identity.public_key());
+        hello.nonce = Some(self.nonce);
+        hello.proof = None;
+        let frame =
+            encode_frame(&Frame::Hello(hello.clone()), config.max_frame_len).expect("a Hello fits");
+        self.ours = Some(Box::new(hello));
+        self.queue(id, frame, config, now, out).map(|_| ())
+    }
+
+    /// Answers the dialer's `Hello` with ours, proving our key by signing its nonce;
+    /// its proof comes next.
+    pub(crate) fn answer_hello(
+        &mut self,
+        id: ConnId,
+        theirs: Box<Hello>,
+        mut hello: Hello,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<bool, super::Overflow> {
+        let identity = config
+            .identity
+            .as_ref()
+            .expect("the machine sets an identity");
+        let (Some(key), Some(nonce)) = (theirs.key, theirs.nonce) else {
+            return Ok(false);
+        };
+        hello.key = Some(identity.public_key());
+        hello.nonce = Some(self.nonce);
+        hello.proof = Some(wire::prove(identity, &hello, &key, &nonce));
+        let frame =
+            encode_frame(&Frame::Hello(hello.clone()), config.max_frame_len).expect("a Hello fits");
+        self.phase = Phase::Proving;
+        self.ours = Some(Box::new(hello));
+        self.theirs = Some(theirs);
+        self.queue(id, frame, config, now, out)
     }
 }
 
@@ -199,6 +345,9 @@ mod tests {
             observed_addr: None,
             wants_welcome: false,
             state_version: StateVersion::default(),
+            key: None,
+            nonce: None,
+            proof: None,
         })
     }
 
@@ -248,6 +397,7 @@ mod tests {
         Conn::new(
             Direction::Inbound,
             "127.0.0.1:2".parse().unwrap(),
+            crate::wire::Nonce([0; 32]),
             &Config::new("alice"),
             Instant::now(),
         )
@@ -323,6 +473,7 @@ mod tests {
         let mut dialling = Conn::new(
             Direction::Outbound(crate::conn::Purpose::Join),
             "127.0.0.1:2".parse().unwrap(),
+            crate::wire::Nonce([0; 32]),
             &Config::new("alice"),
             Instant::now(),
         );

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use rand_chacha::ChaCha20Rng;
 
-use super::{Conn, Direction, Overflow, Purpose};
+use super::{Conn, ConnEvent, Direction, Overflow, Purpose, Scratch};
 use crate::{
     addr::normalize,
     config::Config,
@@ -16,7 +16,7 @@ use crate::{
     event::{ConnId, Output},
     secure::session_seed,
     timer::{TimerKey, TimerTable},
-    wire::{Frame, encode_frame},
+    wire::{Frame, Hello, Nonce, encode_frame},
 };
 
 /// The connections of one machine.
@@ -61,24 +61,29 @@ impl Conns {
         if self.pending_inbound >= config.max_pending_handshakes {
             return Err(AcceptError::TooManyPending(self.pending_inbound));
         }
-        let mut conn = Conn::new(Direction::Inbound, normalize(remote), config, now);
-        if let Some(key) = &config.room_key {
-            conn.expect_noise(key, session_seed(crypto));
+        let noise = config
+            .room_key
+            .as_ref()
+            .map(|key| (key, session_seed(crypto)));
+        let nonce = Nonce(session_seed(crypto));
+        let mut conn = Conn::new(Direction::Inbound, normalize(remote), nonce, config, now);
+        if let Some((key, seed)) = noise {
+            conn.expect_noise(key, seed);
         }
         Ok(self.insert(conn, config, timers))
     }
 
-    /// A new outbound connection (the driver is told to dial `addr`).
+    /// A new outbound connection for `purpose` (the driver is told to dial `addr`).
     pub(crate) fn open_outbound(
         &mut self,
-        purpose: Purpose,
-        addr: SocketAddr,
+        (purpose, addr): (Purpose, SocketAddr),
         config: &Config,
         now: Instant,
-        timers: &mut TimerTable,
+        (timers, crypto): (&mut TimerTable, &mut ChaCha20Rng),
         out: &mut crate::Outbox,
     ) -> ConnId {
-        let conn = Conn::new(Direction::Outbound(purpose), addr, config, now);
+        let nonce = Nonce(session_seed(crypto));
+        let conn = Conn::new(Direction::Outbound(purpose), addr, nonce, config, now);
         let id = self.insert(conn, config, timers);
         out.push_back(Output::Connect { conn: id, addr });
         id
@@ -165,6 +170,102 @@ impl Conns {
         }
         timers.arm(TimerKey::Conn(id), conn.next_deadline(config));
         true
+    }
+
+    /// The next event `id` makes of its input (see [`Conn::next_event`]).
+    pub(crate) fn next_event(
+        &mut self,
+        id: ConnId,
+        input: &mut &[u8],
+        scratch: &mut Scratch,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Option<ConnEvent> {
+        let conn = self.map.get_mut(&id)?;
+        let had = conn.has_plain_out();
+        let event = conn.next_event(id, input, scratch, config, now, out);
+        if !had && conn.has_plain_out() {
+            self.dirty.push(id);
+        }
+        event
+    }
+
+    /// Sends our `Hello` on `id`, a connection we dialled.
+    pub(crate) fn send_hello(
+        &mut self,
+        id: ConnId,
+        hello: Hello,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), Overflow> {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        let had = conn.has_plain_out();
+        let sent = conn.send_hello(id, hello, config, now, out);
+        if !had && conn.has_plain_out() {
+            self.dirty.push(id);
+        }
+        sent
+    }
+
+    /// Answers the dialer's `Hello` on `id` with ours (see [`Conn::answer_hello`]);
+    /// `Ok(false)` if its `Hello` lacks a key or nonce.
+    pub(crate) fn answer_hello(
+        &mut self,
+        id: ConnId,
+        theirs: Box<Hello>,
+        hello: Hello,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<bool, Overflow> {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return Ok(false);
+        };
+        let had = conn.has_plain_out();
+        let sent = conn.answer_hello(id, theirs, hello, config, now, out);
+        if !had && conn.has_plain_out() {
+            self.dirty.push(id);
+        }
+        sent.map(|_| true)
+    }
+
+    /// Proves our key on `id`, a connection we dialled (see [`Conn::send_proof`]).
+    pub(crate) fn send_proof(
+        &mut self,
+        id: ConnId,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Result<(), Overflow> {
+        let Some(conn) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        let had = conn.has_plain_out();
+        let sent = conn.send_proof(id, config, now, out);
+        if !had && conn.has_plain_out() {
+            self.dirty.push(id);
+        }
+        sent
+    }
+
+    /// Our outbound connection whose nonce is `nonce`, if any (a dial that led back to
+    /// ourselves).
+    pub(crate) fn by_nonce(&self, nonce: &Nonce) -> Option<ConnId> {
+        self.map
+            .iter()
+            .find(|(_, c)| !c.is_inbound() && c.nonce() == nonce)
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether an outbound connection to `addr` is still in its handshake.
+    pub(crate) fn dialling(&self, addr: SocketAddr) -> bool {
+        self.map
+            .values()
+            .any(|c| !c.is_inbound() && !c.is_established() && c.addr() == addr)
     }
 
     /// Queues whole frames on `id` (encrypted at the next drain in a private room).

@@ -3,17 +3,20 @@
 //!
 //! It applies, in this order: the version and network checks of
 //! [handshake first](crate::spec#handshake-first); the [identity](crate::spec#identity)
-//! rule (a name claimed twice: ourselves, a restart to probe, a challenger, the
-//! incumbent order); the full-room half of [bounds](crate::spec#bounds) (the youngest
-//! gives way); and [one connection per pair](crate::spec#one-connection-per-pair)
-//! (crossing dials, two peers joining each other). The room carries the [`Decision`]
-//! out.
+//! rule (ourselves, our name, a name held by another key: probe its holder, a
+//! challenger, a restart under the same key); a peer that left refuses everyone; the
+//! full-room half of [bounds](crate::spec#bounds) (the youngest gives way); and
+//! [one connection per pair](crate::spec#one-connection-per-pair) (crossing dials, two
+//! peers joining each other). Ranks are the ones the room recorded: what a peer claims
+//! about itself in its `Hello` never outranks anyone. The room carries the
+//! [`Decision`] out.
 
 use std::net::SocketAddr;
 
 use crate::{
     config::validate_name,
     event::{ConnId, RejectReason},
+    identity::PublicKey,
     rank::{Epoch, Rank},
     wire::Hello,
 };
@@ -23,10 +26,16 @@ use crate::{
 pub(crate) struct Holder {
     /// Its session, and whether that session is one it dialled to us.
     pub(crate) session: Option<(ConnId, bool)>,
+    /// Its identity key and incarnation.
+    pub(crate) key: PublicKey,
+    pub(crate) incarnation: u64,
     /// Its rank as recorded.
     pub(crate) rank: Rank,
     /// Our dial to it in progress.
     pub(crate) dialing: Option<ConnId>,
+    /// Another identity claiming the name that a member list told us of, with the
+    /// rank it vouched for.
+    pub(crate) challenger: Option<(PublicKey, Rank)>,
 }
 
 /// Where our own join stands, as admission sees it.
@@ -44,8 +53,10 @@ pub(crate) struct View<'a> {
     pub(crate) our_name: &'a str,
     pub(crate) network: &'a str,
     pub(crate) versions: (u16, u16),
-    /// Our rank (our epoch is unranked while we wait for a welcome).
-    pub(crate) our_rank: Rank,
+    pub(crate) our_key: PublicKey,
+    pub(crate) our_incarnation: u64,
+    /// We left our room and joined none since: we refuse its members' sessions.
+    pub(crate) departed: bool,
     pub(crate) max_members: usize,
     /// Members in our view.
     pub(crate) view_len: usize,
@@ -65,10 +76,11 @@ pub(crate) struct View<'a> {
 /// An earlier connection of the claimed name that the new one replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Replace {
-    /// The same identity: the old connection closes silently, the new one is admitted
-    /// without a `Joined`.
+    /// The same member (its key): the old connection closes silently, the new one
+    /// is admitted without a `Joined` (a second connection, or a restart that kept
+    /// its identity).
     Duplicate(ConnId),
-    /// Another incarnation that our challenge dial found outranked: it is expelled.
+    /// Another identity that our challenge dial found outranked: it is expelled.
     Expel(ConnId),
 }
 
@@ -77,19 +89,22 @@ pub(crate) enum Replace {
 pub(crate) enum Verdict {
     /// No common version, or another network: `Reject` with this reason, then close.
     Incompatible(RejectReason),
-    /// The claimed name is not a valid name: close as a protocol violation.
-    BadName,
+    /// The claimed name is not a valid name, or the `Hello` lacks its key or nonce:
+    /// close as a protocol violation.
+    Malformed,
     /// The connection leads back to this peer itself.
     Ourselves,
-    /// Another live peer claims our name: we keep it (it is refused with `NameTaken`)
-    /// or it outranks us and we leave the room.
-    OurName { we_keep_it: bool },
+    /// Another peer claims our name (or our key): refused with `NameTaken`.
+    OurName,
+    /// We left our room and joined none since: a member of it is refused with
+    /// `Departed` (a newcomer asking for a welcome is not).
+    Departed,
     /// The room is full: `Reject(RoomFull)`.
     Full,
     /// The same identity is connected already and that connection is kept: this one
     /// closes silently.
     Duplicate,
-    /// A live member has the name under another incarnation: probe `holder`, hold the
+    /// A live member has the name under another key: probe `holder`, hold the
     /// newcomer until it answers (`NameTaken`) or fails (replaced).
     ProbeHolder { holder: ConnId },
     /// Hold the connection until our own dial `dial` to the same peer resolves.
@@ -139,9 +154,10 @@ impl Decision {
         !matches!(
             self.verdict,
             Verdict::Incompatible(_)
-                | Verdict::BadName
+                | Verdict::Malformed
                 | Verdict::Ourselves
-                | Verdict::OurName { .. }
+                | Verdict::OurName
+                | Verdict::Departed
         )
     }
 }
@@ -179,12 +195,18 @@ pub(crate) fn keep_new(
     }
 }
 
-/// Decides what happens to the connection `view.conn` whose remote sent `hello`.
+/// Decides what happens to the connection `view.conn` whose remote sent `hello`
+/// (whose key the connection proved).
 pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
-    if let Some(verdict) = refused_at_once(view, hello) {
+    if let Some(verdict) = screen(view, hello) {
         return Decision::just(verdict);
     }
-    let theirs = Rank::new(Epoch::from_wire(hello.join_epoch), hello.incarnation);
+    let key = hello.key.expect("screened");
+    // The rank the room recorded for this identity; a claim counts for nothing.
+    let theirs = view
+        .holder
+        .filter(|h| h.key == key && h.incarnation == hello.incarnation)
+        .map_or(Rank::new(Epoch::Unranked, hello.incarnation), |h| h.rank);
     let make_room = match full_room(view, hello, theirs) {
         Ok(make_room) => make_room,
         Err(full) => return Decision::just(full),
@@ -194,24 +216,24 @@ pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
         drop_our_dial,
         verdict,
     };
-    if let Some(Holder {
-        session: Some(old),
-        rank,
-        ..
-    }) = view.holder
+    if let Some(
+        holder @ Holder {
+            session: Some(old), ..
+        },
+    ) = view.holder
     {
-        return decided(None, existing_session(view, hello, old, rank, theirs));
+        return decided(None, existing_session(view, hello, key, old, holder));
     }
     if !view.inbound {
         return decided(None, Verdict::admit());
     }
-    let (drop_our_dial, verdict) = crossing(view, hello);
+    let (drop_our_dial, verdict) = crossing(view, hello, key);
     decided(drop_our_dial, verdict)
 }
 
-/// Handshake first and identity, before anything else: a version or network we do
-/// not share, an invalid name, ourselves, our own name.
-fn refused_at_once(view: &View<'_>, hello: &Hello) -> Option<Verdict> {
+/// What is refused before anything else: a version or network we do not share, a
+/// malformed `Hello`, ourselves, our own name or key, anyone while we have left.
+pub(crate) fn screen(view: &View<'_>, hello: &Hello) -> Option<Verdict> {
     let (min, max) = view.versions;
     let (their_min, their_max) = hello.versions;
     if their_min > their_max || their_min.max(min) > their_max.min(max) {
@@ -221,25 +243,33 @@ fn refused_at_once(view: &View<'_>, hello: &Hello) -> Option<Verdict> {
     if hello.network != view.network {
         return Some(Verdict::Incompatible(RejectReason::WrongNetwork));
     }
+    let (Some(key), Some(_)) = (hello.key, hello.nonce) else {
+        return Some(Verdict::Malformed);
+    };
     if validate_name(&hello.name).is_err() {
-        return Some(Verdict::BadName);
+        return Some(Verdict::Malformed);
     }
-    if hello.name != view.our_name {
-        return None;
+    if key == view.our_key {
+        if hello.incarnation == view.our_incarnation {
+            return Some(Verdict::Ourselves);
+        }
+        // Another process holds our identity key: it is not admitted.
+        return Some(Verdict::OurName);
     }
-    if hello.incarnation == view.our_rank.incarnation {
-        return Some(Verdict::Ourselves);
+    if hello.name == view.our_name {
+        // Identity: we are alive and answer for our name; a member told of two
+        // claimants resolves a conflict, never the claimant's word.
+        return Some(Verdict::OurName);
     }
-    // Identity: a newcomer never outranks us; a member that does is the incumbent.
-    let theirs = Rank::new(Epoch::from_wire(hello.join_epoch), hello.incarnation);
-    let we_keep_it = hello.wants_welcome || view.our_rank.outranks(theirs);
-    Some(Verdict::OurName { we_keep_it })
+    // Healing: a peer that left its room is not pulled back by the members it left
+    // (their redials); a newcomer that asks to be welcomed starts a new room with it.
+    (view.departed && !hello.wants_welcome).then_some(Verdict::Departed)
 }
 
 /// Bounds: a full room. A member admitted elsewhere (two contacts filled the last
 /// place at once) is weighed against our youngest member by the rule every member
-/// applies alike: the youngest gives way (`Ok(Some(youngest))`); anyone else is
-/// refused (`Err(Full)`).
+/// applies alike, on recorded ranks: the youngest gives way (`Ok(Some(youngest))`);
+/// anyone else is refused (`Err(Full)`).
 fn full_room(view: &View<'_>, hello: &Hello, theirs: Rank) -> Result<Option<ConnId>, Verdict> {
     let joining_through_it =
         matches!(view.joining, Joining::Through { contact, .. } if contact == view.conn);
@@ -259,20 +289,19 @@ fn full_room(view: &View<'_>, hello: &Hello, theirs: Rank) -> Result<Option<Conn
 
 /// One connection per pair, for a new inbound connection: our own dial to the same
 /// peer, or two peers joining each other at once. The connection dialled by the
-/// smaller name goes on.
-fn crossing(view: &View<'_>, hello: &Hello) -> (Option<ConnId>, Verdict) {
+/// smaller name goes on. A claimant with another key than the one we are dialling
+/// waits for our dial (identity).
+fn crossing(view: &View<'_>, hello: &Hello, key: PublicKey) -> (Option<ConnId>, Verdict) {
     let smaller_is_us = smaller_name_dials(view.our_name, &hello.name);
     let mut drop_our_dial = None;
-    if let Some(dialing) = view
-        .holder
-        .and_then(|h| h.dialing)
-        .filter(|d| *d != view.conn)
-    {
-        if smaller_is_us {
-            // Our dial is kept; theirs waits until ours resolves.
-            return (None, Verdict::AwaitDial(dialing));
+    if let Some(holder) = view.holder {
+        if let Some(dialing) = holder.dialing.filter(|d| *d != view.conn) {
+            if smaller_is_us || holder.key != key {
+                // Our dial is kept; theirs waits until ours resolves.
+                return (None, Verdict::AwaitDial(dialing));
+            }
+            drop_our_dial = Some(dialing);
         }
-        drop_our_dial = Some(dialing);
     }
     if let Joining::Through { contact, addr } = view.joining {
         if hello.wants_welcome && view.their_addr == Some(addr) {
@@ -295,13 +324,15 @@ fn crossing(view: &View<'_>, hello: &Hello) -> (Option<ConnId>, Verdict) {
 fn existing_session(
     view: &View<'_>,
     hello: &Hello,
+    key: PublicKey,
     old: (ConnId, bool),
-    rank: Rank,
-    theirs: Rank,
+    holder: Holder,
 ) -> Verdict {
-    if rank.incarnation == hello.incarnation {
+    if holder.key == key {
         let smaller_is_us = smaller_name_dials(view.our_name, &hello.name);
-        if keep_new(old, (view.conn, view.inbound), view.joining, smaller_is_us) {
+        let restart = holder.incarnation != hello.incarnation;
+        if restart || keep_new(old, (view.conn, view.inbound), view.joining, smaller_is_us) {
+            // The same member: a second connection, or a restart that kept its key.
             return Verdict::Admit {
                 replace: Some(Replace::Duplicate(old.0)),
                 abandon_join: None,
@@ -310,11 +341,16 @@ fn existing_session(
         return Verdict::Duplicate;
     }
     if view.inbound {
-        // A newcomer claims a live name: the holder is probed first.
+        // Another key claims a live name: the holder is probed first.
         return Verdict::ProbeHolder { holder: old.0 };
     }
-    // Our challenge dial reached another incarnation: both are alive.
-    if theirs.outranks(rank) {
+    // Our challenge dial reached the other identity a member list told us of: the
+    // ranks the member lists vouched for decide.
+    let challenger = holder
+        .challenger
+        .filter(|(k, _)| *k == key)
+        .map(|(_, rank)| rank);
+    if challenger.is_some_and(|rank| rank.epoch.is_ranked() && rank.outranks(holder.rank)) {
         return Verdict::Admit {
             replace: Some(Replace::Expel(old.0)),
             abandon_join: None,

@@ -1,7 +1,7 @@
 //! The admission table: one row per verdict and step, no simulator.
 
 use super::*;
-use crate::wire::StateVersion;
+use crate::{identity::Identity, wire::StateVersion};
 
 const C: ConnId = ConnId(10);
 const OLD: ConnId = ConnId(3);
@@ -13,13 +13,18 @@ fn addr() -> SocketAddr {
     "127.0.0.1:4000".parse().unwrap()
 }
 
+fn key(n: u8) -> PublicKey {
+    Identity::from_bytes([n; 32]).public_key()
+}
+
 fn rank(epoch: u64, incarnation: u64) -> Rank {
     Rank::new(Epoch::from_wire(epoch), incarnation)
 }
 
-fn hello(name: &str, incarnation: u64, epoch: u64) -> Hello {
+/// A `Hello` from `name` with key `k` (a proven one, as `decide` sees it).
+fn hello(name: &str, k: u8, incarnation: u64, epoch: u64) -> Hello {
     Hello {
-        versions: (1, 1),
+        versions: crate::PROTOCOL_VERSIONS,
         network: "net".into(),
         name: name.into(),
         incarnation,
@@ -29,16 +34,22 @@ fn hello(name: &str, incarnation: u64, epoch: u64) -> Hello {
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),
+        key: Some(key(k)),
+        nonce: Some(crate::wire::Nonce([1; 32])),
+        proof: None,
     }
 }
 
-/// "mid" (rank 2/50) in a room of 2 of at most 8, with an inbound connection.
+/// "mid" (key 50, incarnation 50) in a room of 2 of at most 8, with an inbound
+/// connection.
 fn view() -> View<'static> {
     View {
         our_name: "mid",
         network: "net",
-        versions: (1, 1),
-        our_rank: rank(2, 50),
+        versions: crate::PROTOCOL_VERSIONS,
+        our_key: key(50),
+        our_incarnation: 50,
+        departed: false,
         max_members: 8,
         view_len: 2,
         youngest: Some((YOUNGEST, rank(7, 1))),
@@ -50,11 +61,15 @@ fn view() -> View<'static> {
     }
 }
 
-fn holder(session: Option<(ConnId, bool)>, r: Rank, dialing: Option<ConnId>) -> Option<Holder> {
+/// The recorded holder of the claimed name: key `k`, incarnation 9, epoch 4.
+fn holder(session: Option<(ConnId, bool)>, k: u8, dialing: Option<ConnId>) -> Option<Holder> {
     Some(Holder {
         session,
-        rank: r,
+        key: key(k),
+        incarnation: 9,
+        rank: rank(4, 9),
         dialing,
+        challenger: None,
     })
 }
 
@@ -73,8 +88,7 @@ fn just(verdict: Verdict) -> Decision {
     }
 }
 
-#[test]
-fn every_decision() {
+fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
     let joining = Joining::Through {
         contact: CONTACT,
         addr: addr(),
@@ -87,86 +101,116 @@ fn every_decision() {
         view_len: 7,
         ..view()
     };
-    let rows: Vec<(&str, View<'static>, Hello, Decision)> = vec![
+    let version = RejectReason::IncompatibleVersion { min: 2, max: 2 };
+    let mut no_key = hello("x", 1, 1, 1);
+    no_key.key = None;
+    let with_challenger = |rank| {
+        let mut h = holder(Some((OLD, true)), 1, None);
+        h.as_mut().unwrap().challenger = Some((key(2), rank));
+        h
+    };
+    vec![
         (
-            "no common version",
+            "no common version (a version-1 peer)",
             view(),
             Hello {
-                versions: (2, 3),
-                ..hello("x", 1, 1)
+                versions: (1, 1),
+                ..no_key.clone()
             },
-            just(Verdict::Incompatible(RejectReason::IncompatibleVersion {
-                min: 1,
-                max: 1,
-            })),
+            just(Verdict::Incompatible(version.clone())),
         ),
         (
             "an empty version range",
             view(),
             Hello {
-                versions: (1, 0),
-                ..hello("x", 1, 1)
+                versions: (3, 2),
+                ..hello("x", 1, 1, 1)
             },
-            just(Verdict::Incompatible(RejectReason::IncompatibleVersion {
-                min: 1,
-                max: 1,
-            })),
+            just(Verdict::Incompatible(version)),
         ),
         (
             "another network",
             view(),
             Hello {
                 network: "other".into(),
-                ..hello("x", 1, 1)
+                ..hello("x", 1, 1, 1)
             },
             just(Verdict::Incompatible(RejectReason::WrongNetwork)),
         ),
+        ("no identity key", view(), no_key, just(Verdict::Malformed)),
         (
             "an invalid name",
             view(),
-            hello("", 1, 1),
-            just(Verdict::BadName),
+            hello("", 1, 1, 1),
+            just(Verdict::Malformed),
         ),
         (
             "ourselves",
             view(),
-            hello("mid", 50, 2),
+            hello("mid", 50, 50, 2),
             just(Verdict::Ourselves),
         ),
         (
-            "our name, claimed by a newcomer",
+            "our key, another incarnation",
             view(),
-            welcome(hello("mid", 1, 0)),
-            just(Verdict::OurName { we_keep_it: true }),
+            hello("other", 50, 1, 0),
+            just(Verdict::OurName),
         ),
         (
-            "our name, claimed by a younger member",
+            "our name, whatever rank it claims",
             view(),
-            hello("mid", 1, 3),
-            just(Verdict::OurName { we_keep_it: true }),
+            hello("mid", 1, 0, 0),
+            just(Verdict::OurName),
         ),
         (
-            "our name, held by an older member",
-            view(),
-            hello("mid", 1, 1),
-            just(Verdict::OurName { we_keep_it: false }),
+            "a member of the room we left",
+            View {
+                departed: true,
+                ..view()
+            },
+            hello("x", 1, 1, 1),
+            just(Verdict::Departed),
+        ),
+        (
+            "a newcomer after we left: a new room",
+            View {
+                departed: true,
+                ..view()
+            },
+            welcome(hello("x", 1, 1, u64::MAX)),
+            just(admit()),
         ),
         (
             "a full room",
             full,
-            welcome(hello("x", 1, u64::MAX)),
+            welcome(hello("x", 1, 1, u64::MAX)),
             just(Verdict::Full),
         ),
         (
-            "a full room, a younger member",
+            "a full room: what it claims is not a rank",
             full,
-            hello("x", 1, 9),
+            hello("x", 1, 9, 0),
             just(Verdict::Full),
         ),
         (
-            "a full room, an older member: the youngest gives way",
-            full,
-            hello("x", 1, 3),
+            "a full room: recorded younger than our youngest",
+            View {
+                holder: Some(Holder {
+                    rank: rank(9, 9),
+                    ..holder(None, 1, None).unwrap()
+                }),
+                ..full
+            },
+            hello("x", 1, 9, 0),
+            just(Verdict::Full),
+        ),
+        (
+            "a full room: recorded older, the youngest gives way",
+            View {
+                holder: holder(None, 1, None),
+                ..full
+            },
+            hello("x", 1, 9, 4),
             Decision {
                 make_room: Some(YOUNGEST),
                 drop_our_dial: None,
@@ -181,78 +225,100 @@ fn every_decision() {
                 inbound: false,
                 ..full
             },
-            hello("x", 1, 9),
+            hello("x", 1, 9, 9),
             just(admit()),
         ),
         (
-            "the same identity again, the old connection kept",
+            "the same member again, the old connection kept",
             View {
-                holder: holder(Some((OLD, false)), rank(4, 9), None),
+                holder: holder(Some((OLD, false)), 1, None),
                 ..view()
             },
-            hello("x", 9, 4),
+            hello("x", 1, 9, 4),
             just(Verdict::Duplicate),
         ),
         (
-            "the same identity again, the new connection kept",
+            "the same member again, the new connection kept",
             View {
-                holder: holder(Some((OLD, true)), rank(4, 9), None),
+                holder: holder(Some((OLD, true)), 1, None),
                 ..view()
             },
-            hello("x", 9, 4),
+            hello("x", 1, 9, 4),
             just(Verdict::Admit {
                 replace: Some(Replace::Duplicate(OLD)),
                 abandon_join: None,
             }),
         ),
         (
-            "another incarnation claims a live name: probe",
+            "the same key restarted: the old session goes at once",
             View {
-                holder: holder(Some((OLD, true)), rank(4, 9), None),
+                holder: holder(Some((OLD, false)), 1, None),
                 ..view()
             },
-            hello("x", 8, 1),
+            hello("x", 1, 77, u64::MAX),
+            just(Verdict::Admit {
+                replace: Some(Replace::Duplicate(OLD)),
+                abandon_join: None,
+            }),
+        ),
+        (
+            "another key claims a live name: probe, whatever rank it claims",
+            View {
+                holder: holder(Some((OLD, true)), 1, None),
+                ..view()
+            },
+            hello("x", 2, 8, 0),
             just(Verdict::ProbeHolder { holder: OLD }),
         ),
         (
-            "our challenge dial found an older incarnation",
+            "our challenge dial found the older identity a member list named",
             View {
-                holder: holder(Some((OLD, true)), rank(4, 9), None),
+                holder: with_challenger(rank(1, 8)),
                 inbound: false,
                 ..view()
             },
-            hello("x", 8, 1),
+            hello("x", 2, 8, 9),
             just(Verdict::Admit {
                 replace: Some(Replace::Expel(OLD)),
                 abandon_join: None,
             }),
         ),
         (
-            "our challenge dial found a younger incarnation",
+            "our challenge dial found a younger identity",
             View {
-                holder: holder(Some((OLD, true)), rank(4, 9), None),
+                holder: with_challenger(rank(5, 8)),
                 inbound: false,
                 ..view()
             },
-            hello("x", 8, 5),
+            hello("x", 2, 8, 0),
+            just(Verdict::Duplicate),
+        ),
+        (
+            "a dial reached another key than the challenger's",
+            View {
+                holder: with_challenger(rank(1, 8)),
+                inbound: false,
+                ..view()
+            },
+            hello("x", 3, 8, 0),
             just(Verdict::Duplicate),
         ),
         (
             "crossing dials, ours kept",
             View {
-                holder: holder(None, rank(4, 9), Some(DIAL)),
+                holder: holder(None, 1, Some(DIAL)),
                 ..view()
             },
-            hello("zed", 9, 4),
+            hello("zed", 1, 9, 4),
             just(Verdict::AwaitDial(DIAL)),
         ),
         (
             "crossing dials, theirs kept",
             View {
-                holder: holder(None, rank(4, 9), Some(DIAL)),
+                holder: holder(None, 1, Some(DIAL)),
                 ..view()
             },
-            hello("abe", 9, 4),
+            hello("abe", 1, 9, 4),
             Decision {
                 make_room: None,
                 drop_our_dial: Some(DIAL),
@@ -260,15 +326,24 @@ fn every_decision() {
             },
         ),
         (
+            "another key while we dial the recorded one: our dial decides",
+            View {
+                holder: holder(None, 1, Some(DIAL)),
+                ..view()
+            },
+            hello("abe", 2, 9, 4),
+            just(Verdict::AwaitDial(DIAL)),
+        ),
+        (
             "joining each other, ours goes on",
             View { joining, ..view() },
-            welcome(hello("zed", 9, u64::MAX)),
+            welcome(hello("zed", 1, 9, u64::MAX)),
             just(Verdict::AwaitDial(CONTACT)),
         ),
         (
             "joining each other, theirs goes on",
             View { joining, ..view() },
-            welcome(hello("abe", 9, u64::MAX)),
+            welcome(hello("abe", 1, 9, u64::MAX)),
             just(Verdict::Admit {
                 replace: None,
                 abandon_join: Some(CONTACT),
@@ -281,39 +356,84 @@ fn every_decision() {
                 their_addr: Some("127.0.0.1:4001".parse().unwrap()),
                 ..view()
             },
-            welcome(hello("abe", 9, u64::MAX)),
+            welcome(hello("abe", 1, 9, u64::MAX)),
             just(admit()),
         ),
-        ("a new member", view(), hello("x", 1, 1), just(admit())),
+        ("a new member", view(), hello("x", 1, 1, 1), just(admit())),
+        (
+            "a lost member's name taken over by another key",
+            View {
+                holder: holder(None, 1, None),
+                ..view()
+            },
+            hello("x", 2, 1, 1),
+            just(admit()),
+        ),
         (
             "a member we dialled",
             View {
                 inbound: false,
-                holder: holder(None, rank(4, 9), Some(C)),
+                holder: holder(None, 1, Some(C)),
                 ..view()
             },
-            hello("x", 9, 4),
+            hello("x", 1, 9, 4),
             just(admit()),
         ),
-    ];
-    for (what, view, hello, want) in rows {
+    ]
+}
+
+#[test]
+fn every_decision() {
+    for (what, view, hello, want) in rows() {
         assert_eq!(decide(&view, &hello), want, "{what}");
     }
 }
 
 #[test]
-fn the_epoch_of_a_refused_or_self_hello_is_not_seen() {
-    let sees = |v| {
-        Decision {
-            make_room: None,
-            drop_our_dial: None,
-            verdict: v,
+fn every_verdict_has_a_row() {
+    let rows = rows();
+    let has = |f: &dyn Fn(&Decision) -> bool| rows.iter().any(|(_, _, _, d)| f(d));
+    assert!(has(&|d| matches!(d.verdict, Verdict::Incompatible(_))));
+    assert!(has(&|d| d.verdict == Verdict::Malformed));
+    assert!(has(&|d| d.verdict == Verdict::Ourselves));
+    assert!(has(&|d| d.verdict == Verdict::OurName));
+    assert!(has(&|d| d.verdict == Verdict::Departed));
+    assert!(has(&|d| d.verdict == Verdict::Full));
+    assert!(has(&|d| d.verdict == Verdict::Duplicate));
+    assert!(has(&|d| matches!(d.verdict, Verdict::ProbeHolder { .. })));
+    assert!(has(&|d| matches!(d.verdict, Verdict::AwaitDial(_))));
+    assert!(has(&|d| matches!(
+        d.verdict,
+        Verdict::Admit {
+            replace: Some(Replace::Duplicate(_)),
+            ..
         }
-        .sees_epoch()
-    };
-    assert!(!sees(Verdict::BadName));
+    )));
+    assert!(has(&|d| matches!(
+        d.verdict,
+        Verdict::Admit {
+            replace: Some(Replace::Expel(_)),
+            ..
+        }
+    )));
+    assert!(has(&|d| matches!(
+        d.verdict,
+        Verdict::Admit {
+            abandon_join: Some(_),
+            ..
+        }
+    )));
+    assert!(has(&|d| d.make_room.is_some()));
+    assert!(has(&|d| d.drop_our_dial.is_some()));
+}
+
+#[test]
+fn the_epoch_of_a_refused_or_self_hello_is_not_seen() {
+    let sees = |v| just(v).sees_epoch();
+    assert!(!sees(Verdict::Malformed));
     assert!(!sees(Verdict::Ourselves));
-    assert!(!sees(Verdict::OurName { we_keep_it: true }));
+    assert!(!sees(Verdict::OurName));
+    assert!(!sees(Verdict::Departed));
     assert!(!sees(Verdict::Incompatible(RejectReason::WrongNetwork)));
     assert!(sees(Verdict::Full));
     assert!(sees(Verdict::Duplicate));

@@ -30,21 +30,26 @@ impl Room {
         }
         scratch.reset();
         let mut input = data;
-        loop {
-            let Some(c) = io.conns.get_mut(conn) else {
-                return;
-            };
-            let Some(event) = c.next_event(conn, &mut input, scratch, io.config, io.now, io.out)
-            else {
-                return;
-            };
+        while let Some(event) = io
+            .conns
+            .next_event(conn, &mut input, scratch, io.config, io.now, io.out)
+        {
             self.on_conn_event(io, conn, event);
         }
     }
 
     fn on_conn_event(&mut self, io: &mut Io<'_>, conn: ConnId, event: ConnEvent) {
         match event {
-            ConnEvent::Hello(hello) => self.on_hello(io, conn, hello),
+            ConnEvent::Hello(hello) => self.on_dialer_hello(io, conn, hello),
+            ConnEvent::Proven(hello) => self.on_hello(io, conn, hello),
+            ConnEvent::AcceptorHello(hello) => self.on_acceptor_hello(io, conn, hello),
+            ConnEvent::Accepted(hello, welcome) => {
+                self.on_hello(io, conn, hello);
+                let established = io.conns.get(conn).is_some_and(|c| c.is_established());
+                if let (Some(w), true) = (welcome, established) {
+                    self.on_session_frame(io, conn, Frame::Welcome(w));
+                }
+            }
             ConnEvent::Frame(frame) => self.on_session_frame(io, conn, frame),
             ConnEvent::Refused(reason) => {
                 self.drop_session(io, conn, Cause::RemoteRejected(reason))
@@ -76,10 +81,11 @@ impl Room {
             Frame::Announce(list) => self.on_member_list(io, conn, list, false),
             Frame::Digest(d) => {
                 self.on_digest_version(io, conn, &d.state_version);
+                self.on_departures(io, d.departed);
                 self.on_member_list(io, conn, d.members, true);
             }
             Frame::Data(d) => self.on_data(io, conn, d),
-            Frame::State(u) => self.on_state(io, u),
+            Frame::State(u) => self.on_state(io, conn, u),
             Frame::Ping(nonce) => self.send_frame(io, conn, &Frame::Pong(nonce)),
             Frame::Pong(nonce) => self.on_pong(io, conn, nonce),
             Frame::Leave(l) => self.drop_session(
@@ -89,12 +95,13 @@ impl Room {
                     expelled: l.expelled,
                 },
             ),
-            // The connection lets neither through on a session (handshake first).
-            Frame::Hello(_) | Frame::Noise(_) => self.drop_session(
-                io,
-                conn,
-                Cause::Local(crate::CloseReason::ProtocolViolation),
-            ),
+            // The connection lets none through on a session (handshake first).
+            Frame::Hello(_) | Frame::Noise(_) | Frame::Proof(_) | Frame::Accept => self
+                .drop_session(
+                    io,
+                    conn,
+                    Cause::Local(crate::CloseReason::ProtocolViolation),
+                ),
         }
     }
 
@@ -115,11 +122,41 @@ impl Room {
         }
         let message = Message {
             from: m.name().clone(),
+            key: m.key(),
             kind: data.kind,
             payload: data.payload,
             direct: data.to.is_some(),
         };
-        io.out.push_back(Output::Deliver(message));
+        if m.reported() {
+            io.out.push_back(Output::Deliver(message));
+        } else if self.is_joining() && self.early.len() < io.config.max_early_messages {
+            // Membership before messages: held until `Entered` reports its sender.
+            self.early.push_back(message);
+        } else {
+            self.dropped_early += 1;
+        }
+    }
+
+    /// After `Entered`: the held messages of members now reported, in order; the
+    /// others (a sender that came and went while we entered) are dropped.
+    pub(super) fn release_early(&mut self, io: &mut Io<'_>) {
+        for message in std::mem::take(&mut self.early) {
+            if self
+                .members
+                .get(&message.from)
+                .is_some_and(|m| m.reported())
+            {
+                io.out.push_back(Output::Deliver(message));
+            } else {
+                self.dropped_early += 1;
+            }
+        }
+    }
+
+    /// The join is over without `Entered`: nobody was reported, nothing is delivered.
+    pub(super) fn drop_early(&mut self) {
+        self.dropped_early += self.early.len() as u64;
+        self.early.clear();
     }
 
     /// Encodes a data frame with our next sequence number; a frame that cannot fit is

@@ -1,5 +1,6 @@
-//! Carrying out admission: our `Hello`, the [`admission::decide`] verdict on theirs,
-//! held connections, and a connection becoming a member's session.
+//! Carrying out admission: our `Hello`, the screening of the dialer's, the
+//! [`admission::decide`] verdict once its key is proven, held connections, and a
+//! connection becoming a member's session.
 
 use std::sync::Arc;
 
@@ -53,7 +54,56 @@ impl Room {
         };
         let wants_welcome = c.purpose() == Some(&Purpose::Join);
         let hello = self.hello(io.config, c.addr(), wants_welcome);
-        self.send_frame(io, conn, &Frame::Hello(hello));
+        if io
+            .conns
+            .send_hello(conn, hello, io.config, io.now, io.out)
+            .is_err()
+        {
+            self.drop_session(io, conn, Cause::Local(CloseReason::SlowConsumer));
+        }
+    }
+
+    /// The dialer's `Hello`, before its proof: refused at once, or answered with ours
+    /// (which proves our key and asks for its proof).
+    pub(crate) fn on_dialer_hello(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>) {
+        if let Some(verdict) = admission::screen(&self.admission_view(io, conn, &hello), &hello) {
+            let d = Decision {
+                make_room: None,
+                drop_our_dial: None,
+                verdict,
+            };
+            return self.carry_out(io, conn, hello, d);
+        }
+        let Some(c) = io.conns.get(conn) else {
+            return;
+        };
+        let ours = self.hello(io.config, c.addr(), false);
+        match io
+            .conns
+            .answer_hello(conn, hello, ours, io.config, io.now, io.out)
+        {
+            Ok(true) => {}
+            Ok(false) => self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation)),
+            Err(_) => self.drop_session(io, conn, Cause::Local(CloseReason::SlowConsumer)),
+        }
+    }
+
+    /// The acceptor of a connection we dialled proved its key: if we would admit it
+    /// now, we prove ours and wait for its verdict; if not, the connection ends here,
+    /// before the acceptor admits anything (so a dial we do not keep makes no noise
+    /// on the other side).
+    pub(crate) fn on_acceptor_hello(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>) {
+        let decision = admission::decide(&self.admission_view(io, conn, &hello), &hello);
+        if !matches!(decision.verdict, Verdict::Admit { .. }) {
+            return self.on_hello(io, conn, hello);
+        }
+        if io
+            .conns
+            .send_proof(conn, io.config, io.now, io.out)
+            .is_err()
+        {
+            self.drop_session(io, conn, Cause::Local(CloseReason::SlowConsumer));
+        }
     }
 
     /// What admission looks at for `hello` on `conn`.
@@ -63,14 +113,19 @@ impl Room {
             session: m
                 .conn()
                 .map(|s| (s, io.conns.get(s).is_some_and(|s| s.is_inbound()))),
+            key: m.key(),
+            incarnation: m.incarnation(),
             rank: m.rank(),
             dialing: m.dialing(),
+            challenger: m.challenger_rank(),
         });
         View {
             our_name: &io.config.name,
             network: &io.config.network,
             versions: io.config.versions,
-            our_rank: crate::rank::Rank::new(self.epoch, self.incarnation),
+            our_key: io.config.identity.as_ref().expect("set").public_key(),
+            our_incarnation: self.incarnation,
+            departed: self.departed,
             max_members: io.config.max_members,
             view_len: self.members.view_len(),
             youngest: self.members.youngest(),
@@ -85,7 +140,8 @@ impl Room {
         }
     }
 
-    /// A `Hello` arrived on a connection in its handshake: admission decides.
+    /// A `Hello` whose sender proved its key (the dialer's, once its proof came; the
+    /// acceptor's, once it accepted us): admission decides.
     pub(crate) fn on_hello(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>) {
         let decision = admission::decide(&self.admission_view(io, conn, &hello), &hello);
         if decision.sees_epoch() {
@@ -107,21 +163,22 @@ impl Room {
         }
         match d.verdict {
             Verdict::Incompatible(reason) => self.reject(io, conn, reason),
-            Verdict::BadName => {
+            Verdict::Malformed => {
                 self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation))
             }
-            Verdict::Ourselves => {
-                self.drop_session(io, conn, Cause::Local(CloseReason::SelfConnection))
+            Verdict::Ourselves => self.ourselves(io, conn, &hello),
+            Verdict::OurName => self.reject(io, conn, RejectReason::NameTaken),
+            Verdict::Departed => self.reject(io, conn, RejectReason::Departed),
+            Verdict::Full => self.reject(io, conn, RejectReason::RoomFull),
+            Verdict::Duplicate => {
+                // A challenge that found no better claimant there is settled.
+                if let Some(m) = self.members.get_mut(&hello.name) {
+                    if m.dialing() == Some(conn) {
+                        m.clear_challenger();
+                    }
+                }
+                self.drop_session(io, conn, Cause::Local(CloseReason::Duplicate))
             }
-            Verdict::OurName { we_keep_it: true } | Verdict::Full => {
-                let reason = match d.verdict {
-                    Verdict::Full => RejectReason::RoomFull,
-                    _ => RejectReason::NameTaken,
-                };
-                self.reject(io, conn, reason)
-            }
-            Verdict::OurName { we_keep_it: false } => self.expelled(io, RejectReason::NameTaken),
-            Verdict::Duplicate => self.drop_session(io, conn, Cause::Local(CloseReason::Duplicate)),
             Verdict::ProbeHolder { holder } => self.probe_holder(io, conn, hello, holder),
             Verdict::AwaitDial(dial) => self.hold(io, conn, hello, Hold::Dial(dial)),
             Verdict::Admit {
@@ -136,7 +193,22 @@ impl Room {
                             m.clear_session();
                         }
                     }
-                    Some(Replace::Expel(old)) => self.expel(io, old, RejectReason::NameTaken),
+                    Some(Replace::Expel(old)) => {
+                        // This connection is the challenge: it outlives the holder's
+                        // record, and the challenger is met here, not dialled again.
+                        if let Some(m) = self.members.get_mut(&hello.name) {
+                            if m.dialing() == Some(conn) {
+                                m.take_dial();
+                            }
+                            m.settle_challenge(&hello.key.expect("proven"));
+                        }
+                        self.expel(io, old, RejectReason::NameTaken);
+                        if self.members.get(&hello.name).is_some_and(|m| m.in_view()) {
+                            // The holder's end admitted a held claimant of this name
+                            // meanwhile: decide again (one connection per pair).
+                            return self.on_hello(io, conn, hello);
+                        }
+                    }
                     None => {}
                 }
                 if let Some(contact) = abandon_join {
@@ -147,13 +219,24 @@ impl Room {
         }
     }
 
-    /// Identity: a newcomer claims a live name. The holder is probed first, and every
-    /// other member is told of the claimant so that each probes its own session in
-    /// parallel (a restarted member is then admitted everywhere after one probe).
+    /// The connection leads back to us (our own key and incarnation): both of its
+    /// ends are ours. The dial that made it fails at once, as a dial of ourselves.
+    fn ourselves(&mut self, io: &mut Io<'_>, conn: ConnId, hello: &Hello) {
+        let dial = hello.nonce.and_then(|n| io.conns.by_nonce(&n));
+        self.drop_session(io, conn, Cause::Local(CloseReason::SelfConnection));
+        if let Some(dial) = dial {
+            self.drop_session(io, dial, Cause::Local(CloseReason::SelfConnection));
+        }
+    }
+
+    /// Identity: another key claims a live name. The holder is probed first, and
+    /// every other member is told of the claimant so that each probes its own session
+    /// in parallel (a restarted member is then admitted everywhere after one probe).
     fn probe_holder(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>, holder: ConnId) {
         self.start_probe(io, holder);
         let claimant = MemberInfo {
             name: hello.name.clone(),
+            key: hello.key.expect("proven"),
             incarnation: hello.incarnation,
             join_epoch: Epoch::Unranked.to_wire(),
             addr: io
@@ -193,11 +276,6 @@ impl Room {
             .collect()
     }
 
-    /// The held `Hello` of `conn`, if it is held.
-    pub(super) fn held_hello(&self, conn: ConnId) -> Option<&Hello> {
-        self.held.get(&conn).map(|h| &*h.hello)
-    }
-
     /// Decides again on a held connection (released already: left alone).
     pub(super) fn release_held(&mut self, io: &mut Io<'_>, conn: ConnId) {
         let Some(c) = io.conns.get_mut(conn) else {
@@ -225,7 +303,6 @@ impl Room {
         } else {
             Some(c.addr())
         };
-        let observed = c.addr();
         // Placeholder until the member's own copy of the name is known below.
         io.conns
             .establish(conn, Arc::from(hello.name.as_str()), io.config, io.timers);
@@ -234,7 +311,7 @@ impl Room {
             // The address now belongs to someone else: the expected member's dial failed.
             self.dial_failed(io, &expected, conn, false);
         }
-        if inbound && !self.answer_hello(io, conn, observed, hello.wants_welcome, &hello.name) {
+        if inbound && !self.accept_dialer(io, conn, hello.wants_welcome, &hello.name) {
             return;
         }
         let epoch = match hello.wants_welcome {
@@ -243,6 +320,7 @@ impl Room {
         };
         let info = MemberInfo {
             name: hello.name.clone(),
+            key: hello.key.expect("proven"),
             incarnation: hello.incarnation,
             join_epoch: epoch.to_wire(),
             addr,
@@ -251,29 +329,33 @@ impl Room {
         self.after_admission(io, conn, &hello, &info, known, silent);
     }
 
-    /// Our answer to an inbound `Hello`: our own, and the welcome if it asked for
-    /// one. `false` if the connection did not survive it.
-    fn answer_hello(
+    /// Our verdict to a dialer we admit: the welcome if it asked for one, else
+    /// `Accept`. `false` if the connection did not survive it.
+    fn accept_dialer(
         &mut self,
         io: &mut Io<'_>,
         conn: ConnId,
-        observed: std::net::SocketAddr,
         wants_welcome: bool,
         name: &str,
     ) -> bool {
-        let ours = self.hello(io.config, observed, false);
-        self.send_frame(io, conn, &Frame::Hello(ours));
-        if wants_welcome {
-            let welcome = Welcome {
-                join_epoch: self.epochs.tick().to_wire(),
-                members: self.view_infos(Some(name)),
-                state: self.state.clone(),
-                state_version: self.state_version.clone(),
-            };
-            self.send_frame(io, conn, &Frame::Welcome(welcome));
-            return io.conns.contains(conn);
+        if !wants_welcome {
+            self.send_frame(io, conn, &Frame::Accept);
+            return true;
         }
-        true
+        // A newcomer asked us for a welcome: we are in a room again, and one without
+        // a rank (we left, or lost our name) opens it younger than anyone it has seen.
+        self.departed = false;
+        if !self.epoch.is_ranked() {
+            self.epoch = self.epochs.tick();
+        }
+        let welcome = Welcome {
+            join_epoch: self.epochs.tick().to_wire(),
+            members: self.view_infos(Some(name)),
+            state: self.state.clone(),
+            state_version: self.state_version.clone(),
+        };
+        self.send_frame(io, conn, &Frame::Welcome(welcome));
+        io.conns.contains(conn)
     }
 
     /// The member table records `conn` as `info`'s session; returns whether this
@@ -282,9 +364,9 @@ impl Room {
         let known = self
             .members
             .get(&info.name)
-            .is_some_and(|m| m.incarnation() == info.incarnation);
+            .is_some_and(|m| m.is(&info.key, info.incarnation));
         let m = self.members.entry(info);
-        m.reincarnate(info.incarnation, Epoch::from_wire(info.join_epoch));
+        m.reidentify(info);
         m.set_addr(info.addr);
         let stale_dial = m.connect(conn);
         let name = m.name().clone();
@@ -323,15 +405,16 @@ impl Room {
         if !known && !silent {
             // Mesh convergence: tell the others about a member they may not know
             // (encoded once, the bytes shared by every session).
-            self.send_to_sessions(io, &Frame::Announce(vec![info.clone()]), Some(conn));
+            let about = self
+                .members
+                .get(name)
+                .map_or_else(|| info.clone(), |m| m.info());
+            self.send_to_sessions(io, &Frame::Announce(vec![about]), Some(conn));
         }
         if !hello.wants_welcome && !joining {
             // Mesh convergence: a new session gets our view, so concurrent joiners
             // find each other.
-            let digest = Frame::Digest(Digest {
-                members: self.view_infos(Some(name)),
-                state_version: self.state_version.clone(),
-            });
+            let digest = Frame::Digest(self.digest(Some(name)));
             self.send_frame(io, conn, &digest);
         }
         if !hello.wants_welcome && self.state_is_behind(&hello.state_version) {
@@ -357,5 +440,15 @@ impl Room {
         };
         self.close_quietly(io, contact, CloseReason::Duplicate);
         self.join = JoinPhase::entering(deadline);
+    }
+
+    /// Our digest: the members in view (`except` left out), our state version, and
+    /// the members we know left (so that nobody redials them).
+    pub(super) fn digest(&self, except: Option<&str>) -> Digest {
+        Digest {
+            members: self.view_infos(except),
+            state_version: self.state_version.clone(),
+            departed: self.tombstones.departures(),
+        }
     }
 }

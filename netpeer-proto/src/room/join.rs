@@ -9,7 +9,7 @@ use crate::{
     config::validate_name,
     conn::Purpose,
     error::JoinError,
-    event::{CloseReason, ConnId, ConnectFailure, Event},
+    event::{CloseReason, ConnId, ConnectFailure, Event, RejectReason},
     rank::Epoch,
     timer::TimerKey,
     wire::Welcome,
@@ -61,10 +61,16 @@ impl Room {
         if self.is_joining() {
             return Err(JoinError::AlreadyJoining);
         }
+        // We mean to be in a room again: sessions are welcome.
+        self.departed = false;
         let addr = normalize(addr);
-        let contact =
-            io.conns
-                .open_outbound(Purpose::Join, addr, io.config, io.now, io.timers, io.out);
+        let contact = io.conns.open_outbound(
+            (Purpose::Join, addr),
+            io.config,
+            io.now,
+            (io.timers, io.crypto),
+            io.out,
+        );
         let deadline = io.now + io.config.join_timeout;
         self.join = JoinPhase::Joining {
             contact,
@@ -81,7 +87,8 @@ impl Room {
             return;
         };
         let epoch = Epoch::from_wire(w.join_epoch);
-        if w.members.len() > io.config.max_members || !epoch.is_ranked() {
+        let state_fits = w.state.len() <= io.config.max_frame_len as usize / 2;
+        if w.members.len() > io.config.max_members || !epoch.is_ranked() || !state_fits {
             return self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation));
         }
         self.epoch = epoch;
@@ -129,6 +136,7 @@ impl Room {
             failed,
         };
         io.notify(event);
+        self.release_early(io);
     }
 
     /// The join's deadline passed: before the welcome it failed; after it, whoever
@@ -142,6 +150,7 @@ impl Room {
             } if io.now >= *deadline => {
                 let (contact, addr) = (*contact, *addr);
                 self.join = JoinPhase::Idle;
+                self.drop_early();
                 self.drop_session(io, contact, Cause::Local(CloseReason::HandshakeTimeout));
                 io.notify(Event::JoinTimedOut { addr });
             }
@@ -159,6 +168,15 @@ impl Room {
 
     /// Our join connection ended before its welcome: the join failed, and why.
     pub(super) fn join_failed(&mut self, io: &mut Io<'_>, addr: SocketAddr, cause: &Cause) {
+        self.drop_early();
+        if let Cause::RemoteRejected(reason @ (RejectReason::NameTaken | RejectReason::RoomFull)) =
+            cause
+        {
+            // The room has no place for us under this name: whatever the join
+            // brought us (members that dialled us meanwhile) is let go, and we are
+            // not pulled back in.
+            return self.expelled(io, reason.clone());
+        }
         let event = match cause {
             Cause::RemoteRejected(reason) | Cause::WeRejected(reason) => Event::Rejected {
                 reason: reason.clone(),
@@ -168,10 +186,7 @@ impl Room {
                 error: error.clone(),
             },
             Cause::Local(CloseReason::HandshakeTimeout) => Event::JoinTimedOut { addr },
-            Cause::Local(CloseReason::SelfConnection) => Event::ConnectFailed {
-                addr,
-                error: ConnectFailure::Other("that address leads to this peer itself".into()),
-            },
+            Cause::Local(CloseReason::SelfConnection) => Event::SelfJoin { addr },
             Cause::Transport(None) => Event::ConnectFailed {
                 addr,
                 error: ConnectFailure::Other(

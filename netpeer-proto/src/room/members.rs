@@ -1,5 +1,5 @@
 //! The member table: [`Member`], one per name we are connected to, dialling or
-//! redialling, and the [`Tombstones`] of members that left.
+//! redialling.
 //!
 //! Fields are private: the room reads a member through its methods and changes it
 //! through the few operations below, each named after what happened.
@@ -13,6 +13,7 @@ use std::{
 
 use crate::{
     event::ConnId,
+    identity::PublicKey,
     rank::{Epoch, Rank},
     wire::MemberInfo,
 };
@@ -45,6 +46,7 @@ impl Redial {
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     name: Arc<str>,
+    key: PublicKey,
     incarnation: u64,
     epoch: Epoch,
     addr: Option<SocketAddr>,
@@ -64,9 +66,11 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// A member as a member list or its `Hello` describes it.
     pub(crate) fn new(info: &MemberInfo) -> Self {
         Member {
             name: Arc::from(info.name.as_str()),
+            key: info.key,
             incarnation: info.incarnation,
             epoch: Epoch::from_wire(info.join_epoch),
             addr: info.addr,
@@ -83,10 +87,20 @@ impl Member {
         &self.name
     }
 
+    pub(crate) fn key(&self) -> PublicKey {
+        self.key
+    }
+
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
+    /// Whether `key` and `incarnation` are this member's identity.
+    pub(crate) fn is(&self, key: &PublicKey, incarnation: u64) -> bool {
+        self.key == *key && self.incarnation == incarnation
+    }
+
+    /// Its rank as recorded.
     pub(crate) fn rank(&self) -> Rank {
         Rank::new(self.epoch, self.incarnation)
     }
@@ -111,9 +125,11 @@ impl Member {
         self.conn.is_some()
     }
 
+    /// The member as we tell others of it.
     pub(crate) fn info(&self) -> MemberInfo {
         MemberInfo {
             name: self.name.to_string(),
+            key: self.key,
             incarnation: self.incarnation,
             join_epoch: self.epoch.to_wire(),
             addr: self.addr,
@@ -129,13 +145,21 @@ impl Member {
         }
     }
 
-    /// Takes a new identity for this name (a restart): dedup state starts afresh.
-    pub(crate) fn reincarnate(&mut self, incarnation: u64, epoch: Epoch) {
-        if self.incarnation != incarnation {
-            self.incarnation = incarnation;
+    /// Takes the identity and epoch of `info` for this name (a restart, or another
+    /// peer that took the name over: dedup state starts afresh).
+    /// An epoch we know for the same identity is not lost to one that says it has
+    /// none (a member that dialled us while it was still joining).
+    pub(crate) fn reidentify(&mut self, info: &MemberInfo) {
+        let epoch = Epoch::from_wire(info.join_epoch);
+        if !self.is(&info.key, info.incarnation) {
+            self.key = info.key;
+            self.incarnation = info.incarnation;
             self.last_seq = 0;
+            self.challenger = None;
+            self.epoch = epoch;
+        } else if epoch.is_ranked() {
+            self.epoch = epoch;
         }
-        self.epoch = epoch;
     }
 
     /// A member we met while it was still joining has its epoch now.
@@ -239,8 +263,36 @@ impl Member {
         }
     }
 
-    pub(crate) fn take_challenger(&mut self) -> Option<MemberInfo> {
-        self.challenger.take()
+    /// The other identity heard of, kept until a challenge settles it.
+    pub(crate) fn challenger(&self) -> Option<&MemberInfo> {
+        self.challenger.as_ref()
+    }
+
+    /// Our challenge dial did not find a better claimant: the challenge is over.
+    pub(crate) fn clear_challenger(&mut self) {
+        self.challenger = None;
+    }
+
+    /// A challenge with `key` was settled (or is moot).
+    pub(crate) fn settle_challenge(&mut self, key: &PublicKey) {
+        if self.challenger.as_ref().is_some_and(|c| c.key == *key) {
+            self.challenger = None;
+        }
+    }
+
+    /// The challenger's key and the rank the member list vouched for.
+    pub(crate) fn challenger_rank(&self) -> Option<(PublicKey, Rank)> {
+        self.challenger.as_ref().map(|c| {
+            (
+                c.key,
+                Rank::new(Epoch::from_wire(c.join_epoch), c.incarnation),
+            )
+        })
+    }
+
+    /// Whether the application was told it is in the room.
+    pub(crate) fn reported(&self) -> bool {
+        self.reported
     }
 
     pub(crate) fn set_reported(&mut self, reported: bool) {
@@ -317,38 +369,6 @@ impl MemberTable {
     }
 }
 
-/// Members that left or were expelled, by name and incarnation: gossip that still
-/// lists them is ignored until the tombstone expires.
-#[derive(Debug, Default)]
-pub(crate) struct Tombstones {
-    entries: BTreeMap<String, (u64, Instant)>,
-}
-
-impl Tombstones {
-    pub(crate) fn bury(&mut self, name: &str, incarnation: u64, until: Instant) {
-        self.entries.insert(name.to_owned(), (incarnation, until));
-    }
-
-    pub(crate) fn is_buried(&self, name: &str, incarnation: u64) -> bool {
-        self.entries
-            .get(name)
-            .is_some_and(|(inc, _)| *inc == incarnation)
-    }
-
-    pub(crate) fn prune(&mut self, now: Instant) {
-        self.entries.retain(|_, (_, until)| *until > now);
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
-
-/// How long a tombstone lasts: long enough for stale gossip to die out.
-pub(crate) fn tombstone_ttl(digest_interval: Duration, idle_timeout: Duration) -> Duration {
-    (digest_interval * 4).max(idle_timeout * 2)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +376,7 @@ mod tests {
     fn info(name: &str, incarnation: u64, epoch: u64) -> MemberInfo {
         MemberInfo {
             name: name.into(),
+            key: PublicKey::from_bytes([incarnation as u8; 32]),
             incarnation,
             join_epoch: epoch,
             addr: Some("127.0.0.1:9".parse().unwrap()),
@@ -387,7 +408,7 @@ mod tests {
         assert!(m.accept_seq(ConnId(1), 5));
         assert!(!m.accept_seq(ConnId(1), 3));
         assert!(!m.accept_seq(ConnId(2), 9), "only from its session");
-        m.reincarnate(2, Epoch::Ranked(7));
+        m.reidentify(&info("b", 2, 7));
         assert!(m.accept_seq(ConnId(1), 1));
         assert_eq!(m.rank(), Rank::new(Epoch::Ranked(7), 2));
     }
@@ -409,15 +430,5 @@ mod tests {
             t.youngest(),
             Some((ConnId(2), Rank::new(Epoch::Ranked(3), 9)))
         );
-    }
-
-    #[test]
-    fn tombstones_expire() {
-        let now = Instant::now();
-        let mut t = Tombstones::default();
-        t.bury("b", 7, now + Duration::from_secs(1));
-        assert!(t.is_buried("b", 7) && !t.is_buried("b", 8));
-        t.prune(now + Duration::from_secs(1));
-        assert_eq!(t.len(), 0);
     }
 }

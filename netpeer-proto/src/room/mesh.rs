@@ -16,7 +16,7 @@ use crate::{
     event::{CloseReason, ConnId},
     rank::Epoch,
     timer::TimerKey,
-    wire::{Digest, Frame, MemberInfo},
+    wire::{Departure, Frame, MemberInfo},
 };
 
 /// Healing: jittered exponential backoff, `initial * 2^attempt` capped at `max`,
@@ -61,7 +61,7 @@ impl Room {
         let name = info.name.clone();
         match self.members.get_mut(&name) {
             None => self.learn_new(io, info, immediate),
-            Some(m) if m.incarnation() == info.incarnation => {
+            Some(m) if m.is(&info.key, info.incarnation) => {
                 m.fill_addr(info.addr);
                 // It was still joining when we met it; now it has its epoch.
                 m.rank_if_unranked(epoch);
@@ -71,17 +71,17 @@ impl Room {
             }
             Some(m) => {
                 if let Some(conn) = m.conn() {
-                    // Another incarnation of a member we are connected to: probe it. A
+                    // Another identity for a member we are connected to: probe it. A
                     // claimant without a rank (a newcomer not yet welcomed) never
                     // challenges: if the holder is gone, the newcomer enters through
                     // its contact and dials us; if the holder answers, it is refused.
-                    if epoch.is_ranked() {
+                    if epoch.is_ranked() && m.key() != info.key {
                         m.challenge(info);
                     }
                     self.start_probe(io, conn);
                 } else {
                     // The one we knew is lost; the one we heard of is alive somewhere.
-                    m.reincarnate(info.incarnation, epoch);
+                    m.reidentify(&info);
                     m.set_addr(info.addr);
                     if m.dialing().is_none() {
                         self.dial(io, &name);
@@ -92,10 +92,19 @@ impl Room {
     }
 
     fn learn_new(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
-        if info.addr.is_none() || self.members.len() + 1 >= io.config.max_members {
+        let max = io.config.max_members;
+        if info.addr.is_none() || self.members.len() >= 2 * max {
             return;
         }
         let mut m = Member::new(&info);
+        if self.members.view_len() + 1 >= max {
+            // Bounds: a full room dials nobody new, but remembers for a while what a
+            // member told of this one (its rank decides if it claims the last place).
+            let until = io.now + io.config.redial_window;
+            m.schedule_redial(Redial::first(until, until));
+            self.members.insert(m);
+            return self.arm_redial(io, &info.name);
+        }
         if !immediate {
             m.schedule_redial(Redial::first(
                 io.now + io.config.mesh_dial_delay,
@@ -121,11 +130,26 @@ impl Room {
         self.dial_addr(io, name, addr);
     }
 
+    /// Dials `name` at `addr` — unless a dial to that address is in progress, or a
+    /// member in view lives there: bounds, one connection per address at a time, so
+    /// that no member list can make us hammer one address. Then the dial counts as
+    /// failed (backoff, and named failed if our join waits for it).
     pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: SocketAddr) {
+        let taken = self
+            .members
+            .view()
+            .any(|m| m.addr() == Some(addr) && &**m.name() != name);
+        if taken || io.conns.dialling(addr) {
+            return self.address_busy(io, name);
+        }
         let purpose = Purpose::Member(name.to_owned());
-        let conn = io
-            .conns
-            .open_outbound(purpose, addr, io.config, io.now, io.timers, io.out);
+        let conn = io.conns.open_outbound(
+            (purpose, addr),
+            io.config,
+            io.now,
+            (io.timers, io.crypto),
+            io.out,
+        );
         if let Some(m) = self.members.get_mut(name) {
             m.start_dial(conn);
         }
@@ -150,6 +174,21 @@ impl Room {
         if m.conn().is_some() || superseded {
             return self.arm_redial(io, name);
         }
+        m.retry(now, config.redial_window, |attempt| {
+            now + backoff(config.redial_initial, config.redial_max, attempt, unit)
+        });
+        self.arm_redial(io, name);
+        self.join_member_failed(io, name);
+    }
+
+    /// The address of `name` is busy: the dial is not made now; it is retried with
+    /// backoff like a failed one.
+    fn address_busy(&mut self, io: &mut Io<'_>, name: &str) {
+        let (now, config) = (io.now, io.config);
+        let unit = self.unit_random();
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
         m.retry(now, config.redial_window, |attempt| {
             now + backoff(config.redial_initial, config.redial_max, attempt, unit)
         });
@@ -219,11 +258,26 @@ impl Room {
         }
         let pick = conns[(self.rng.next_u64() % conns.len() as u64) as usize];
         let name = io.conns.get(pick).and_then(|c| c.remote().cloned());
-        let digest = Frame::Digest(Digest {
-            members: self.view_infos(name.as_deref()),
-            state_version: self.state_version.clone(),
-        });
+        let digest = Frame::Digest(self.digest(name.as_deref()));
         self.send_frame(io, pick, &digest);
+    }
+
+    /// Members a digest says left: a lost one we still redial is forgotten (healing:
+    /// nobody redials a leaver); the news is kept to pass on.
+    pub(super) fn on_departures(&mut self, io: &mut Io<'_>, departed: Vec<Departure>) {
+        for d in departed.into_iter().take(io.config.max_members) {
+            let lost = self
+                .members
+                .get(&d.name)
+                .is_some_and(|m| m.is(&d.key, d.incarnation) && !m.in_view());
+            if lost {
+                self.forget(io, &d.name);
+            }
+            let in_view = self.members.get(&d.name).is_some_and(|m| m.in_view());
+            if !in_view && !self.tombstones.is_buried(&d.name, d.incarnation) {
+                self.bury_identity(io, &d.name, (d.key, d.incarnation), true);
+            }
+        }
     }
 }
 

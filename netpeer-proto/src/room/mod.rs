@@ -6,10 +6,12 @@
 //! `handshake.rs` (carrying admission out), `probe.rs` (the identity rule's probes and
 //! expulsions), `mesh.rs` (mesh convergence and healing), `join.rs` (our own join),
 //! `frames.rs` (what an established session says; the messages rule), `state.rs` (the
-//! state rule), `timers.rs` (what happens when time passes). This file holds the room
-//! itself and how a session ends.
+//! state rule), `timers.rs` (what happens when time passes), `end.rs` (how a session
+//! ends), `members.rs` and `tombstones.rs` (who we know). This file holds the room
+//! itself and how it sends.
 
 mod admission;
+mod end;
 mod frames;
 mod handshake;
 mod join;
@@ -18,25 +20,32 @@ mod mesh;
 mod probe;
 mod state;
 mod timers;
+mod tombstones;
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    time::Instant,
+};
 
 use bytes::Bytes;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use rand_core::Rng;
 
+pub(crate) use end::Cause;
 pub(crate) use join::JoinPhase;
 
 use crate::{
     Outbox,
     config::Config,
-    conn::{Conns, Purpose},
-    event::{CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Output, RejectReason},
+    conn::Conns,
+    event::{CloseReason, ConnId, Event, Output, RejectReason},
     rank::{Epoch, EpochClock},
     timer::{TimerKey, TimerTable},
-    wire::{Frame, Hello, Leave, MemberInfo, Reject, StateVersion, encode_frame},
+    wire::{Frame, Hello, MemberInfo, Reject, StateVersion, encode_frame},
 };
-use members::{MemberTable, Tombstones};
+use members::MemberTable;
+use tombstones::Tombstones;
 
 /// What the room works with while it handles one input.
 pub(crate) struct Io<'a> {
@@ -72,55 +81,6 @@ enum Hold {
     Probe,
 }
 
-/// Why a connection is dropped; decides the `Close` output, the `Left` reason and
-/// what happens to the member afterwards.
-#[derive(Debug, Clone)]
-pub(crate) enum Cause {
-    /// The transport reported it closed (`None`) or the dial failed.
-    Transport(Option<ConnectFailure>),
-    /// We close it for this reason.
-    Local(CloseReason),
-    /// We refused it with this reason (a `Reject` was queued).
-    WeRejected(RejectReason),
-    /// The remote refused us.
-    RemoteRejected(RejectReason),
-    /// The remote sent `Leave`.
-    RemoteLeft { expelled: bool },
-    /// The member did not answer a restart probe in time.
-    ProbeFailed,
-}
-
-impl Cause {
-    fn close_reason(&self) -> Option<CloseReason> {
-        match self {
-            Cause::Transport(_) => None,
-            Cause::Local(r) => Some(*r),
-            Cause::WeRejected(_) => Some(CloseReason::Rejected),
-            Cause::RemoteRejected(_) => Some(CloseReason::RejectedByRemote),
-            Cause::RemoteLeft { .. } => Some(CloseReason::RemoteLeft),
-            Cause::ProbeFailed => Some(CloseReason::IdleTimeout),
-        }
-    }
-
-    /// The reason reported for an established member; `None`: silent.
-    fn leave_reason(&self) -> Option<LeaveReason> {
-        Some(match self {
-            Cause::Transport(_) | Cause::RemoteRejected(_) | Cause::WeRejected(_) => {
-                LeaveReason::Disconnected
-            }
-            Cause::ProbeFailed | Cause::Local(CloseReason::IdleTimeout) => LeaveReason::TimedOut,
-            Cause::Local(CloseReason::SlowConsumer) => LeaveReason::SlowConsumer,
-            Cause::Local(CloseReason::ProtocolViolation | CloseReason::FrameTooLarge) => {
-                LeaveReason::ProtocolViolation
-            }
-            Cause::Local(CloseReason::Replaced) => LeaveReason::Expelled,
-            Cause::RemoteLeft { expelled: false } => LeaveReason::Left,
-            Cause::RemoteLeft { expelled: true } => LeaveReason::Expelled,
-            Cause::Local(_) => return None,
-        })
-    }
-}
-
 /// Our view of the room.
 #[derive(Debug)]
 pub(crate) struct Room {
@@ -138,6 +98,15 @@ pub(crate) struct Room {
     state_version: StateVersion,
     next_digest: Instant,
     held: BTreeMap<ConnId, Held>,
+    /// We left (or were expelled from) our room and are in none since: the sessions
+    /// of its members are refused, so that nobody pulls us back in.
+    departed: bool,
+    /// Messages from members the application has not been told of yet (while we
+    /// join), released after `Entered`.
+    early: VecDeque<crate::Message>,
+    /// Messages dropped: beyond the bound of `early`, or from a sender that was never
+    /// reported as a member.
+    dropped_early: u64,
 }
 
 impl Room {
@@ -161,6 +130,9 @@ impl Room {
             },
             next_digest: now + config.digest_interval,
             held: BTreeMap::new(),
+            departed: false,
+            early: VecDeque::new(),
+            dropped_early: 0,
         }
     }
 
@@ -203,6 +175,19 @@ impl Room {
         self.tombstones.len()
     }
 
+    /// Messages dropped because their sender was not (yet) reported as a member.
+    pub(crate) fn dropped_early(&self) -> u64 {
+        self.dropped_early
+    }
+
+    /// The identity key of a member in view.
+    pub(crate) fn member_key(&self, name: &str) -> Option<crate::PublicKey> {
+        self.members
+            .get(name)
+            .filter(|m| m.in_view())
+            .map(|m| m.key())
+    }
+
     // ------------------------------------------------------------ helpers
 
     fn unit_random(&mut self) -> f64 {
@@ -228,6 +213,10 @@ impl Room {
             observed_addr: Some(observed),
             wants_welcome,
             state_version: self.state_version.clone(),
+            // The connection fills in our key, its nonce and our proof.
+            key: None,
+            nonce: None,
+            proof: None,
         }
     }
 
@@ -288,147 +277,5 @@ impl Room {
         });
         self.send_frame(io, conn, &frame);
         self.drop_session(io, conn, Cause::WeRejected(reason));
-    }
-
-    // ------------------------------------------------------------ ending sessions
-
-    /// Removes a connection, first handing out what it still had to send.
-    fn take_session(&mut self, io: &mut Io<'_>, conn: ConnId) -> Option<crate::conn::Conn> {
-        let taken = io.conns.remove(conn, io.out)?;
-        self.held.remove(&conn);
-        io.timers.disarm(&TimerKey::Conn(conn));
-        Some(taken)
-    }
-
-    /// Closes a connection with no effect on the member table or the application.
-    fn close_quietly(&mut self, io: &mut Io<'_>, conn: ConnId, reason: CloseReason) {
-        if self.take_session(io, conn).is_some() {
-            io.out.push_back(Output::Close { conn, reason });
-        }
-    }
-
-    /// Removes a connection and applies what its end means.
-    pub(crate) fn drop_session(&mut self, io: &mut Io<'_>, conn: ConnId, cause: Cause) {
-        let Some(s) = self.take_session(io, conn) else {
-            return;
-        };
-        if let Some(reason) = cause.close_reason() {
-            io.out.push_back(Output::Close { conn, reason });
-        }
-        if !s.is_established() && !s.is_inbound() {
-            // One connection per pair: connections held for this dial are answered now.
-            for h in self.held_for_dial(conn) {
-                self.release_held(io, h);
-            }
-        }
-        if let JoinPhase::Joining { contact, addr, .. } = self.join {
-            if contact == conn {
-                self.join = JoinPhase::Idle;
-                self.join_failed(io, addr, &cause);
-                if !s.is_established() {
-                    return;
-                }
-            }
-        }
-        if s.is_established() {
-            if let Some(name) = s.remote() {
-                self.member_lost(io, &name.clone(), conn, &cause);
-            }
-            return;
-        }
-        if let Some(Purpose::Member(name)) = s.purpose() {
-            self.member_dial_ended(io, name, conn, &cause);
-        }
-    }
-
-    /// A dial of ours to a member ended without a session.
-    fn member_dial_ended(&mut self, io: &mut Io<'_>, name: &str, conn: ConnId, cause: &Cause) {
-        if let Cause::RemoteRejected(reason @ (RejectReason::NameTaken | RejectReason::RoomFull)) =
-            cause
-        {
-            // Identity / bounds: a member holds our name and wins, or the room is
-            // full and we are its youngest: we are out.
-            return self.expelled(io, reason.clone());
-        }
-        if matches!(cause, Cause::WeRejected(_)) {
-            // We refused what answered there (full room, wrong network, ...).
-            if let Some(m) = self.members.get_mut(name) {
-                m.end_dial(conn);
-            }
-            self.arm_redial(io, name);
-            if self.members.get(name).is_some_and(|m| !m.in_view()) {
-                self.forget(io, name);
-            }
-            return;
-        }
-        let superseded = matches!(cause, Cause::Local(CloseReason::Duplicate));
-        self.dial_failed(io, name, conn, superseded);
-    }
-
-    /// Leaves the room: `Leave` on every session, then every connection closes
-    /// (flushing). Alone again, under a fresh incarnation and without a rank.
-    pub(crate) fn leave_room(&mut self, io: &mut Io<'_>, expelled: bool) {
-        for conn in io.conns.ids() {
-            if io.conns.get(conn).is_some_and(|c| c.is_established()) {
-                self.send_frame(io, conn, &Frame::Leave(Leave { expelled }));
-            }
-            if self.take_session(io, conn).is_some() {
-                io.out.push_back(Output::Close {
-                    conn,
-                    reason: CloseReason::Leave,
-                });
-            }
-        }
-        self.members.clear();
-        self.join = JoinPhase::Idle;
-        self.incarnation = self.rng.next_u64();
-        self.epoch = Epoch::Unranked;
-        self.next_seq = 0;
-    }
-
-    /// The member on `conn` is no longer our session partner with this name: the
-    /// session ended. `Left` is reported iff the application was told it is in the
-    /// room; the healing rule redials a member that went without a goodbye.
-    fn member_lost(&mut self, io: &mut Io<'_>, name: &str, conn: ConnId, cause: &Cause) {
-        let now = io.now;
-        let unit = self.unit_random();
-        let Some(m) = self.members.get_mut(name) else {
-            return;
-        };
-        let Some((reported, challenger)) = m.disconnect(conn) else {
-            return;
-        };
-        let reason = cause.leave_reason();
-        let (has_addr, incarnation) = (m.addr().is_some(), m.incarnation());
-        if reported {
-            // A reported member that goes for a reason of ours (our join through it
-            // timed out) has, for the application, disconnected.
-            io.notify(Event::Left {
-                name: name.to_owned(),
-                reason: reason.unwrap_or(LeaveReason::Disconnected),
-            });
-        }
-        match reason {
-            Some(LeaveReason::Disconnected | LeaveReason::TimedOut | LeaveReason::SlowConsumer)
-                if has_addr =>
-            {
-                self.schedule_redial(io, name, unit);
-            }
-            _ => {
-                if matches!(reason, Some(LeaveReason::Left | LeaveReason::Expelled)) {
-                    let ttl =
-                        members::tombstone_ttl(io.config.digest_interval, io.config.idle_timeout);
-                    self.tombstones.bury(name, incarnation, now + ttl);
-                }
-                self.forget(io, name);
-            }
-        }
-        // Identity: newcomers held while this member was probed are decided now.
-        for h in self.held_for_probe(name) {
-            self.release_held(io, h);
-        }
-        if let Some(ch) = challenger {
-            self.learn(io, ch, true);
-        }
     }
 }

@@ -44,33 +44,21 @@ impl Room {
             return;
         };
         let holder = m.rank();
-        let challenger = m.take_challenger();
-        let mut expelled = false;
+        let challenger = m.challenger().cloned();
+        // The holder answers for its name: every claimant is refused, whatever rank it
+        // gives itself.
         for h in self.held_for_probe(&name) {
-            if expelled {
-                self.release_held(io, h);
-                continue;
-            }
-            let Some(hello) = self.held_hello(h) else {
-                continue;
-            };
-            let claimant = Rank::new(Epoch::from_wire(hello.join_epoch), hello.incarnation);
-            if !hello.wants_welcome && claimant.outranks(holder) {
-                self.expel(io, conn, RejectReason::NameTaken);
-                expelled = true;
-                self.release_held(io, h);
-            } else {
-                self.reject(io, h, RejectReason::NameTaken);
-            }
+            self.reject(io, h, RejectReason::NameTaken);
         }
         let Some(ch) = challenger else {
             return;
         };
-        // Only ranks we know are compared: a holder we met while it was still joining
-        // has none yet here, and the rule must pick the same winner everywhere.
+        // Recorded ranks are compared: a challenger that a member list gave a rank
+        // outranks a younger holder, or one never welcomed (a member that expels the
+        // holder tells it, and the holder then leaves everywhere). A challenger with
+        // no rank never challenges.
         let ch_rank = Rank::new(Epoch::from_wire(ch.join_epoch), ch.incarnation);
-        let ranked = holder.epoch.is_ranked() && ch_rank.epoch.is_ranked();
-        if !expelled && ranked && ch_rank.outranks(holder) {
+        if ch_rank.epoch.is_ranked() && ch_rank.outranks(holder) {
             if let Some(addr) = ch.addr {
                 // Challenge: meet the other incarnation; its Hello settles it.
                 if self.members.get(&name).and_then(|m| m.dialing()).is_none() {

@@ -56,8 +56,13 @@ impl Room {
         }
     }
 
-    /// A state update from a member.
-    pub(super) fn on_state(&mut self, io: &mut Io<'_>, update: StateUpdate) {
+    /// A state update from a member; one larger than any member may set is a
+    /// protocol violation (bounds).
+    pub(super) fn on_state(&mut self, io: &mut Io<'_>, conn: ConnId, update: StateUpdate) {
+        if update.state.len() > io.config.max_frame_len as usize / 2 {
+            let cause = super::Cause::Local(crate::CloseReason::ProtocolViolation);
+            return self.drop_session(io, conn, cause);
+        }
         if state_is_newer(&update.version, &self.state_version) {
             self.state = update.state.clone();
             self.state_version = update.version;

@@ -88,6 +88,9 @@ impl Room {
             TimerVerdict::IdleTimedOut => {
                 self.drop_session(io, conn, Cause::Local(CloseReason::IdleTimeout))
             }
+            TimerVerdict::SlowSender => {
+                self.drop_session(io, conn, Cause::Local(CloseReason::SlowSender))
+            }
             TimerVerdict::ProbeFailed => self.drop_session(io, conn, Cause::ProbeFailed),
             TimerVerdict::Heartbeat => self.send_frame(io, conn, &Frame::Ping(0)),
         }

@@ -79,5 +79,6 @@ pub(super) fn describe(event: &Event) -> String {
         Event::Rejected { reason } => format!("rejected {reason:?}"),
         Event::ConnectFailed { addr, error } => format!("connect failed {addr}: {error}"),
         Event::JoinTimedOut { addr } => format!("join timed out {addr}"),
+        Event::SelfJoin { addr } => format!("self join {addr}"),
     }
 }

@@ -115,6 +115,11 @@ impl FrameDecoder {
         self.header_len + self.buf.len()
     }
 
+    /// The announced length of a frame whose body is still incomplete, if any.
+    pub fn partial_frame(&self) -> Option<usize> {
+        self.body_len
+    }
+
     /// Consumes bytes from `input` until one frame is complete (returned) or `input`
     /// is exhausted (`Ok(None)`). Call again with the rest of `input` for more frames.
     pub fn decode_next(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, DecodeError> {

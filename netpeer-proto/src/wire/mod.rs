@@ -6,13 +6,17 @@
 //! byte payload is a CBOR byte string (major type 2), never an array of integers.
 
 mod codec;
+mod handshake;
 
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{Identity, PublicKey};
+
 pub use codec::{DecodeError, FrameDecoder, encode_frame};
+pub use handshake::{AcceptorHandshake, DialerHandshake};
 
 /// CBOR `null`: the state of a room nobody has set a state for.
 pub const NULL_STATE: Bytes = Bytes::from_static(&[0xf6]);
@@ -45,6 +49,10 @@ pub enum Frame {
     Leave(Leave),
     /// A Noise handshake message (private rooms; sent in plaintext, before `Hello`).
     Noise(#[serde(with = "payload")] Bytes),
+    /// The dialer's proof of its identity key: its signature of the acceptor's nonce.
+    Proof(Proof),
+    /// The acceptor admits the dialer (a joiner gets a [`Welcome`] instead).
+    Accept,
 }
 
 impl Frame {
@@ -62,6 +70,8 @@ impl Frame {
             Frame::Pong(_) => "Pong",
             Frame::Leave(_) => "Leave",
             Frame::Noise(_) => "Noise",
+            Frame::Proof(_) => "Proof",
+            Frame::Accept => "Accept",
         }
     }
 }
@@ -89,6 +99,86 @@ pub struct Hello {
     pub wants_welcome: bool,
     /// Version of the sender's shared state.
     pub state_version: StateVersion,
+    /// The sender's identity key (absent only in a version-1 `Hello`).
+    #[serde(default)]
+    pub key: Option<PublicKey>,
+    /// A fresh random value the receiver must sign to prove its own key.
+    #[serde(default)]
+    pub nonce: Option<Nonce>,
+    /// The acceptor's proof of its key: its signature of the dialer's nonce
+    /// (see [`prove`]); the dialer proves its key with a [`Frame::Proof`].
+    #[serde(default)]
+    pub proof: Option<Proof>,
+}
+
+/// A handshake nonce: 32 random bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce(pub [u8; 32]);
+
+/// A proof of identity: an Ed25519 signature (see [`prove`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof(pub [u8; 64]);
+
+impl Serialize for Nonce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Nonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::identity::fixed_bytes::<D, 32>(d).map(Nonce)
+    }
+}
+
+impl Serialize for Proof {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proof {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::identity::fixed_bytes::<D, 64>(d).map(Proof)
+    }
+}
+
+/// What a peer signs to prove its key on one connection: a domain separator, the
+/// other side's nonce, both keys, and the identity it claims (name, incarnation) in
+/// the network.
+fn proof_message(
+    peer_nonce: &Nonce,
+    signer: &PublicKey,
+    peer: &PublicKey,
+    hello: &Hello,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(192);
+    m.extend_from_slice(b"netpeer/2 identity proof\0");
+    m.extend_from_slice(&peer_nonce.0);
+    m.extend_from_slice(signer.as_bytes());
+    m.extend_from_slice(peer.as_bytes());
+    m.extend_from_slice(&hello.incarnation.to_be_bytes());
+    for text in [&hello.name, &hello.network] {
+        m.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        m.extend_from_slice(text.as_bytes());
+    }
+    m
+}
+
+/// The proof that `identity`, introduced by its own `hello`, holds its key on a
+/// connection whose other side has key `peer` and sent `peer_nonce`.
+pub fn prove(identity: &Identity, hello: &Hello, peer: &PublicKey, peer_nonce: &Nonce) -> Proof {
+    let message = proof_message(peer_nonce, &identity.public_key(), peer, hello);
+    Proof(identity.sign(&message))
+}
+
+/// Whether `proof` proves the key of `hello` (its sender) to a receiver with key `ours`
+/// that sent `our_nonce`.
+pub fn verify(hello: &Hello, proof: &Proof, ours: &PublicKey, our_nonce: &Nonce) -> bool {
+    let Some(key) = hello.key else {
+        return false;
+    };
+    key.verifies(&proof_message(our_nonce, &key, ours, hello), &proof.0)
 }
 
 /// The answer to a newcomer.
@@ -131,6 +221,8 @@ pub enum RejectReason {
     RoomFull,
     /// One side has a room key and the other has another key, or none.
     KeyMismatch,
+    /// The peer has left the room it was in (and joined none since): stop dialling it.
+    Departed,
 }
 
 impl std::fmt::Display for RejectReason {
@@ -146,6 +238,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::WrongNetwork => f.write_str("different network"),
             RejectReason::RoomFull => f.write_str("room full"),
             RejectReason::KeyMismatch => f.write_str("room key mismatch"),
+            RejectReason::Departed => f.write_str("the peer has left the room"),
         }
     }
 }
@@ -155,6 +248,8 @@ impl std::fmt::Display for RejectReason {
 pub struct MemberInfo {
     /// Its name.
     pub name: String,
+    /// Its identity key.
+    pub key: PublicKey,
     /// Its incarnation.
     pub incarnation: u64,
     /// Its join epoch (decides name conflicts: earliest wins).
@@ -179,6 +274,20 @@ pub struct Digest {
     pub members: Vec<MemberInfo>,
     /// Version of the sender's shared state (the receiver sends a newer one back).
     pub state_version: StateVersion,
+    /// Members the sender knows left the room (recently): nobody redials them.
+    #[serde(default)]
+    pub departed: Vec<Departure>,
+}
+
+/// A member that left the room, as digests pass the news on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// Its name.
+    pub name: String,
+    /// Its identity key.
+    pub key: PublicKey,
+    /// The incarnation that left.
+    pub incarnation: u64,
 }
 
 /// An application message on the wire. The sender is the session's member.
