@@ -37,7 +37,7 @@ pub use event::{
     CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
 };
 pub use machine::PeerMachine;
-pub use secure::{NOISE_PATTERN, RoomKey, SecureError};
+pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
 pub use wire::StateVersion;
 
 /// Encodes any serialisable value as CBOR bytes (for payloads and state).
