@@ -53,7 +53,7 @@ pub use event::{
 };
 pub use identity::{Identity, KeyParseError, PublicKey};
 pub use machine::PeerMachine;
-pub use secure::{NOISE_PATTERN, RoomKey, SecureError};
+pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
 pub use wire::StateVersion;
 
 /// Encodes any serialisable value as CBOR bytes (for payloads and state).

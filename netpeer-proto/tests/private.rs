@@ -30,7 +30,7 @@ fn rejected(sim: &Sim, p: PeerId) -> Vec<RejectReason> {
 
 #[test]
 fn a_private_room_works_like_an_open_one() {
-    let key = RoomKey::from_passphrase("a long and random passphrase");
+    let key = RoomKey::from_passphrase("netpeer", "a long and random passphrase");
     let mut sim = Sim::from_env(21);
     let peers: Vec<PeerId> = (0..5)
         .map(|i| keyed(&mut sim, &format!("p{i}"), Some(&key)))

@@ -75,7 +75,11 @@
 //! The protocol lives in [`netpeer_proto`](netpeer_driver::proto) (sans-IO); the driver
 //! shared with the other adapters in [`netpeer_driver`]. This crate only supplies
 //! spawning, sockets and timers.
+//!
+//! Applications usually depend on [netpeer](https://docs.rs/netpeer) instead, with its
+//! `smol` or `async-std` feature: `netpeer::smol` is this crate.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::{fmt, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 
@@ -126,6 +130,7 @@ impl Smol {
     /// `async_io::block_on(executor.run(..))` on one or more threads) for peers to
     /// make progress.
     #[cfg(feature = "async-executor")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async-executor")))]
     pub fn with_executor(executor: Arc<async_executor::Executor<'static>>) -> Self {
         Smol::with_spawner(move |task| executor.spawn(task).detach())
     }
@@ -146,6 +151,7 @@ impl Smol {
     /// # }
     /// ```
     #[cfg(feature = "async-std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
     pub fn async_std() -> Self {
         Smol::with_spawner(|task| {
             // Dropping an async-std JoinHandle detaches the task.

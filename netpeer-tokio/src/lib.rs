@@ -29,6 +29,9 @@
 //! The protocol lives in [`netpeer_proto`] (sans-IO); the driver shared with the other
 //! adapters in [`netpeer_driver`]. This crate only supplies tokio's sockets, timers and
 //! tasks ([`Tokio`]). It needs a tokio runtime with the `net` and `time` drivers enabled.
+//!
+//! Applications usually depend on [netpeer](https://docs.rs/netpeer) instead, whose
+//! default feature `tokio` is this crate: `netpeer::Peer` is [`Peer`].
 #![forbid(unsafe_code)]
 
 use std::{future::Future, io, net::SocketAddr, time::Instant};

@@ -113,8 +113,8 @@ async fn a_recording_proxy_sees_no_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_get_a_clear_error() {
-    let key = RoomKey::from_passphrase("room one");
-    let other = RoomKey::from_passphrase("room two");
+    let key = RoomKey::from_passphrase("strangers", "room one");
+    let other = RoomKey::from_passphrase("strangers", "room two");
     let private = peer("private", Some(key.clone())).await;
     let open = peer("open", None).await;
     let addr = private.local_addr().to_string();

@@ -123,7 +123,7 @@ struct Row {
     /// What was verified (or why the row failed).
     check: String,
     ok: bool,
-    /// The target for this row, if it has one, and whether it was met.
+    /// The target set for this row, if it has one, and whether it was met.
     target: Option<String>,
     met: Option<bool>,
     /// Extra numbers (JSON only).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real network partition between member processes, healed: the room ends whole.
 #
-#   sudo netpeer-tokio/tests/netns_partition.sh            (as root; ~15 s)
+#   sudo tests/tests/netns_partition.sh                    (as root; ~15 s)
 #   PARTITION_SECS=10 MEMBER=/path/to/member sudo -E ...   (options, see below)
 #
 # Needs root, iproute2 (`ip netns`, veth, bridge) and, for the firewall rule, nftables
@@ -15,7 +15,7 @@
 #      bridge by a veth pair created inside the switch namespace. The host's own
 #      network namespace is never touched; addresses 10.201.0.1-4/24 exist only in
 #      these namespaces.
-#   2. Starts four `member` processes (examples/member.rs), one per namespace, each
+#   2. Starts four `member` processes (tests/src/bin/member.rs), one per namespace, each
 #      broadcasting a counter; m2 joins m1, m3 joins m1, m4 joins m3; waits until
 #      every member sees the other three.
 #   3. Partitions {m1,m2} from {m3,m4} with an nftables rule on the bridge (`drop`,
@@ -27,7 +27,7 @@
 #   5. On exit (also on failure or Ctrl-C): kills its member processes by PID and
 #      deletes its namespaces.
 #
-# Options (environment): MEMBER (path of the built example; default: built here with
+# Options (environment): MEMBER (path of the built binary; default: built here with
 # cargo into CARGO_TARGET_DIR or ./target), PARTITION_SECS, PARTITION_WITH=routes (use
 # blackhole routes in the member namespaces even if nft exists), KEEP_LOGS=1 (keep the
 # member logs directory and print its path).
@@ -51,8 +51,8 @@ log() { echo "[$(date +%T.%3N)] $*"; }
 command -v ip >/dev/null || skip "needs iproute2 (ip)"
 
 if [[ -z ${MEMBER:-} ]]; then
-    cargo build -q -p netpeer-tokio --example member
-    MEMBER="${CARGO_TARGET_DIR:-target}/debug/examples/member"
+    cargo build -q -p netpeer-tests --bin member
+    MEMBER="${CARGO_TARGET_DIR:-target}/debug/member"
 fi
 [[ -x $MEMBER ]] || fail "no member binary at $MEMBER"
 

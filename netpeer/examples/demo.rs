@@ -3,14 +3,14 @@
 //! another member and gets the current state. Prints a timeline; exits non-zero if any
 //! step does not happen within its bound.
 //!
-//! `cargo run -p netpeer-tokio --example demo`
+//! `cargo run -p netpeer --example demo`
 
 use std::{
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use netpeer_tokio::{Events, LeaveReason, Peer, PeerEvent};
+use netpeer::{Events, LeaveReason, Peer, PeerEvent};
 
 const BOUND: Duration = Duration::from_secs(5);
 

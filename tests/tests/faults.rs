@@ -1,4 +1,4 @@
-//! Real process faults: every member is its own OS process (`examples/member.rs`),
+//! Real process faults: every member is its own OS process (`src/bin/member.rs`),
 //! killed with SIGKILL, frozen with SIGSTOP, thawed with SIGCONT, restarted.
 //!
 //! Only this test's own child processes are ever signalled. Every wait is bounded, and
@@ -32,13 +32,9 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `target/<profile>/examples/member`, built by `cargo test` with the other examples.
-fn member_binary() -> std::path::PathBuf {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop(); // deps/
-    dir.pop();
-    dir.join("examples")
-        .join(format!("member{}", std::env::consts::EXE_SUFFIX))
+/// The `member` binary of this package, built by cargo for its integration tests.
+fn member_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_member")
 }
 
 /// One member process and its output lines, each stamped when it was read.
@@ -73,7 +69,7 @@ impl Member {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("the member example is built by cargo test");
+            .expect("the member binary is built by cargo test");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

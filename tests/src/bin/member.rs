@@ -1,8 +1,8 @@
 //! A room member for process-level fault tests: one machine-readable line per event.
 //!
 //! ```text
-//! cargo run -p netpeer-tokio --example member -- --name a --listen 127.0.0.1:7000
-//! cargo run -p netpeer-tokio --example member -- --name b --join 127.0.0.1:7000 --count-ms 100
+//! cargo run -p netpeer-tests --bin member -- --name a --listen 127.0.0.1:7000
+//! cargo run -p netpeer-tests --bin member -- --name b --join 127.0.0.1:7000 --count-ms 100
 //! ```
 //!
 //! Flags: `--name N` (required), `--listen ADDR` (default `127.0.0.1:0`), `--join ADDR`,

@@ -1,17 +1,18 @@
 //! A terminal chat room.
 //!
 //! ```text
-//! cargo run -p netpeer-tokio --example chat -- --name ana --listen 127.0.0.1:3000
-//! cargo run -p netpeer-tokio --example chat -- --name ben --join 127.0.0.1:3000
+//! cargo run -p netpeer --example chat -- --name ana --listen 127.0.0.1:3000
+//! cargo run -p netpeer --example chat -- --name ben --join 127.0.0.1:3000
 //! ```
 //!
 //! Each line on stdin is broadcast; others' lines, joins and leaves are printed. End of
-//! stdin (Ctrl-D) leaves the room gracefully.
+//! stdin (Ctrl-D) leaves the room gracefully. If the room refuses us (at the join, or
+//! later: another member won a conflict over our name), the chat says why and exits
+//! with status 1.
 
+use netpeer::{Peer, PeerEvent, RejectReason};
+use std::io::BufRead;
 use std::process::ExitCode;
-
-use netpeer_tokio::{Peer, PeerEvent};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Args {
     name: String,
@@ -77,7 +78,8 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let printer = tokio::spawn(async move {
+    // Prints what happens in the room; ends if the room refuses us.
+    let mut printer = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
                 PeerEvent::Message(m) => match m.decode::<String>() {
@@ -86,22 +88,49 @@ async fn main() -> ExitCode {
                 },
                 PeerEvent::Joined { name } => println!("* {name} joined"),
                 PeerEvent::Left { name, reason } => println!("* {name} left ({reason:?})"),
-                PeerEvent::Rejected { reason } => println!("* rejected: {reason}"),
+                PeerEvent::Rejected { reason } => return Some(reason),
                 PeerEvent::Lagged { missed } => println!("* {missed} events dropped"),
                 _ => {}
             }
         }
+        None
     });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.is_empty() {
-            continue;
+    // Lines are read on a thread of their own: a blocking read of stdin must not keep
+    // the program alive once it has decided to exit.
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if line_tx.blocking_send(line).is_err() {
+                return;
+            }
         }
-        if let Err(e) = peer.broadcast("chat", &line).await {
-            eprintln!("* not sent: {e}");
+    });
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) if line.is_empty() => {}
+                Some(line) => {
+                    if let Err(e) = peer.broadcast("chat", &line).await {
+                        eprintln!("* not sent: {e}");
+                    }
+                }
+                // End of input: leave gracefully.
+                None => break,
+            },
+            refused = &mut printer => return rejected(refused.ok().flatten()),
         }
     }
     let _ = peer.leave().await;
     printer.abort();
     ExitCode::SUCCESS
+}
+
+/// The room refused us: nobody would read what we type, so we stop.
+fn rejected(reason: Option<RejectReason>) -> ExitCode {
+    match reason {
+        Some(reason) => eprintln!("* the room rejected us ({reason}); exiting"),
+        None => eprintln!("* the peer stopped; exiting"),
+    }
+    ExitCode::FAILURE
 }
