@@ -11,7 +11,10 @@ use super::{Listener, PeerId, Sim, network::normalize, scheduler::Ev};
 
 impl Sim {
     /// Splits the network: peers talk only within their group. Peers not listed form
-    /// one more group. Traffic across groups stalls until [`heal`](Self::heal).
+    /// one more group; the grouping replaces any earlier one. Traffic across groups
+    /// stalls on its connection, as TCP retransmits it, until its two ends can talk
+    /// again (a later partition that puts them in one group, or [`heal`](Self::heal));
+    /// then it arrives first, in order, before anything sent later on that connection.
     pub fn partition(&mut self, groups: &[&[PeerId]]) {
         self.faulted = true;
         let mut g = vec![u32::MAX; self.peers.len()];
@@ -22,23 +25,15 @@ impl Sim {
         }
         let _ = write!(self.trace_line(), "partition {groups:?}");
         self.groups = Some(g);
+        self.release_stalled();
     }
 
-    /// Ends a partition: stalled traffic flows again, in order.
+    /// Ends a partition: stalled traffic flows again, each connection's in order and
+    /// before anything sent later on it.
     pub fn heal(&mut self) {
         self.trace_line().push_str("heal");
         self.groups = None;
-        let ids: Vec<u64> = self.links.keys().copied().collect();
-        for id in ids {
-            for side in 0..2 {
-                let d = &mut self.links.get_mut(&id).unwrap().ends[side].inbound;
-                let stalled = std::mem::take(&mut d.stalled);
-                for ev in stalled {
-                    let at = self.arrival(id, side, self.now);
-                    self.schedule(at, ev);
-                }
-            }
-        }
+        self.release_stalled();
     }
 
     /// The peer's process dies: its connections vanish with no FIN.
@@ -89,7 +84,7 @@ impl Sim {
         self.log(p, "unfreeze");
         self.peers[p.0].frozen = false;
         while let Some(ev) = self.peers[p.0].inbox.pop_front() {
-            self.dispatch(ev);
+            self.dispatch_parked(ev);
             if self.peers[p.0].frozen {
                 return;
             }

@@ -3,8 +3,9 @@
 //!
 //! Some invariants are watched while the simulation runs (a delivery from a member not
 //! in the receiver's view, a send queue over its bound, a `Joined` for a member
-//! already in view or a `Left` for one that is not: [`Watched`]); what they find is
-//! reported by [`Sim::check_running`] and so by [`Sim::check_all`].
+//! already in view or a `Left` for one that is not, a connection's bytes or FIN
+//! arriving out of order: [`Watched`]); what they find is reported by
+//! [`Sim::check_running`] and so by [`Sim::check_all`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -70,6 +71,71 @@ impl Sim {
         }
     }
 
+    /// Watched on every read that reaches `p`'s end (`to`) of `link`: it starts where
+    /// the bytes that reached that end so far stopped (the connection is FIFO, no byte
+    /// lost or repeated while the link stands).
+    pub(super) fn check_stream_read(
+        &mut self,
+        p: PeerId,
+        link: u64,
+        to: usize,
+        offset: u64,
+        len: usize,
+    ) {
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        let expected = d.arrived;
+        d.arrived = offset + len as u64;
+        if offset != expected {
+            self.notice(
+                p,
+                Watched::StreamOutOfOrder {
+                    link,
+                    expected,
+                    got: offset,
+                },
+            );
+        }
+    }
+
+    /// Watched on every FIN that reaches `p`'s end (`to`) of `link`: every byte put
+    /// on the wire before it reached that end before it.
+    pub(super) fn check_stream_fin(&mut self, p: PeerId, link: u64, to: usize, offset: u64) {
+        let arrived = self.links[&link].ends[to].inbound.arrived;
+        if offset != arrived {
+            self.notice(
+                p,
+                Watched::FinOutOfOrder {
+                    link,
+                    arrived,
+                    sent: offset,
+                },
+            );
+        }
+    }
+
+    /// What was watched on the connections' streams: every read on every connection
+    /// started at the byte the stream had reached, and every FIN came after every byte
+    /// sent before it ([`Watched::StreamOutOfOrder`], [`Watched::FinOutOfOrder`]). The
+    /// first one found, as [`check_running`](Self::check_running) reports it.
+    pub fn check_streams(&self) -> Result<(), Violation> {
+        let stream = |n: &&Noticed| {
+            matches!(
+                n.what,
+                Watched::StreamOutOfOrder { .. } | Watched::FinOutOfOrder { .. }
+            )
+        };
+        let count = self.violations.iter().filter(stream).count();
+        match self.violations.iter().find(stream) {
+            Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
+                at: *at,
+                peer: peer.clone(),
+                what: what.clone(),
+                count,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Watched on every event: the room the application builds from events alone.
     pub(super) fn track_event(&mut self, p: PeerId, event: &Event) {
         let now = self.now;
@@ -106,7 +172,8 @@ impl Sim {
 
     /// What was watched while running: no delivery from a non-member, every send queue
     /// within its bound at every send, events consistent with the view (no
-    /// `Joined` for a member in view, no `Left` for one not in view).
+    /// `Joined` for a member in view, no `Left` for one not in view), every connection
+    /// FIFO (see [`check_streams`](Self::check_streams)).
     pub fn check_running(&self) -> Result<(), Violation> {
         match self.violations.first() {
             Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
@@ -382,5 +449,94 @@ impl Sim {
             self.check_full_mesh(&in_room)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::sim::{PeerId, Sim, ViolationKind, Watched, scheduler::Ev};
+
+    /// Two peers in one room, and the link between them with the stream offset its
+    /// acceptor's end has reached.
+    fn pair() -> (Sim, u64, u64) {
+        let mut sim = Sim::new(41);
+        let a = sim.add_peer("a");
+        let b = sim.add_peer("b");
+        sim.join(b, a);
+        sim.run_until_quiet().unwrap();
+        sim.check_all().unwrap();
+        let (&link, l) = sim.links.iter().find(|(_, l)| l.open()).unwrap();
+        assert_eq!((l.peer(0), l.peer(1)), (b, a));
+        let arrived = l.ends[1].inbound.arrived;
+        assert!(arrived > 0, "the handshake reached a");
+        (sim, link, arrived)
+    }
+
+    fn watched(sim: &Sim) -> Watched {
+        match sim.check_streams().unwrap_err().kind {
+            ViolationKind::WhileRunning { what, .. } => what,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_past_the_stream_offset_is_watched() {
+        let (mut sim, link, arrived) = pair();
+        let at = sim.now() + Duration::from_millis(1);
+        let bytes = Bytes::from_static(b"\0\0");
+        let (to, offset) = (1, arrived + 7);
+        sim.schedule(
+            at,
+            Ev::Data {
+                link,
+                to,
+                offset,
+                bytes,
+            },
+        );
+        sim.run_for(Duration::from_millis(5));
+        let expected = Watched::StreamOutOfOrder {
+            link,
+            expected: arrived,
+            got: arrived + 7,
+        };
+        assert_eq!(watched(&sim), expected);
+        assert!(sim.check_running().is_err());
+    }
+
+    #[test]
+    fn a_fin_before_the_bytes_sent_before_it_is_watched() {
+        let (mut sim, link, arrived) = pair();
+        let at = sim.now() + Duration::from_millis(1);
+        let (to, offset) = (1, arrived + 100);
+        sim.schedule(at, Ev::Fin { link, to, offset });
+        sim.run_for(Duration::from_millis(5));
+        let expected = Watched::FinOutOfOrder {
+            link,
+            arrived,
+            sent: arrived + 100,
+        };
+        assert_eq!(watched(&sim), expected);
+    }
+
+    #[test]
+    fn in_order_reads_and_fin_are_not_watched() {
+        let (mut sim, link, _) = pair();
+        sim.leave(PeerId(0));
+        sim.run_until_quiet().unwrap();
+        let l = &sim.links[&link];
+        for end in &l.ends {
+            assert!(end.closed, "the connection is closed both ways");
+            assert_eq!(
+                end.inbound.arrived, end.inbound.on_wire,
+                "every byte arrived"
+            );
+        }
+        sim.check_streams().unwrap();
+        sim.check_running().unwrap();
     }
 }

@@ -300,6 +300,29 @@ pub enum Watched {
         /// The reason given.
         reason: LeaveReason,
     },
+    /// A read on `link` did not start where the bytes that reached its end so far
+    /// stopped: the simulated connection reordered, lost or repeated bytes (a fault of
+    /// the network model; TCP is FIFO per direction).
+    #[error("link {link}: read at stream offset {got}, expected {expected}")]
+    StreamOutOfOrder {
+        /// The simulated connection.
+        link: u64,
+        /// The offset the stream had reached.
+        expected: u64,
+        /// Where the read started.
+        got: u64,
+    },
+    /// A FIN on `link` reached its end before every byte sent before it did (a fault of
+    /// the network model).
+    #[error("link {link}: FIN after {sent} bytes arrived after only {arrived}")]
+    FinOutOfOrder {
+        /// The simulated connection.
+        link: u64,
+        /// Bytes that had reached the end.
+        arrived: u64,
+        /// Bytes sent before the FIN.
+        sent: u64,
+    },
 }
 
 impl Violation {

@@ -42,8 +42,16 @@ pub(in crate::sim) struct End {
 pub(in crate::sim) struct Direction {
     /// The last scheduled arrival (FIFO per direction).
     pub(in crate::sim) last_arrival: Duration,
-    /// Items that hit a partition, in order.
-    pub(in crate::sim) stalled: Vec<Ev>,
+    /// Bytes put on the wire so far: the stream offset of the next piece.
+    pub(in crate::sim) on_wire: u64,
+    /// Bytes that reached the end so far: the stream offset the next read must start
+    /// at (watched: [`Watched::StreamOutOfOrder`](crate::sim::Watched::StreamOutOfOrder)).
+    pub(in crate::sim) arrived: u64,
+    /// Reads and the FIN that cannot reach the end yet, in order: they hit a partition,
+    /// or came behind items that did (the connection is FIFO).
+    pub(in crate::sim) stalled: VecDeque<Ev>,
+    /// A [`Ev::Release`] of `stalled` is scheduled.
+    pub(in crate::sim) releasing: bool,
     /// On a slow link: pieces the sender handed over that are not on the wire yet (its
     /// socket's send queue), the head one being transmitted.
     pub(in crate::sim) outq: VecDeque<Bytes>,
@@ -188,8 +196,7 @@ impl Sim {
         if !d.outq.is_empty() {
             self.next_piece(link, to);
         } else if std::mem::take(&mut d.fin_after_queue) {
-            let at = self.arrival(link, to, self.now);
-            self.schedule(at, Ev::Fin { link, to });
+            self.fin(link, to);
         }
         let Some(conn) = self.conn_at(sender, link, side) else {
             return;
@@ -207,7 +214,6 @@ impl Sim {
     /// towards the other end if `flush`, else that is dropped and the FIN goes now.
     pub(in crate::sim) fn close(&mut self, link: u64, side: usize, flush: bool) {
         let to = 1 - side;
-        let now = self.now;
         let l = self.links.get_mut(&link).unwrap();
         l.ends[side].closed = true;
         let (broken, dest) = (l.broken, &mut l.ends[to]);
@@ -217,8 +223,7 @@ impl Sim {
         }
         if !broken && dest.conn.is_some() {
             if dest.inbound.outq.is_empty() {
-                let at = self.arrival(link, to, now);
-                self.schedule(at, Ev::Fin { link, to });
+                self.fin(link, to);
             } else {
                 dest.inbound.fin_after_queue = true;
             }
@@ -252,6 +257,13 @@ impl Sim {
         }
     }
 
+    /// Sends the FIN towards `to`: it follows every byte put on the wire before it.
+    pub(in crate::sim) fn fin(&mut self, link: u64, to: usize) {
+        let at = self.arrival(link, to, self.now);
+        let offset = self.links[&link].ends[to].inbound.on_wire;
+        self.schedule(at, Ev::Fin { link, to, offset });
+    }
+
     /// Schedules `bytes` to arrive at `at` as reads of at most `max_read` bytes, cut
     /// at random offsets if chunking is on (reads never align with frames).
     fn schedule_reads(&mut self, link: u64, to: usize, bytes: Bytes, at: Duration) {
@@ -263,15 +275,20 @@ impl Sim {
         cuts.extend((1..bytes.len().div_ceil(step)).map(|i| i * step));
         cuts.sort_unstable();
         cuts.dedup();
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        let base = d.on_wire;
+        d.on_wire += bytes.len() as u64;
         let mut start = 0;
         for cut in cuts.into_iter().chain(std::iter::once(bytes.len())) {
             let piece = bytes.slice(start..cut);
+            let offset = base + start as u64;
             start = cut;
             self.schedule(
                 at,
                 Ev::Data {
                     link,
                     to,
+                    offset,
                     bytes: piece,
                 },
             );
