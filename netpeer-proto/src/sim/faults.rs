@@ -1,11 +1,12 @@
 //! Faults: partitions and heals, crashes and restarts, freezes, link resets, slow
-//! links, refusing and black-holed listeners.
+//! links, refusing and black-holed listeners, raw bytes written around a machine.
 
 use std::{fmt::Write as _, net::SocketAddr};
 
+use bytes::Bytes;
 use rand_core::Rng;
 
-use crate::PeerMachine;
+use crate::{ConnId, PeerMachine};
 
 use super::{Listener, PeerId, Sim, network::normalize, scheduler::Ev};
 
@@ -178,5 +179,40 @@ impl Sim {
         self.faulted = true;
         let _ = write!(self.trace_line(), "black hole {addr}");
         self.black_holes.insert(normalize(addr));
+    }
+
+    /// `p` writes `bytes` on its connection `conn` around its machine, as a rogue
+    /// process (or a buggy one) can write anything on its socket: they travel after
+    /// everything written on `conn` before, in order, and reach the other end as reads
+    /// like any other bytes (cut at random offsets if [`NetConfig::chunking`]; in one
+    /// read if chunking is off and they fit in [`NetConfig::max_read`]). The machine
+    /// of `p` does not know of them: they are not in its send queue, and no message
+    /// they carry is recorded as sent, so [`check_delivery`](Self::check_delivery)
+    /// reports one that is delivered as [`NeverSent`](super::ViolationKind::NeverSent).
+    /// Counts as a fault ([`faulted`](Self::faulted)).
+    ///
+    /// Returns whether the bytes went on a connection: `false` if `p` does not hold
+    /// `conn` (never had it, closed it, or lost it to a reset or a crash) or `conn` is
+    /// not connected yet.
+    ///
+    /// [`NetConfig::chunking`]: super::NetConfig::chunking
+    /// [`NetConfig::max_read`]: super::NetConfig::max_read
+    pub fn write_raw(&mut self, p: PeerId, conn: ConnId, bytes: impl Into<Bytes>) -> bool {
+        let bytes = bytes.into();
+        self.faulted = true;
+        self.log(p, &format!("write raw {conn} {}B", bytes.len()));
+        let route = self.peers[p.0]
+            .conns
+            .get(&conn)
+            .copied()
+            .filter(|(link, _)| !self.links[link].broken && self.links[link].syn_acked);
+        let Some((link, side)) = route else {
+            return false;
+        };
+        if self.net.capture {
+            self.captured.extend_from_slice(&bytes);
+        }
+        self.transmit(p, conn, link, 1 - side, bytes, true);
+        true
     }
 }

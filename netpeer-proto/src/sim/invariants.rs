@@ -1,8 +1,8 @@
 //! Invariant checks any test can call. Each returns a [`Violation`] naming the seed and
 //! what broke.
 //!
-//! Some invariants are watched while the simulation runs (a delivery from a member not
-//! in the receiver's view, a send queue over its bound, a `Joined` for a member
+//! Some invariants are watched while the simulation runs (a message delivered before
+//! its sender's membership event, a send queue over its bound, a `Joined` for a member
 //! already in view or a `Left` for one that is not, a connection's bytes or FIN
 //! arriving out of order: [`Watched`]); what they find is reported by
 //! [`Sim::check_running`] and so by [`Sim::check_all`].
@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{ConnId, Event, Message};
+use crate::{ConnId, Event, Message, PeerMachine};
 
 use super::{PeerId, Sim, Violation, ViolationKind, Watched};
 
@@ -58,16 +58,26 @@ impl Sim {
         }
     }
 
-    /// Watched on every delivery: the sender is a member in the receiver's view, and
-    /// not the receiver itself.
-    pub(super) fn check_delivered_from_member(&mut self, p: PeerId, msg: &Message) {
-        let Some(m) = self.peers[p.0].machine.as_ref() else {
+    /// Watched on every delivery: no message before its sender's membership event.
+    /// The sender is in the room as the application sees it at that point of the
+    /// output stream (built from the events drained before the delivery: an `Entered`
+    /// listing it or its `Joined`, and no `Left` since), and is not the receiver. The
+    /// machine's view after the whole `receive` is not the reference: one read can
+    /// deliver a member's message and then drop the member (`Left` after the message),
+    /// which is an order the application can rely on.
+    ///
+    /// Not watched while the receiver's join is pending: the machine delivers messages
+    /// from members met on the way before its `Entered` reports them, so there the
+    /// application gets a message before its sender's membership event.
+    pub(super) fn check_message_after_membership(&mut self, p: PeerId, msg: &Message) {
+        let peer = &self.peers[p.0];
+        if peer.machine.as_ref().is_some_and(PeerMachine::is_joining) {
             return;
-        };
+        }
         let from = &*msg.from;
-        if from == m.name() || !m.members().iter().any(|n| n == from) {
+        if from == peer.name || !peer.event_view.contains(from) {
             let (kind, from) = (msg.kind.to_string(), from.to_owned());
-            self.notice(p, Watched::NonMember { kind, from });
+            self.notice(p, Watched::MessageBeforeMembership { kind, from });
         }
     }
 
@@ -170,10 +180,11 @@ impl Sim {
         }
     }
 
-    /// What was watched while running: no delivery from a non-member, every send queue
-    /// within its bound at every send, events consistent with the view (no
-    /// `Joined` for a member in view, no `Left` for one not in view), every connection
-    /// FIFO (see [`check_streams`](Self::check_streams)).
+    /// What was watched while running: no message before its sender's membership event
+    /// (the sender is in the room the application built from the events before the
+    /// delivery), every send queue within its bound at every send, events consistent
+    /// with the view (no `Joined` for a member in view, no `Left` for one not in view),
+    /// every connection FIFO (see [`check_streams`](Self::check_streams)).
     pub fn check_running(&self) -> Result<(), Violation> {
         match self.violations.first() {
             Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
@@ -458,7 +469,10 @@ mod tests {
 
     use bytes::Bytes;
 
-    use crate::sim::{PeerId, Sim, ViolationKind, Watched, scheduler::Ev};
+    use crate::{
+        Message,
+        sim::{PeerId, Sim, ViolationKind, Watched, scheduler::Ev},
+    };
 
     /// Two peers in one room, and the link between them with the stream offset its
     /// acceptor's end has reached.
@@ -538,5 +552,41 @@ mod tests {
         }
         sim.check_streams().unwrap();
         sim.check_running().unwrap();
+    }
+
+    fn message(from: &str) -> Message {
+        Message {
+            from: from.into(),
+            kind: "chat".into(),
+            payload: Bytes::from_static(b"\x00"),
+            direct: false,
+        }
+    }
+
+    #[test]
+    fn a_message_from_outside_the_application_s_room_is_watched() {
+        let (mut sim, _, _) = pair();
+        let a = PeerId(0);
+        sim.check_message_after_membership(a, &message("b"));
+        sim.check_running().unwrap();
+        for from in ["c", "a"] {
+            sim.check_message_after_membership(a, &message(from));
+        }
+        let what: Vec<Watched> = sim.violations.iter().map(|n| n.what.clone()).collect();
+        let before = |from: &str| Watched::MessageBeforeMembership {
+            kind: "chat".into(),
+            from: from.into(),
+        };
+        assert_eq!(what, [before("c"), before("a")]);
+        // b's `Left` reaches a's application: a message from b after it is watched too.
+        sim.track_event(
+            a,
+            &crate::Event::Left {
+                name: "b".into(),
+                reason: crate::LeaveReason::Disconnected,
+            },
+        );
+        sim.check_message_after_membership(a, &message("b"));
+        assert_eq!(sim.violations.last().unwrap().what, before("b"));
     }
 }

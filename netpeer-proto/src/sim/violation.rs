@@ -277,10 +277,14 @@ pub enum Watched {
         /// The bound.
         max: usize,
     },
-    /// A message was delivered as from `from`, which is not a member in the receiver's
-    /// view (or is the receiver itself).
-    #[error("delivery of {kind:?} attributed to non-member {from}")]
-    NonMember {
+    /// A message before its sender's membership event: it was delivered as from
+    /// `from` while `from` was not in the room as the receiver's application sees it
+    /// from the events before it (no `Entered` listing it or `Joined` for it, or a
+    /// `Left` since), or `from` is the receiver itself. Not watched while the
+    /// receiver's join is pending (messages from members met on the way come before
+    /// the `Entered` that reports them).
+    #[error("message of kind {kind:?} from {from} before its membership event")]
+    MessageBeforeMembership {
         /// The message kind.
         kind: String,
         /// The sender it is attributed to.

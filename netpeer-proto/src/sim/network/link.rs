@@ -54,8 +54,8 @@ pub(in crate::sim) struct Direction {
     pub(in crate::sim) releasing: bool,
     /// On a slow link: pieces the sender handed over that are not on the wire yet (its
     /// socket's send queue), the head one being transmitted.
-    pub(in crate::sim) outq: VecDeque<Bytes>,
-    /// Bytes in `outq`.
+    pub(in crate::sim) outq: VecDeque<Piece>,
+    /// Bytes of the sender's machine in `outq` (raw writes not counted).
     pub(in crate::sim) unsent: usize,
     /// A piece is being transmitted (a `TxDone` is scheduled).
     pub(in crate::sim) tx_busy: bool,
@@ -64,6 +64,14 @@ pub(in crate::sim) struct Direction {
     pub(in crate::sim) tx_gen: u64,
     /// The sender closed with a flush; the FIN follows the queue.
     pub(in crate::sim) fin_after_queue: bool,
+}
+
+/// A piece of a slow link's send queue.
+#[derive(Debug)]
+pub(in crate::sim) struct Piece {
+    pub(in crate::sim) bytes: Bytes,
+    /// Written around the machine ([`Sim::write_raw`]): its machine does not count it.
+    pub(in crate::sim) raw: bool,
 }
 
 impl Link {
@@ -111,7 +119,8 @@ impl Direction {
 
 impl Sim {
     /// Puts `bytes` from `p` (its `conn`) on `link` towards side `to`: at once, or, on a
-    /// slow link, into the link's queue, piece by piece as the bandwidth allows.
+    /// slow link, into the link's queue, piece by piece as the bandwidth allows. The
+    /// machine learns they were transmitted unless they are `raw` (not its bytes).
     pub(in crate::sim) fn transmit(
         &mut self,
         p: PeerId,
@@ -119,11 +128,12 @@ impl Sim {
         link: u64,
         to: usize,
         bytes: Bytes,
+        raw: bool,
     ) {
         let dest = self.links[&link].peer(to);
         let slow = self.bandwidth.contains_key(&(p, dest));
         if !slow && self.links[&link].ends[to].inbound.outq.is_empty() {
-            if let Some(m) = self.peers[p.0].machine.as_mut() {
+            if let Some(m) = self.peers[p.0].machine.as_mut().filter(|_| !raw) {
                 m.transmitted(conn, bytes.len());
             }
             let at = self.arrival(link, to, self.now);
@@ -132,11 +142,14 @@ impl Sim {
         }
         let step = self.net.max_read.max(1);
         let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
-        d.unsent += bytes.len();
+        if !raw {
+            d.unsent += bytes.len();
+        }
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + step).min(bytes.len());
-            d.outq.push_back(bytes.slice(start..end));
+            let bytes = bytes.slice(start..end);
+            d.outq.push_back(Piece { bytes, raw });
             start = end;
         }
         if !d.tx_busy {
@@ -148,7 +161,7 @@ impl Sim {
     fn next_piece(&mut self, link: u64, to: usize) {
         let l = &self.links[&link];
         let (from, dest) = (l.peer(1 - to), l.peer(to));
-        let Some(len) = l.ends[to].inbound.outq.front().map(Bytes::len) else {
+        let Some(len) = l.ends[to].inbound.outq.front().map(|p| p.bytes.len()) else {
             self.links.get_mut(&link).unwrap().ends[to].inbound.tx_busy = false;
             return;
         };
@@ -184,11 +197,13 @@ impl Sim {
             d.unsent = 0;
             return;
         }
-        let Some(piece) = d.outq.pop_front() else {
+        let Some(Piece { bytes: piece, raw }) = d.outq.pop_front() else {
             return;
         };
         let n = piece.len();
-        d.unsent -= n;
+        if !raw {
+            d.unsent -= n;
+        }
         let (side, sender) = (1 - to, l.ends[1 - to].peer);
         let at = self.arrival(link, to, self.now);
         self.schedule_reads(link, to, piece, at);
@@ -197,6 +212,9 @@ impl Sim {
             self.next_piece(link, to);
         } else if std::mem::take(&mut d.fin_after_queue) {
             self.fin(link, to);
+        }
+        if raw {
+            return;
         }
         let Some(conn) = self.conn_at(sender, link, side) else {
             return;
