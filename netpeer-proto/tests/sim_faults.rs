@@ -908,3 +908,30 @@ fn raw_bytes_need_a_connection_the_peer_holds() {
     );
     assert!(sim.faulted());
 }
+
+/// Found by the soak runner once the simulator watched the connections' streams (seed
+/// 34, 16 peers; shrunk to 14). p1 is frozen long enough for the others to close their
+/// connections to it; p12 crashes. The connection p12 had closed was not taken by the
+/// crash, so bytes p1 sent on it reached the dead p12 and were lost, and after p12's
+/// restart p1's later bytes still reached that old connection: a gap in its stream. A
+/// crash takes every connection of the process. Shrunk schedule.
+#[test]
+fn regression_crash_takes_the_connections_the_peer_had_closed() {
+    let schedule = Schedule {
+        peers: 14,
+        ops: vec![
+            Op::Freeze { peer: 15 },
+            Op::Run(5942),
+            Op::Crash { peer: 12 },
+            Op::Broadcast {
+                from: 15,
+                size: 209,
+            },
+            Op::Run(493),
+        ],
+    };
+    let (sim, result) = schedule.execute(34);
+    result.unwrap();
+    sim.check_streams().unwrap();
+    pinned::check("sim_faults", "regression_crash_closed_conns", &sim);
+}

@@ -37,7 +37,10 @@ impl Sim {
         self.release_stalled();
     }
 
-    /// The peer's process dies: its connections vanish with no FIN.
+    /// The peer's process dies: its connections vanish with no FIN. Every connection of
+    /// the process goes: the ones it holds, the ones it closed while the other end
+    /// still sends, and the ones its kernel accepted while it was frozen; only a dial
+    /// still on its way to it may reach it again, once it restarts.
     pub fn crash(&mut self, p: PeerId) {
         self.faulted = true;
         self.log(p, "crash");
@@ -47,9 +50,12 @@ impl Sim {
         peer.inbox.clear();
         peer.timer = None;
         peer.event_view.clear();
-        let conns = std::mem::take(&mut peer.conns);
-        for (_, (link, _)) in conns {
-            if let Some(l) = self.links.get_mut(&link) {
+        peer.conns.clear();
+        for l in self.links.values_mut() {
+            let had = |side: usize| {
+                l.peer(side) == p && (l.ends[side].conn.is_some() || (side == 1 && l.syn_acked))
+            };
+            if had(0) || had(1) {
                 l.broken = true;
             }
         }
