@@ -13,9 +13,10 @@ use std::time::Duration;
 use netpeer_proto::{
     ConnectFailure, Event, LeaveReason, RejectReason, encode_value,
     sim::{
-        Listener, NetConfig, Observed, PeerId, Sim, UnknownHost,
+        Listener, NetConfig, Observed, PeerId, Sim, UnknownHost, ViolationKind,
         schedule::{Op, Schedule},
     },
+    wire::{Data, Frame, encode_frame},
 };
 
 // ------------------------------------------------------------------ helpers
@@ -767,4 +768,170 @@ fn regression_seed_766() {
     for impostor in [PeerId(3), PeerId(4)] {
         assert!(sim.view(impostor).is_empty(), "{}", sim.tag(impostor));
     }
+}
+
+/// Found by the proptest (14 peers). A partition ({p10, p11, p12} against the rest)
+/// replaced by another in which p10 and p13 are on one side ({p10, p11, p13}) left the
+/// bytes p10 had sent p13 stalled while its later bytes flowed ahead of them, and the
+/// heal then put the stalled ones after bytes still in flight: p13 read its connection
+/// out of order and delivered a message as from p10 that was not in its view. A TCP
+/// connection is FIFO per direction whatever the partitions do: every read on every
+/// connection must start where the previous one stopped. Shrunk schedule.
+#[test]
+fn regression_repartition_keeps_each_connection_fifo() {
+    let schedule = Schedule {
+        peers: 14,
+        ops: vec![
+            Op::Slow {
+                from: 10,
+                to: 13,
+                kib_per_sec: 25,
+            },
+            Op::Partition { mask: 23552 },
+            Op::Run(942),
+            Op::Partition { mask: 11264 },
+            Op::Broadcast {
+                from: 10,
+                size: 40000,
+            },
+            Op::Run(640),
+            Op::Run(0),
+        ],
+    };
+    let (sim, result) = schedule.execute(0);
+    result.unwrap();
+    sim.check_streams().unwrap();
+    pinned::check("sim_faults", "regression_repartition_fifo", &sim);
+}
+
+/// Found by the proptest once the simulator watched the connections' streams (5
+/// peers): at the heal that ends the partition, the bytes that had stalled were
+/// scheduled after the bytes still in flight, which were sent after them, so a state
+/// update overtook the traffic before it on its connection. Shrunk schedule.
+#[test]
+fn regression_heal_delivers_stalled_bytes_before_later_ones() {
+    let schedule = Schedule {
+        peers: 5,
+        ops: vec![
+            Op::Run(611),
+            Op::Partition { mask: 33 },
+            Op::Run(385),
+            Op::SetState { from: 0 },
+        ],
+    };
+    let (sim, result) = schedule.execute(453_214_414_035_845);
+    result.unwrap();
+    sim.check_streams().unwrap();
+    pinned::check("sim_faults", "regression_heal_fifo", &sim);
+}
+
+/// A member's valid data frame and then garbage, in one read: the receiver delivers the
+/// message, then drops the member for breaking the protocol, both from one `receive`.
+/// The application sees the message while the sender is still in its room, then the
+/// `Left`: no message before (or after) its sender's membership, although the machine's
+/// view after the read no longer holds the sender. (The simulator used to compare the
+/// sender with that view and flag the delivery.)
+#[test]
+fn message_then_garbage_in_one_read_is_delivered_before_the_sender_leaves() {
+    let mut sim = Sim::from_env(29);
+    sim.net_mut().chunking = false;
+    let a = sim.add_peer("a");
+    let b = sim.add_peer("b");
+    sim.join(b, a);
+    sim.run_until_quiet().unwrap();
+    sim.check_full_mesh(&[a, b]).unwrap();
+    sim.clear_observed(a);
+
+    let m = sim.machine(b).unwrap();
+    let (conn, _) = m.sessions().into_iter().find(|(_, n)| n == "a").unwrap();
+    let max = m.config().max_frame_len;
+    let frame = Frame::Data(Data {
+        seq: 1,
+        to: None,
+        kind: "chat".into(),
+        payload: encode_value("hi").unwrap(),
+    });
+    let mut bytes = encode_frame(&frame, max).unwrap().to_vec();
+    // A length prefix far over the limit: garbage the decoder rejects at once.
+    bytes.extend_from_slice(&[0xff; 8]);
+    assert!(bytes.len() <= sim.net().max_read, "one read");
+    assert!(sim.write_raw(b, conn, bytes));
+
+    let reads = sim.reads(a);
+    let read = sim.run_until(Duration::from_secs(1), |s| s.reads(a) > reads);
+    assert!(read, "seed {}: the bytes reached a", sim.seed());
+    assert_eq!(sim.reads(a), reads + 1);
+    let observed: Vec<Observed> = sim.observed(a).iter().map(|(_, o)| o.clone()).collect();
+    let [Observed::Message(msg), Observed::Event(left)] = &observed[..] else {
+        panic!("seed {}: a observed {observed:?}", sim.seed());
+    };
+    assert_eq!((&*msg.from, &*msg.kind), ("b", "chat"));
+    assert_eq!(msg.decode::<String>().unwrap(), "hi");
+    assert_eq!(
+        *left,
+        Event::Left {
+            name: "b".into(),
+            reason: LeaveReason::ProtocolViolation
+        }
+    );
+    assert!(sim.view(a).is_empty(), "the machine dropped b in that read");
+    sim.check_running().unwrap();
+    sim.check_streams().unwrap();
+    // The raw frame is no command's send: the delivery check names it.
+    let v = sim.check_delivery().unwrap_err();
+    assert_eq!(
+        v.kind,
+        ViolationKind::NeverSent {
+            peer: "a".into(),
+            from: "b".into(),
+            kind: "chat".into(),
+        }
+    );
+    sim.run_until_quiet().unwrap();
+    sim.check_running().unwrap();
+    sim.check_event_views().unwrap();
+    pinned::check("sim_faults", "message_then_garbage", &sim);
+}
+
+#[test]
+fn raw_bytes_need_a_connection_the_peer_holds() {
+    let mut sim = Sim::new(30);
+    let a = sim.add_peer("a");
+    let b = sim.add_peer("b");
+    sim.join(b, a);
+    sim.run_until_quiet().unwrap();
+    let (conn, _) = sim.machine(b).unwrap().sessions()[0].clone();
+    sim.cut(a, b);
+    assert!(
+        !sim.write_raw(b, conn, &b"late"[..]),
+        "reset: nowhere to go"
+    );
+    assert!(sim.faulted());
+}
+
+/// Found by the soak runner once the simulator watched the connections' streams (seed
+/// 34, 16 peers; shrunk to 14). p1 is frozen long enough for the others to close their
+/// connections to it; p12 crashes. The connection p12 had closed was not taken by the
+/// crash, so bytes p1 sent on it reached the dead p12 and were lost, and after p12's
+/// restart p1's later bytes still reached that old connection: a gap in its stream. A
+/// crash takes every connection of the process. Shrunk schedule.
+#[test]
+fn regression_crash_takes_the_connections_the_peer_had_closed() {
+    let schedule = Schedule {
+        peers: 14,
+        ops: vec![
+            Op::Freeze { peer: 15 },
+            Op::Run(5942),
+            Op::Crash { peer: 12 },
+            Op::Broadcast {
+                from: 15,
+                size: 209,
+            },
+            Op::Run(493),
+        ],
+    };
+    let (sim, result) = schedule.execute(34);
+    result.unwrap();
+    sim.check_streams().unwrap();
+    pinned::check("sim_faults", "regression_crash_closed_conns", &sim);
 }

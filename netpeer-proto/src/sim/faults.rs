@@ -1,17 +1,21 @@
 //! Faults: partitions and heals, crashes and restarts, freezes, link resets, slow
-//! links, refusing and black-holed listeners.
+//! links, refusing and black-holed listeners, raw bytes written around a machine.
 
 use std::{fmt::Write as _, net::SocketAddr};
 
+use bytes::Bytes;
 use rand_core::Rng;
 
-use crate::PeerMachine;
+use crate::{ConnId, PeerMachine};
 
 use super::{Listener, PeerId, Sim, network::normalize, scheduler::Ev};
 
 impl Sim {
     /// Splits the network: peers talk only within their group. Peers not listed form
-    /// one more group. Traffic across groups stalls until [`heal`](Self::heal).
+    /// one more group; the grouping replaces any earlier one. Traffic across groups
+    /// stalls on its connection, as TCP retransmits it, until its two ends can talk
+    /// again (a later partition that puts them in one group, or [`heal`](Self::heal));
+    /// then it arrives first, in order, before anything sent later on that connection.
     pub fn partition(&mut self, groups: &[&[PeerId]]) {
         self.faulted = true;
         let mut g = vec![u32::MAX; self.peers.len()];
@@ -22,26 +26,21 @@ impl Sim {
         }
         let _ = write!(self.trace_line(), "partition {groups:?}");
         self.groups = Some(g);
+        self.release_stalled();
     }
 
-    /// Ends a partition: stalled traffic flows again, in order.
+    /// Ends a partition: stalled traffic flows again, each connection's in order and
+    /// before anything sent later on it.
     pub fn heal(&mut self) {
         self.trace_line().push_str("heal");
         self.groups = None;
-        let ids: Vec<u64> = self.links.keys().copied().collect();
-        for id in ids {
-            for side in 0..2 {
-                let d = &mut self.links.get_mut(&id).unwrap().ends[side].inbound;
-                let stalled = std::mem::take(&mut d.stalled);
-                for ev in stalled {
-                    let at = self.arrival(id, side, self.now);
-                    self.schedule(at, ev);
-                }
-            }
-        }
+        self.release_stalled();
     }
 
-    /// The peer's process dies: its connections vanish with no FIN.
+    /// The peer's process dies: its connections vanish with no FIN. Every connection of
+    /// the process goes: the ones it holds, the ones it closed while the other end
+    /// still sends, and the ones its kernel accepted while it was frozen; only a dial
+    /// still on its way to it may reach it again, once it restarts.
     pub fn crash(&mut self, p: PeerId) {
         self.faulted = true;
         self.log(p, "crash");
@@ -51,9 +50,12 @@ impl Sim {
         peer.inbox.clear();
         peer.timer = None;
         peer.event_view.clear();
-        let conns = std::mem::take(&mut peer.conns);
-        for (_, (link, _)) in conns {
-            if let Some(l) = self.links.get_mut(&link) {
+        peer.conns.clear();
+        for l in self.links.values_mut() {
+            let had = |side: usize| {
+                l.peer(side) == p && (l.ends[side].conn.is_some() || (side == 1 && l.syn_acked))
+            };
+            if had(0) || had(1) {
                 l.broken = true;
             }
         }
@@ -89,7 +91,7 @@ impl Sim {
         self.log(p, "unfreeze");
         self.peers[p.0].frozen = false;
         while let Some(ev) = self.peers[p.0].inbox.pop_front() {
-            self.dispatch(ev);
+            self.dispatch_parked(ev);
             if self.peers[p.0].frozen {
                 return;
             }
@@ -183,5 +185,40 @@ impl Sim {
         self.faulted = true;
         let _ = write!(self.trace_line(), "black hole {addr}");
         self.black_holes.insert(normalize(addr));
+    }
+
+    /// `p` writes `bytes` on its connection `conn` around its machine, as a rogue
+    /// process (or a buggy one) can write anything on its socket: they travel after
+    /// everything written on `conn` before, in order, and reach the other end as reads
+    /// like any other bytes (cut at random offsets if [`NetConfig::chunking`]; in one
+    /// read if chunking is off and they fit in [`NetConfig::max_read`]). The machine
+    /// of `p` does not know of them: they are not in its send queue, and no message
+    /// they carry is recorded as sent, so [`check_delivery`](Self::check_delivery)
+    /// reports one that is delivered as [`NeverSent`](super::ViolationKind::NeverSent).
+    /// Counts as a fault ([`faulted`](Self::faulted)).
+    ///
+    /// Returns whether the bytes went on a connection: `false` if `p` does not hold
+    /// `conn` (never had it, closed it, or lost it to a reset or a crash) or `conn` is
+    /// not connected yet.
+    ///
+    /// [`NetConfig::chunking`]: super::NetConfig::chunking
+    /// [`NetConfig::max_read`]: super::NetConfig::max_read
+    pub fn write_raw(&mut self, p: PeerId, conn: ConnId, bytes: impl Into<Bytes>) -> bool {
+        let bytes = bytes.into();
+        self.faulted = true;
+        self.log(p, &format!("write raw {conn} {}B", bytes.len()));
+        let route = self.peers[p.0]
+            .conns
+            .get(&conn)
+            .copied()
+            .filter(|(link, _)| !self.links[link].broken && self.links[link].syn_acked);
+        let Some((link, side)) = route else {
+            return false;
+        };
+        if self.net.capture {
+            self.captured.extend_from_slice(&bytes);
+        }
+        self.transmit(p, conn, link, 1 - side, bytes, true);
+        true
     }
 }

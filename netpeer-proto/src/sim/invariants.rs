@@ -1,10 +1,11 @@
 //! Invariant checks any test can call. Each returns a [`Violation`] naming the seed and
 //! what broke.
 //!
-//! Some invariants are watched while the simulation runs (a delivery from a member not
-//! in the receiver's view, a send queue over its bound, a `Joined` for a member
-//! already in view or a `Left` for one that is not: [`Watched`]); what they find is
-//! reported by [`Sim::check_running`] and so by [`Sim::check_all`].
+//! Some invariants are watched while the simulation runs (a message delivered before
+//! its sender's membership event, a send queue over its bound, a `Joined` for a member
+//! already in view or a `Left` for one that is not, a connection's bytes or FIN
+//! arriving out of order: [`Watched`]); what they find is reported by
+//! [`Sim::check_running`] and so by [`Sim::check_all`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -57,16 +58,85 @@ impl Sim {
         }
     }
 
-    /// Watched on every delivery: the sender is a member in the receiver's view, and
-    /// not the receiver itself.
-    pub(super) fn check_delivered_from_member(&mut self, p: PeerId, msg: &Message) {
-        let Some(m) = self.peers[p.0].machine.as_ref() else {
-            return;
-        };
+    /// Watched on every delivery: no message before its sender's membership event.
+    /// The sender is in the room as the application sees it at that point of the
+    /// output stream (built from the events drained before the delivery: an `Entered`
+    /// listing it or its `Joined`, and no `Left` since), and is not the receiver. The
+    /// machine's view after the whole `receive` is not the reference: one read can
+    /// deliver a member's message and then drop the member (`Left` after the message),
+    /// which is an order the application can rely on. It holds while our join is
+    /// pending too: messages from members met on the way wait for `Entered`.
+    pub(super) fn check_message_after_membership(&mut self, p: PeerId, msg: &Message) {
+        let peer = &self.peers[p.0];
         let from = &*msg.from;
-        if from == m.name() || !m.members().iter().any(|n| n == from) {
+        if from == peer.name || !peer.event_view.contains(from) {
             let (kind, from) = (msg.kind.to_string(), from.to_owned());
-            self.notice(p, Watched::NonMember { kind, from });
+            self.notice(p, Watched::MessageBeforeMembership { kind, from });
+        }
+    }
+
+    /// Watched on every read that reaches `p`'s end (`to`) of `link`: it starts where
+    /// the bytes that reached that end so far stopped (the connection is FIFO, no byte
+    /// lost or repeated while the link stands).
+    pub(super) fn check_stream_read(
+        &mut self,
+        p: PeerId,
+        link: u64,
+        to: usize,
+        offset: u64,
+        len: usize,
+    ) {
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        let expected = d.arrived;
+        d.arrived = offset + len as u64;
+        if offset != expected {
+            self.notice(
+                p,
+                Watched::StreamOutOfOrder {
+                    link,
+                    expected,
+                    got: offset,
+                },
+            );
+        }
+    }
+
+    /// Watched on every FIN that reaches `p`'s end (`to`) of `link`: every byte put
+    /// on the wire before it reached that end before it.
+    pub(super) fn check_stream_fin(&mut self, p: PeerId, link: u64, to: usize, offset: u64) {
+        let arrived = self.links[&link].ends[to].inbound.arrived;
+        if offset != arrived {
+            self.notice(
+                p,
+                Watched::FinOutOfOrder {
+                    link,
+                    arrived,
+                    sent: offset,
+                },
+            );
+        }
+    }
+
+    /// What was watched on the connections' streams: every read on every connection
+    /// started at the byte the stream had reached, and every FIN came after every byte
+    /// sent before it ([`Watched::StreamOutOfOrder`], [`Watched::FinOutOfOrder`]). The
+    /// first one found, as [`check_running`](Self::check_running) reports it.
+    pub fn check_streams(&self) -> Result<(), Violation> {
+        let stream = |n: &&Noticed| {
+            matches!(
+                n.what,
+                Watched::StreamOutOfOrder { .. } | Watched::FinOutOfOrder { .. }
+            )
+        };
+        let count = self.violations.iter().filter(stream).count();
+        match self.violations.iter().find(stream) {
+            Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
+                at: *at,
+                peer: peer.clone(),
+                what: what.clone(),
+                count,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -104,9 +174,11 @@ impl Sim {
         }
     }
 
-    /// What was watched while running: no delivery from a non-member, every send queue
-    /// within its bound at every send, events consistent with the view (no
-    /// `Joined` for a member in view, no `Left` for one not in view).
+    /// What was watched while running: no message before its sender's membership event
+    /// (the sender is in the room the application built from the events before the
+    /// delivery), every send queue within its bound at every send, events consistent
+    /// with the view (no `Joined` for a member in view, no `Left` for one not in view),
+    /// every connection FIFO (see [`check_streams`](Self::check_streams)).
     pub fn check_running(&self) -> Result<(), Violation> {
         match self.violations.first() {
             Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
@@ -382,5 +454,134 @@ impl Sim {
             self.check_full_mesh(&in_room)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::{
+        Message,
+        sim::{PeerId, Sim, ViolationKind, Watched, scheduler::Ev},
+    };
+
+    /// Two peers in one room, and the link between them with the stream offset its
+    /// acceptor's end has reached.
+    fn pair() -> (Sim, u64, u64) {
+        let mut sim = Sim::new(41);
+        let a = sim.add_peer("a");
+        let b = sim.add_peer("b");
+        sim.join(b, a);
+        sim.run_until_quiet().unwrap();
+        sim.check_all().unwrap();
+        let (&link, l) = sim.links.iter().find(|(_, l)| l.open()).unwrap();
+        assert_eq!((l.peer(0), l.peer(1)), (b, a));
+        let arrived = l.ends[1].inbound.arrived;
+        assert!(arrived > 0, "the handshake reached a");
+        (sim, link, arrived)
+    }
+
+    fn watched(sim: &Sim) -> Watched {
+        match sim.check_streams().unwrap_err().kind {
+            ViolationKind::WhileRunning { what, .. } => what,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_past_the_stream_offset_is_watched() {
+        let (mut sim, link, arrived) = pair();
+        let at = sim.now() + Duration::from_millis(1);
+        let bytes = Bytes::from_static(b"\0\0");
+        let (to, offset) = (1, arrived + 7);
+        sim.schedule(
+            at,
+            Ev::Data {
+                link,
+                to,
+                offset,
+                bytes,
+            },
+        );
+        sim.run_for(Duration::from_millis(5));
+        let expected = Watched::StreamOutOfOrder {
+            link,
+            expected: arrived,
+            got: arrived + 7,
+        };
+        assert_eq!(watched(&sim), expected);
+        assert!(sim.check_running().is_err());
+    }
+
+    #[test]
+    fn a_fin_before_the_bytes_sent_before_it_is_watched() {
+        let (mut sim, link, arrived) = pair();
+        let at = sim.now() + Duration::from_millis(1);
+        let (to, offset) = (1, arrived + 100);
+        sim.schedule(at, Ev::Fin { link, to, offset });
+        sim.run_for(Duration::from_millis(5));
+        let expected = Watched::FinOutOfOrder {
+            link,
+            arrived,
+            sent: arrived + 100,
+        };
+        assert_eq!(watched(&sim), expected);
+    }
+
+    #[test]
+    fn in_order_reads_and_fin_are_not_watched() {
+        let (mut sim, link, _) = pair();
+        sim.leave(PeerId(0));
+        sim.run_until_quiet().unwrap();
+        let l = &sim.links[&link];
+        for end in &l.ends {
+            assert!(end.closed, "the connection is closed both ways");
+            assert_eq!(
+                end.inbound.arrived, end.inbound.on_wire,
+                "every byte arrived"
+            );
+        }
+        sim.check_streams().unwrap();
+        sim.check_running().unwrap();
+    }
+
+    fn message(from: &str) -> Message {
+        Message {
+            from: from.into(),
+            key: crate::Identity::from_bytes([1; 32]).public_key(),
+            kind: "chat".into(),
+            payload: Bytes::from_static(b"\x00"),
+            direct: false,
+        }
+    }
+
+    #[test]
+    fn a_message_from_outside_the_application_s_room_is_watched() {
+        let (mut sim, _, _) = pair();
+        let a = PeerId(0);
+        sim.check_message_after_membership(a, &message("b"));
+        sim.check_running().unwrap();
+        for from in ["c", "a"] {
+            sim.check_message_after_membership(a, &message(from));
+        }
+        let what: Vec<Watched> = sim.violations.iter().map(|n| n.what.clone()).collect();
+        let before = |from: &str| Watched::MessageBeforeMembership {
+            kind: "chat".into(),
+            from: from.into(),
+        };
+        assert_eq!(what, [before("c"), before("a")]);
+        // b's `Left` reaches a's application: a message from b after it is watched too.
+        sim.track_event(
+            a,
+            &crate::Event::Left {
+                name: "b".into(),
+                reason: crate::LeaveReason::Disconnected,
+            },
+        );
+        sim.check_message_after_membership(a, &message("b"));
+        assert_eq!(sim.violations.last().unwrap().what, before("b"));
     }
 }

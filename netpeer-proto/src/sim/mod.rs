@@ -7,17 +7,20 @@
 //! per-link latency with jitter (FIFO per connection, reordering across connections),
 //! reads of at most [`NetConfig::max_read`] bytes at random offsets, refused and
 //! timed-out (black-holed) connects ([`Listener`], [`Sim::black_hole`]), link resets
-//! ([`Sim::cut`]), partitions (traffic stalls, as TCP retransmits, and flows again on
-//! [`Sim::heal`]), crashes (no FIN), restarts (same name and address, new incarnation),
-//! freezes (the peer stops reading and timing) and slow links ([`Sim::slow_link`]: a
-//! bandwidth limit per direction, so the sender learns late that its bytes were
-//! [`transmitted`](crate::PeerMachine::transmitted) and its send queue fills). Names resolve
-//! the way an adapter resolves them ([`Sim::join_host`]: `localhost` is `127.0.0.1`),
-//! and a dual-stack listener ([`NetConfig::dual_stack`]) sees IPv4 dialers as
-//! IPv4-mapped IPv6 addresses.
+//! ([`Sim::cut`]), partitions (traffic stalls, as TCP retransmits, and flows again, each
+//! connection's in order and ahead of anything sent later on it, once its two ends can
+//! talk: a new [`Sim::partition`] that groups them, or [`Sim::heal`]), crashes (no
+//! FIN), restarts (same name and address, new incarnation), freezes (the peer stops
+//! reading and timing; what reached it is read, in order, when it runs again) and slow
+//! links ([`Sim::slow_link`]: a bandwidth limit per direction, so the sender learns late
+//! that its bytes were [`transmitted`](crate::PeerMachine::transmitted) and its send
+//! queue fills). Names resolve the way an adapter resolves them ([`Sim::join_host`]:
+//! `localhost` is `127.0.0.1`), and a dual-stack listener ([`NetConfig::dual_stack`])
+//! sees IPv4 dialers as IPv4-mapped IPv6 addresses.
 //!
 //! Every run keeps a [trace](Sim::trace) of what each peer did and observed, and
-//! records what the invariants need; the checks ([`Sim::check_all`] and the `check_*`
+//! records what the invariants need (among them, that every connection's bytes arrive
+//! in order: [`Sim::check_streams`]); the checks ([`Sim::check_all`] and the `check_*`
 //! methods) return a [`Violation`]: the seed, the peer concerned and what broke, as a
 //! [`ViolationKind`] to match on and a message to read. [`schedule`] runs random
 //! schedules of operations and faults (used by the proptest suite and the soak runner).

@@ -21,17 +21,26 @@ pub(super) enum Ev {
         link: u64,
         result: Result<(), ConnectFailure>,
     },
+    /// A read of `bytes`, which start at byte `offset` of the stream towards `to`.
     Data {
         link: u64,
         to: usize,
+        offset: u64,
         bytes: Bytes,
     },
+    /// The FIN towards `to`, after the first `offset` bytes of the stream.
     Fin {
         link: u64,
         to: usize,
+        offset: u64,
     },
     /// A reset that reaches a frozen peer when it runs again (even on a broken link).
     Reset {
+        link: u64,
+        to: usize,
+    },
+    /// What stalled on `link` towards `to` reaches it (the ends can talk again).
+    Release {
         link: u64,
         to: usize,
     },
@@ -152,20 +161,32 @@ impl Sim {
         match ev {
             Ev::Syn { link } => self.links.get(link).map(|l| l.peer(1)),
             Ev::Connected { link, .. } => self.links.get(link).map(|l| l.peer(0)),
-            Ev::Data { link, to, .. } | Ev::Fin { link, to } | Ev::Reset { link, to } => {
-                self.links.get(link).map(|l| l.peer(*to))
-            }
+            Ev::Data { link, to, .. }
+            | Ev::Fin { link, to, .. }
+            | Ev::Reset { link, to }
+            | Ev::Release { link, to } => self.links.get(link).map(|l| l.peer(*to)),
             Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.peer(*side)),
             Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.peer(1 - *to)),
             Ev::Timer { peer, .. } => Some(*peer),
         }
     }
 
-    /// Hands `ev` to the network model or to the peer it concerns. The network's part
-    /// (a slow link's transmission) goes on whatever the peer's state; a crashed peer
-    /// refuses dials; traffic across a partition stalls and SYNs are lost; a frozen
-    /// peer keeps what reaches it for later; a running peer's machine gets it.
+    /// Hands `ev`, from the event queue, to the network model or to the peer it
+    /// concerns. The network's part (a slow link's transmission, the release of what
+    /// stalled) goes on whatever the peer's state; a crashed peer refuses dials;
+    /// traffic across a partition stalls and SYNs are lost; a frozen peer keeps what
+    /// reaches it for later; a running peer's machine gets it.
     pub(super) fn dispatch(&mut self, ev: Ev) {
+        self.dispatch_from(ev, true);
+    }
+
+    /// Hands `ev`, which reached the frozen peer before, to it now that it runs: it
+    /// crossed the network already, whatever partition there is now.
+    pub(super) fn dispatch_parked(&mut self, ev: Ev) {
+        self.dispatch_from(ev, false);
+    }
+
+    fn dispatch_from(&mut self, ev: Ev, from_network: bool) {
         let Some(p) = self.peer_of(&ev) else {
             return;
         };
@@ -186,6 +207,10 @@ impl Sim {
             }
             return;
         }
+        if let Ev::Release { link, to } = ev {
+            self.release(link, to);
+            return;
+        }
         if self.peers[p.0].machine.is_none() {
             if let Ev::Syn { link } = ev {
                 // It crashed while the SYN was on the way: its port is closed now.
@@ -196,8 +221,13 @@ impl Sim {
             }
             return;
         }
-        let Some(ev) = self.across_partition(ev) else {
-            return;
+        let ev = if from_network {
+            match self.across_partition(ev) {
+                Some(ev) => ev,
+                None => return,
+            }
+        } else {
+            ev
         };
         if self.peers[p.0].frozen {
             self.park(p, ev);
@@ -207,17 +237,19 @@ impl Sim {
     }
 
     /// `ev` as it crosses the partition, if there is one: `None` if it cannot (traffic
-    /// stalls on its link, a SYN is lost) or the link is broken.
+    /// stalls on its link, a SYN is lost) or the link is broken. A read or FIN behind
+    /// stalled ones on its link stalls too, even if the ends can talk again: the
+    /// connection is FIFO, what stalled is released first ([`release`](Self::release)).
     fn across_partition(&mut self, ev: Ev) -> Option<Ev> {
         match ev {
-            Ev::Data { link, to, .. } | Ev::Fin { link, to } => {
+            Ev::Data { link, to, .. } | Ev::Fin { link, to, .. } => {
                 let l = &self.links[&link];
                 if l.broken {
                     return None;
                 }
-                if !self.can_talk(l.peer(0), l.peer(1)) {
-                    let stalled = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
-                    stalled.stalled.push(ev);
+                if !self.can_talk(l.peer(0), l.peer(1)) || !l.ends[to].inbound.stalled.is_empty() {
+                    let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+                    d.stalled.push_back(ev);
                     return None;
                 }
             }
@@ -232,6 +264,50 @@ impl Sim {
             _ => {}
         }
         Some(ev)
+    }
+
+    /// Every direction of a link whose ends can talk again, with traffic stalled on it,
+    /// gets that traffic after one more trip ([`Ev::Release`]; anything sent meanwhile
+    /// stalls behind it, so it comes after).
+    pub(super) fn release_stalled(&mut self) {
+        let waiting: Vec<(u64, usize)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.broken && self.can_talk(l.peer(0), l.peer(1)))
+            .flat_map(|(id, l)| {
+                (0..2).filter_map(move |to| {
+                    let d = &l.ends[to].inbound;
+                    (!d.stalled.is_empty() && !d.releasing).then_some((*id, to))
+                })
+            })
+            .collect();
+        for (link, to) in waiting {
+            self.links.get_mut(&link).unwrap().ends[to]
+                .inbound
+                .releasing = true;
+            let at = self.arrival(link, to, self.now);
+            self.schedule(at, Ev::Release { link, to });
+        }
+    }
+
+    /// What stalled on `link` towards `to` arrives, in order, if the ends can still
+    /// talk (else it waits for the next partition or heal that lets them).
+    fn release(&mut self, link: u64, to: usize) {
+        let l = self.links.get_mut(&link).unwrap();
+        l.ends[to].inbound.releasing = false;
+        if l.broken {
+            l.ends[to].inbound.stalled.clear();
+            return;
+        }
+        let (a, b) = (l.peer(0), l.peer(1));
+        if !self.can_talk(a, b) {
+            return;
+        }
+        let stalled =
+            std::mem::take(&mut self.links.get_mut(&link).unwrap().ends[to].inbound.stalled);
+        for ev in stalled {
+            self.dispatch(ev);
+        }
     }
 
     /// `ev` reached the frozen peer `p`: it waits in the peer's inbox. The kernel of a

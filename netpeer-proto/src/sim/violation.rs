@@ -277,10 +277,14 @@ pub enum Watched {
         /// The bound.
         max: usize,
     },
-    /// A message was delivered as from `from`, which is not a member in the receiver's
-    /// view (or is the receiver itself).
-    #[error("delivery of {kind:?} attributed to non-member {from}")]
-    NonMember {
+    /// A message before its sender's membership event: it was delivered as from
+    /// `from` while `from` was not in the room as the receiver's application sees it
+    /// from the events before it (no `Entered` listing it or `Joined` for it, or a
+    /// `Left` since), or `from` is the receiver itself. Not watched while the
+    /// receiver's join is pending (messages from members met on the way come before
+    /// the `Entered` that reports them).
+    #[error("message of kind {kind:?} from {from} before its membership event")]
+    MessageBeforeMembership {
         /// The message kind.
         kind: String,
         /// The sender it is attributed to.
@@ -299,6 +303,29 @@ pub enum Watched {
         name: String,
         /// The reason given.
         reason: LeaveReason,
+    },
+    /// A read on `link` did not start where the bytes that reached its end so far
+    /// stopped: the simulated connection reordered, lost or repeated bytes (a fault of
+    /// the network model; TCP is FIFO per direction).
+    #[error("link {link}: read at stream offset {got}, expected {expected}")]
+    StreamOutOfOrder {
+        /// The simulated connection.
+        link: u64,
+        /// The offset the stream had reached.
+        expected: u64,
+        /// Where the read started.
+        got: u64,
+    },
+    /// A FIN on `link` reached its end before every byte sent before it did (a fault of
+    /// the network model).
+    #[error("link {link}: FIN after {sent} bytes arrived after only {arrived}")]
+    FinOutOfOrder {
+        /// The simulated connection.
+        link: u64,
+        /// Bytes that had reached the end.
+        arrived: u64,
+        /// Bytes sent before the FIN.
+        sent: u64,
     },
 }
 

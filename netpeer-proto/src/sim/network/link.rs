@@ -42,12 +42,20 @@ pub(in crate::sim) struct End {
 pub(in crate::sim) struct Direction {
     /// The last scheduled arrival (FIFO per direction).
     pub(in crate::sim) last_arrival: Duration,
-    /// Items that hit a partition, in order.
-    pub(in crate::sim) stalled: Vec<Ev>,
+    /// Bytes put on the wire so far: the stream offset of the next piece.
+    pub(in crate::sim) on_wire: u64,
+    /// Bytes that reached the end so far: the stream offset the next read must start
+    /// at (watched: [`Watched::StreamOutOfOrder`](crate::sim::Watched::StreamOutOfOrder)).
+    pub(in crate::sim) arrived: u64,
+    /// Reads and the FIN that cannot reach the end yet, in order: they hit a partition,
+    /// or came behind items that did (the connection is FIFO).
+    pub(in crate::sim) stalled: VecDeque<Ev>,
+    /// A [`Ev::Release`] of `stalled` is scheduled.
+    pub(in crate::sim) releasing: bool,
     /// On a slow link: pieces the sender handed over that are not on the wire yet (its
     /// socket's send queue), the head one being transmitted.
-    pub(in crate::sim) outq: VecDeque<Bytes>,
-    /// Bytes in `outq`.
+    pub(in crate::sim) outq: VecDeque<Piece>,
+    /// Bytes of the sender's machine in `outq` (raw writes not counted).
     pub(in crate::sim) unsent: usize,
     /// A piece is being transmitted (a `TxDone` is scheduled).
     pub(in crate::sim) tx_busy: bool,
@@ -56,6 +64,14 @@ pub(in crate::sim) struct Direction {
     pub(in crate::sim) tx_gen: u64,
     /// The sender closed with a flush; the FIN follows the queue.
     pub(in crate::sim) fin_after_queue: bool,
+}
+
+/// A piece of a slow link's send queue.
+#[derive(Debug)]
+pub(in crate::sim) struct Piece {
+    pub(in crate::sim) bytes: Bytes,
+    /// Written around the machine ([`Sim::write_raw`]): its machine does not count it.
+    pub(in crate::sim) raw: bool,
 }
 
 impl Link {
@@ -103,7 +119,8 @@ impl Direction {
 
 impl Sim {
     /// Puts `bytes` from `p` (its `conn`) on `link` towards side `to`: at once, or, on a
-    /// slow link, into the link's queue, piece by piece as the bandwidth allows.
+    /// slow link, into the link's queue, piece by piece as the bandwidth allows. The
+    /// machine learns they were transmitted unless they are `raw` (not its bytes).
     pub(in crate::sim) fn transmit(
         &mut self,
         p: PeerId,
@@ -111,11 +128,12 @@ impl Sim {
         link: u64,
         to: usize,
         bytes: Bytes,
+        raw: bool,
     ) {
         let dest = self.links[&link].peer(to);
         let slow = self.bandwidth.contains_key(&(p, dest));
         if !slow && self.links[&link].ends[to].inbound.outq.is_empty() {
-            if let Some(m) = self.peers[p.0].machine.as_mut() {
+            if let Some(m) = self.peers[p.0].machine.as_mut().filter(|_| !raw) {
                 m.transmitted(conn, bytes.len());
             }
             let at = self.arrival(link, to, self.now);
@@ -124,11 +142,14 @@ impl Sim {
         }
         let step = self.net.max_read.max(1);
         let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
-        d.unsent += bytes.len();
+        if !raw {
+            d.unsent += bytes.len();
+        }
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + step).min(bytes.len());
-            d.outq.push_back(bytes.slice(start..end));
+            let bytes = bytes.slice(start..end);
+            d.outq.push_back(Piece { bytes, raw });
             start = end;
         }
         if !d.tx_busy {
@@ -140,7 +161,7 @@ impl Sim {
     fn next_piece(&mut self, link: u64, to: usize) {
         let l = &self.links[&link];
         let (from, dest) = (l.peer(1 - to), l.peer(to));
-        let Some(len) = l.ends[to].inbound.outq.front().map(Bytes::len) else {
+        let Some(len) = l.ends[to].inbound.outq.front().map(|p| p.bytes.len()) else {
             self.links.get_mut(&link).unwrap().ends[to].inbound.tx_busy = false;
             return;
         };
@@ -176,11 +197,13 @@ impl Sim {
             d.unsent = 0;
             return;
         }
-        let Some(piece) = d.outq.pop_front() else {
+        let Some(Piece { bytes: piece, raw }) = d.outq.pop_front() else {
             return;
         };
         let n = piece.len();
-        d.unsent -= n;
+        if !raw {
+            d.unsent -= n;
+        }
         let (side, sender) = (1 - to, l.ends[1 - to].peer);
         let at = self.arrival(link, to, self.now);
         self.schedule_reads(link, to, piece, at);
@@ -188,8 +211,10 @@ impl Sim {
         if !d.outq.is_empty() {
             self.next_piece(link, to);
         } else if std::mem::take(&mut d.fin_after_queue) {
-            let at = self.arrival(link, to, self.now);
-            self.schedule(at, Ev::Fin { link, to });
+            self.fin(link, to);
+        }
+        if raw {
+            return;
         }
         let Some(conn) = self.conn_at(sender, link, side) else {
             return;
@@ -207,7 +232,6 @@ impl Sim {
     /// towards the other end if `flush`, else that is dropped and the FIN goes now.
     pub(in crate::sim) fn close(&mut self, link: u64, side: usize, flush: bool) {
         let to = 1 - side;
-        let now = self.now;
         let l = self.links.get_mut(&link).unwrap();
         l.ends[side].closed = true;
         let (broken, dest) = (l.broken, &mut l.ends[to]);
@@ -217,8 +241,7 @@ impl Sim {
         }
         if !broken && dest.conn.is_some() {
             if dest.inbound.outq.is_empty() {
-                let at = self.arrival(link, to, now);
-                self.schedule(at, Ev::Fin { link, to });
+                self.fin(link, to);
             } else {
                 dest.inbound.fin_after_queue = true;
             }
@@ -252,6 +275,13 @@ impl Sim {
         }
     }
 
+    /// Sends the FIN towards `to`: it follows every byte put on the wire before it.
+    pub(in crate::sim) fn fin(&mut self, link: u64, to: usize) {
+        let at = self.arrival(link, to, self.now);
+        let offset = self.links[&link].ends[to].inbound.on_wire;
+        self.schedule(at, Ev::Fin { link, to, offset });
+    }
+
     /// Schedules `bytes` to arrive at `at` as reads of at most `max_read` bytes, cut
     /// at random offsets if chunking is on (reads never align with frames).
     fn schedule_reads(&mut self, link: u64, to: usize, bytes: Bytes, at: Duration) {
@@ -263,15 +293,20 @@ impl Sim {
         cuts.extend((1..bytes.len().div_ceil(step)).map(|i| i * step));
         cuts.sort_unstable();
         cuts.dedup();
+        let d = &mut self.links.get_mut(&link).unwrap().ends[to].inbound;
+        let base = d.on_wire;
+        d.on_wire += bytes.len() as u64;
         let mut start = 0;
         for cut in cuts.into_iter().chain(std::iter::once(bytes.len())) {
             let piece = bytes.slice(start..cut);
+            let offset = base + start as u64;
             start = cut;
             self.schedule(
                 at,
                 Ev::Data {
                     link,
                     to,
+                    offset,
                     bytes: piece,
                 },
             );

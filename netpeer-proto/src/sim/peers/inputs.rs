@@ -16,14 +16,26 @@ impl Sim {
         match ev {
             Ev::Syn { link } => self.on_syn(p, link),
             Ev::Connected { link, result } => self.on_connected(p, link, result),
-            Ev::Data { link, to, bytes } => self.on_data(p, link, to, &bytes),
-            Ev::Fin { link, to } | Ev::Reset { link, to } => self.on_closed(p, link, to),
+            Ev::Data {
+                link,
+                to,
+                offset,
+                bytes,
+            } => {
+                self.check_stream_read(p, link, to, offset, bytes.len());
+                self.on_data(p, link, to, &bytes);
+            }
+            Ev::Fin { link, to, offset } => {
+                self.check_stream_fin(p, link, to, offset);
+                self.on_closed(p, link, to);
+            }
+            Ev::Reset { link, to } => self.on_closed(p, link, to),
             Ev::Transmitted { link, side, n } => {
                 if let Some(conn) = self.conn_at(p, link, side) {
                     self.with_machine(p, |m, _| m.transmitted(conn, n));
                 }
             }
-            Ev::TxDone { .. } => {}
+            Ev::TxDone { .. } | Ev::Release { .. } => {}
             Ev::Timer { .. } => {
                 self.peers[p.0].timer = None;
                 self.with_machine(p, |m, now| m.handle_timeout(now));
@@ -69,13 +81,11 @@ impl Sim {
                 }
                 if dialer_closed {
                     // The dialer gave up while its SYN was on the way.
-                    let at = self.arrival(link, 1, self.now);
-                    self.schedule(at, Ev::Fin { link, to: 1 });
+                    self.fin(link, 1);
                 }
             }
             _ if self.links[&link].syn_acked => {
-                let at = self.arrival(link, 0, self.now);
-                self.schedule(at, Ev::Fin { link, to: 0 });
+                self.fin(link, 0);
             }
             _ => {
                 self.refuse(link);

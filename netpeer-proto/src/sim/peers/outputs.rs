@@ -46,7 +46,7 @@ impl Sim {
             .copied()
             .filter(|(link, _)| !self.links[link].broken);
         match route {
-            Some((link, side)) => self.transmit(p, conn, link, 1 - side, bytes),
+            Some((link, side)) => self.transmit(p, conn, link, 1 - side, bytes, false),
             None => {
                 // Nowhere to go (reset or vanished): the write is dropped.
                 if let Some(m) = self.peers[p.0].machine.as_mut() {
@@ -70,7 +70,7 @@ impl Sim {
                 fnv(&message.payload)
             ),
         );
-        self.check_delivered_from_member(p, &message);
+        self.check_message_after_membership(p, &message);
         let now = self.now;
         self.peers[p.0]
             .observed
