@@ -7,7 +7,7 @@ use crate::{
     config::validate_name,
     event::{CloseReason, ConnId, ConnectFailure, Event},
     machine::{Cause, JoinPhase, PeerMachine, UNRANKED},
-    wire::Welcome,
+    wire::{Frame, Leave, Welcome},
 };
 
 impl PeerMachine {
@@ -70,6 +70,35 @@ impl PeerMachine {
             failed,
         };
         self.notify(event);
+    }
+
+    /// Rule 4, cancelled: the application gave up on its join. Waiting for the welcome,
+    /// the contact connection is dropped (told `Leave` if its handshake completed);
+    /// once the welcome came, the room being entered is left as [`leave`] leaves it.
+    /// No event: the caller cancelled, nobody else was told of the join.
+    ///
+    /// [`leave`]: PeerMachine::leave
+    pub(crate) fn abandon_join(&mut self) -> bool {
+        match std::mem::replace(&mut self.join, JoinPhase::Idle) {
+            JoinPhase::Idle => false,
+            JoinPhase::Joining { contact, .. } => {
+                if self
+                    .sessions
+                    .get(&contact)
+                    .is_some_and(|s| s.is_established())
+                {
+                    self.send_frame(contact, &Frame::Leave(Leave { expelled: false }));
+                }
+                // A reason of ours: the contact is forgotten, not redialled, and (never
+                // reported while we joined through it) leaves without an event.
+                self.drop_session(contact, Cause::Local(CloseReason::Leave));
+                true
+            }
+            JoinPhase::Entering { .. } => {
+                self.leave_room(false);
+                true
+            }
+        }
     }
 
     pub(crate) fn join_failed(&mut self, addr: SocketAddr, cause: &Cause) {

@@ -572,6 +572,21 @@ impl PeerMachine {
         Ok(())
     }
 
+    /// Cancels our join, if one is in progress; returns whether one was. The next
+    /// [`join`](Self::join) may start at once.
+    ///
+    /// Before the contact's welcome, only the contact connection is closed (with a
+    /// `Leave` if its handshake completed, so the contact reports `Left`, never a
+    /// timeout); a room we were already in is kept. After the welcome, while the listed
+    /// members are being connected, the room being entered is left as
+    /// [`leave`](Self::leave) leaves it: `Leave` on every session, every connection
+    /// closed, a fresh incarnation. No event is emitted either way (in particular no
+    /// `JoinTimedOut` or `Entered` for the cancelled join).
+    pub fn cancel_join(&mut self, now: Instant) -> bool {
+        self.tick(now);
+        self.abandon_join()
+    }
+
     /// Sends `payload` to every member in our view; returns how many.
     ///
     /// The frame is encoded once and shared by every session.

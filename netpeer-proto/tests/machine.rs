@@ -464,3 +464,119 @@ fn fuzz_regression_join_epoch_at_its_end_does_not_overflow() {
     }
     assert_eq!(m.members(), vec!["mallory", "n1", "n2", "n3"]);
 }
+
+/// A contact's `Hello` (it listens on 4000) and, if `welcome`, its `Welcome` listing
+/// "carol" at 127.0.0.1:5000.
+fn contact_frames(welcome: bool) -> Vec<u8> {
+    let mut bytes = hello("bob", "netpeer", (1, 1)).to_vec();
+    if welcome {
+        let w = Frame::Welcome(netpeer_proto::wire::Welcome {
+            join_epoch: 1,
+            members: vec![netpeer_proto::wire::MemberInfo {
+                name: "carol".into(),
+                incarnation: 7,
+                join_epoch: 0,
+                addr: Some("127.0.0.1:5000".parse().unwrap()),
+            }],
+            state: netpeer_proto::encode_value(&()).unwrap(),
+            state_version: StateVersion::default(),
+        });
+        bytes.extend_from_slice(&encode_frame(&w, 1 << 20).unwrap());
+    }
+    bytes
+}
+
+#[test]
+fn cancel_join_before_the_connection_opens_frees_the_machine_at_once() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    assert!(!m.cancel_join(now), "nothing to cancel");
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let out = drain(&mut m);
+    let [Output::Connect { conn, .. }] = out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, conn), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no event for a cancelled join");
+    assert!(!m.is_joining());
+    assert_eq!(m.connection_count(), 0);
+    // A late report about the cancelled dial is ignored; the next join starts at once.
+    m.connected(conn, now);
+    assert!(drain(&mut m).is_empty());
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    assert!(m.is_joining());
+    // Its deadline is the new join's, not the cancelled one's: nothing times out early.
+    assert_eq!(m.poll_timeout(), Some(now + m.config().handshake_timeout));
+}
+
+#[test]
+fn cancel_join_while_waiting_for_the_welcome_tells_the_contact() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let conn = match &drain(&mut m)[..] {
+        [Output::Connect { conn, .. }] => *conn,
+        out => panic!("{out:?}"),
+    };
+    m.connected(conn, now);
+    m.receive(conn, &contact_frames(false), now);
+    let out = drain(&mut m);
+    assert!(
+        events(&out).is_empty(),
+        "the contact is not reported before the welcome"
+    );
+    assert!(m.is_joining());
+
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert!(matches!(&sent(&out, conn)[..], [Frame::Leave(l)] if !l.expelled));
+    assert_eq!(closed(&out, conn), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no event for a cancelled join");
+    assert!(m.members().is_empty());
+    // The contact is forgotten, not redialled, and the join timeout is gone with it.
+    assert_eq!(m.poll_timeout(), None);
+    m.handle_timeout(now + m.config().join_timeout * 2);
+    assert!(drain(&mut m).is_empty(), "no redial, no JoinTimedOut");
+    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+}
+
+#[test]
+fn cancel_join_after_the_welcome_leaves_the_room_being_entered() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    let before = m.incarnation();
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let contact = match &drain(&mut m)[..] {
+        [Output::Connect { conn, .. }] => *conn,
+        out => panic!("{out:?}"),
+    };
+    m.connected(contact, now);
+    m.receive(contact, &contact_frames(true), now);
+    let out = drain(&mut m);
+    let carol = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, addr } if addr.port() == 5000 => Some(*conn),
+            _ => None,
+        })
+        .expect("the listed member is dialled");
+    assert!(events(&out).is_empty(), "still entering");
+
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert!(matches!(&sent(&out, contact)[..], [Frame::Leave(l)] if !l.expelled));
+    assert_eq!(closed(&out, contact), Some(CloseReason::Leave));
+    assert_eq!(closed(&out, carol), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no Entered, no Left");
+    assert!(m.members().is_empty());
+    assert_eq!(m.connection_count(), 0);
+    assert_ne!(m.incarnation(), before, "left as leave() leaves");
+    m.handle_timeout(now + m.config().join_timeout * 2);
+    assert!(
+        drain(&mut m).is_empty(),
+        "nothing of the cancelled join remains"
+    );
+    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+}
