@@ -73,6 +73,14 @@ pub struct Config {
     /// [`transmitted`](crate::PeerMachine::transmitted); above it the connection is closed
     /// as a slow consumer.
     pub max_send_queue: usize,
+    /// Flow control (rule 11): a connection with more than this many bytes queued is
+    /// *congested*. [`PeerMachine::send_ready`](crate::PeerMachine::send_ready) names
+    /// congested members (a driver may hold its sends until they drain), a member
+    /// congested for half of `idle_timeout` is reported
+    /// ([`Event::SlowMember`](crate::Event::SlowMember)), and one congested for
+    /// `idle_timeout` is closed as a slow consumer. `None`: a quarter of
+    /// `max_send_queue`. Must be below `max_send_queue`.
+    pub send_high_water: Option<usize>,
     /// Seed of every random choice this machine makes (incarnations, jitter, gossip).
     pub seed: u64,
     /// The room key of a private room: every connection is then a Noise session bound
@@ -107,10 +115,17 @@ impl Config {
             max_members: 256,
             max_pending_handshakes: 64,
             max_send_queue: 32 * 1024 * 1024 + 64 * 1024,
+            send_high_water: None,
             seed: 0,
             room_key: None,
             crypto_seed: None,
         }
+    }
+
+    /// The high-water mark in force: [`send_high_water`](Self::send_high_water), or a
+    /// quarter of `max_send_queue`.
+    pub fn high_water(&self) -> usize {
+        self.send_high_water.unwrap_or(self.max_send_queue / 4)
     }
 
     /// Checks every field; the first problem found is returned.
@@ -159,6 +174,14 @@ impl Config {
                 queue: self.max_send_queue,
                 frame: self.max_frame_len,
             });
+        }
+        if let Some(mark) = self.send_high_water {
+            if mark == 0 || mark >= self.max_send_queue {
+                return Err(ConfigError::HighWater {
+                    mark,
+                    queue: self.max_send_queue,
+                });
+            }
         }
         if self.initial_state.len() > self.max_frame_len as usize / 2 {
             return Err(ConfigError::StateTooLarge(self.initial_state.len()));
@@ -211,6 +234,15 @@ mod tests {
         let mut c = Config::new("a");
         c.max_send_queue = 10;
         assert!(matches!(c.validate(), Err(ConfigError::SendQueue { .. })));
+        let mut c = Config::new("a");
+        c.send_high_water = Some(c.max_send_queue);
+        assert!(matches!(c.validate(), Err(ConfigError::HighWater { .. })));
+        c.send_high_water = Some(0);
+        assert!(matches!(c.validate(), Err(ConfigError::HighWater { .. })));
+        c.send_high_water = Some(c.max_send_queue - 1);
+        c.validate().unwrap();
+        c.send_high_water = None;
+        assert_eq!(c.high_water(), c.max_send_queue / 4);
         let mut c = Config::new("a");
         c.versions = (5, 9);
         assert!(matches!(c.validate(), Err(ConfigError::Versions { .. })));

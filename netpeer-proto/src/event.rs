@@ -71,7 +71,8 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Nothing was received within `idle_timeout`.
     IdleTimeout,
-    /// More than `max_send_queue` bytes were waiting for this connection.
+    /// More than `max_send_queue` bytes were waiting for this connection, or more than
+    /// `send_high_water` for `idle_timeout` without a pause.
     SlowConsumer,
     /// Another connection to the same member is kept (one connection per pair).
     Duplicate,
@@ -134,7 +135,8 @@ pub enum LeaveReason {
     TimedOut,
     /// It lost a name conflict and was expelled from the room.
     Expelled,
-    /// It did not read fast enough: its send queue crossed `max_send_queue`.
+    /// It did not read fast enough: its send queue crossed `max_send_queue`, or stayed
+    /// above `send_high_water` for `idle_timeout`.
     SlowConsumer,
     /// It broke the protocol (malformed or oversized frame).
     ProtocolViolation,
@@ -187,6 +189,16 @@ pub enum Event {
     StateChanged {
         /// The new state (CBOR).
         state: Bytes,
+    },
+    /// A member's send queue has been above `send_high_water` for half of
+    /// `idle_timeout`: unless it drains below the mark, it is closed as a slow consumer
+    /// (`Left { reason: SlowConsumer }`) once `idle_timeout` has passed. Reported once
+    /// per congestion (again only after its queue fell below the mark).
+    SlowMember {
+        /// Its name.
+        name: String,
+        /// Bytes queued for it.
+        queued: usize,
     },
 }
 

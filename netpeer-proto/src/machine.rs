@@ -311,6 +311,7 @@ impl PeerMachine {
         let bytes = channel.encrypt(&plain);
         // The plaintext was counted when it was queued; add the framing and tags.
         s.queued += bytes.len() - plain.len();
+        s.track_congestion(&self.config, self.now);
         plain.clear();
         if plain.capacity() <= 256 * 1024 {
             s.plain_out = plain;
@@ -475,6 +476,7 @@ impl PeerMachine {
     pub fn transmitted(&mut self, conn: ConnId, n: usize) {
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.queued = s.queued.saturating_sub(n);
+            s.track_congestion(&self.config, self.now);
         }
     }
 
@@ -501,6 +503,10 @@ impl PeerMachine {
                     self.drop_session(conn, Cause::Local(CloseReason::IdleTimeout))
                 }
                 TimerVerdict::ProbeFailed => self.drop_session(conn, Cause::ProbeFailed),
+                TimerVerdict::Congested => {
+                    self.drop_session(conn, Cause::Local(CloseReason::SlowConsumer))
+                }
+                TimerVerdict::SlowWarning => self.slow_member(conn),
                 TimerVerdict::Heartbeat => self.send_frame(conn, &Frame::Ping(0)),
             }
         }
@@ -570,6 +576,44 @@ impl PeerMachine {
         };
         self.outputs.push_back(Output::Connect { conn, addr });
         Ok(())
+    }
+
+    /// Flow control (rule 11): whether a send to `to` (every member for `None`) may go
+    /// now. `Err(SendError::Full { members })` names the targets whose send queue is
+    /// above [`Config::high_water`] (sorted); nothing is sent by this call.
+    ///
+    /// A driver that waits re-asks after it reported progress with
+    /// [`transmitted`](Self::transmitted) or after a member left. The wait is bounded:
+    /// a member congested for `idle_timeout` is closed as a slow consumer (after an
+    /// [`Event::SlowMember`] halfway), and one that stopped sending too is closed by
+    /// the idle timeout. An unknown `to` is not congested (the send reports it).
+    pub fn send_ready(&self, to: Option<&str>) -> Result<(), SendError> {
+        let mark = self.config.high_water();
+        let congested = |m: &&Member| {
+            m.conn
+                .and_then(|c| self.sessions.get(&c))
+                .is_some_and(|s| s.queued > mark)
+        };
+        let members: Vec<String> = match to {
+            Some(name) => self
+                .members
+                .get(name)
+                .filter(congested)
+                .map(|m| m.name.to_string())
+                .into_iter()
+                .collect(),
+            None => self
+                .members
+                .values()
+                .filter(congested)
+                .map(|m| m.name.to_string())
+                .collect(),
+        };
+        if members.is_empty() {
+            Ok(())
+        } else {
+            Err(SendError::Full { members })
+        }
     }
 
     /// Cancels our join, if one is in progress; returns whether one was. The next
@@ -704,6 +748,19 @@ impl PeerMachine {
         (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Rule 11: a member congested for half of `idle_timeout` is reported, once.
+    pub(crate) fn slow_member(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        s.slow_warned = true;
+        let queued = s.queued;
+        if let Some(remote) = &s.remote {
+            let name = remote.name.to_string();
+            self.notify(Event::SlowMember { name, queued });
+        }
+    }
+
     pub(crate) fn notify(&mut self, event: Event) {
         self.outputs.push_back(Output::Notify(event));
     }
@@ -795,6 +852,7 @@ impl PeerMachine {
             }
             s.plain_out.extend_from_slice(&bytes);
             s.queued += bytes.len();
+            s.track_congestion(&self.config, self.now);
             s.last_send = self.now;
             return;
         }
@@ -811,6 +869,7 @@ impl PeerMachine {
             return;
         }
         s.queued += bytes.len();
+        s.track_congestion(&self.config, self.now);
         s.last_send = self.now;
         self.outputs.push_back(Output::Send { conn, bytes });
     }

@@ -83,6 +83,10 @@ pub(crate) struct Session {
     pub(crate) secure: Option<crate::secure::SecureChannel>,
     /// Frames for a secure session, encrypted together at the next drain.
     pub(crate) plain_out: Vec<u8>,
+    /// Since when `queued` has been above the high-water mark without a pause (rule 11).
+    pub(crate) congested_since: Option<Instant>,
+    /// This congestion was reported (`SlowMember`).
+    pub(crate) slow_warned: bool,
 }
 
 impl Session {
@@ -104,7 +108,31 @@ impl Session {
             probe: None,
             secure: None,
             plain_out: Vec::new(),
+            congested_since: None,
+            slow_warned: false,
         }
+    }
+
+    /// Rule 11: `queued` changed; a queue above the high-water mark starts (or keeps)
+    /// the congestion clock, one at or below it stops it.
+    pub(crate) fn track_congestion(&mut self, config: &Config, now: Instant) {
+        if self.queued > config.high_water() {
+            self.congested_since.get_or_insert(now);
+        } else {
+            self.congested_since = None;
+            self.slow_warned = false;
+        }
+    }
+
+    /// Rule 11: a session congested for `idle_timeout` is closed as a slow consumer;
+    /// halfway there it is reported.
+    pub(crate) fn congestion_deadline(&self, config: &Config) -> Option<Instant> {
+        let since = self.congested_since?;
+        Some(if self.slow_warned {
+            since + config.idle_timeout
+        } else {
+            since + config.idle_timeout / 2
+        })
     }
 
     pub(crate) fn is_established(&self) -> bool {
@@ -145,7 +173,8 @@ impl Session {
     /// The earliest instant this session needs attention.
     pub(crate) fn next_deadline(&self, config: &Config) -> Instant {
         let mut t = if self.is_established() {
-            self.idle_deadline(config).min(self.heartbeat_due(config))
+            let t = self.idle_deadline(config).min(self.heartbeat_due(config));
+            self.congestion_deadline(config).map_or(t, |c| t.min(c))
         } else {
             self.handshake_deadline(config)
         };
@@ -163,6 +192,8 @@ pub(crate) enum TimerVerdict {
     HandshakeTimedOut,
     IdleTimedOut,
     ProbeFailed,
+    Congested,
+    SlowWarning,
     Heartbeat,
 }
 
@@ -182,6 +213,13 @@ impl Session {
             if now >= p.deadline {
                 return TimerVerdict::ProbeFailed;
             }
+        }
+        if self.congestion_deadline(config).is_some_and(|t| now >= t) {
+            return if self.slow_warned {
+                TimerVerdict::Congested
+            } else {
+                TimerVerdict::SlowWarning
+            };
         }
         if now >= self.heartbeat_due(config) {
             return TimerVerdict::Heartbeat;

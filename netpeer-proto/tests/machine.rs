@@ -580,3 +580,129 @@ fn cancel_join_after_the_welcome_leaves_the_room_being_entered() {
     );
     assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
 }
+
+/// A machine with bob, small limits (64 KiB frames, a 256 KiB queue, a 64 KiB mark),
+/// and bob's queue pushed just above the mark by broadcasts nobody transmits.
+fn congested_bob(now: Instant) -> (PeerMachine, ConnId) {
+    let mut c = Config::new("alice");
+    c.max_frame_len = 64 * 1024;
+    c.max_send_queue = 256 * 1024;
+    c.send_high_water = Some(64 * 1024);
+    let mut m = PeerMachine::new(c, now).unwrap();
+    let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    m.receive(bob, &hello("bob", "netpeer", (1, 1)), now);
+    drain(&mut m);
+    let chunk = Bytes::from(vec![1u8; 30 * 1024]);
+    for _ in 0..2 {
+        m.broadcast("k", chunk.clone(), now).unwrap();
+        assert_eq!(m.send_ready(None), Ok(()), "{}", m.queued_bytes(bob));
+    }
+    m.broadcast("k", chunk, now).unwrap();
+    drain(&mut m);
+    assert!(m.queued_bytes(bob) > 64 * 1024);
+    (m, bob)
+}
+
+fn ping() -> Bytes {
+    encode_frame(&Frame::Ping(0), 1 << 20).unwrap()
+}
+
+#[test]
+fn send_ready_names_the_members_above_the_high_water_mark() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let full = Err(SendError::Full {
+        members: vec!["bob".into()],
+    });
+    assert_eq!(m.send_ready(None), full);
+    assert_eq!(m.send_ready(Some("bob")), full);
+    assert_eq!(m.send_ready(Some("nobody")), Ok(()), "send_to reports it");
+    // Asking sends nothing.
+    assert!(drain(&mut m).is_empty());
+    // Progress below the mark: ready again.
+    let queued = m.queued_bytes(bob);
+    m.transmitted(bob, queued - 64 * 1024);
+    assert_eq!(m.send_ready(None), Ok(()));
+    m.transmitted(bob, 64 * 1024);
+    assert_eq!(m.queued_bytes(bob), 0);
+}
+
+#[test]
+fn a_member_congested_for_the_idle_timeout_is_warned_halfway_then_cut() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    // Bob stays alive (it keeps sending) but never reads.
+    let mut t = now;
+    let step = idle / 10;
+    let mut warned = None;
+    let mut cut = None;
+    while cut.is_none() && t < now + idle * 2 {
+        t += step;
+        m.receive(bob, &ping(), t);
+        m.handle_timeout(t);
+        for e in events(&drain(&mut m)) {
+            match e {
+                Event::SlowMember { name, queued } => {
+                    assert_eq!(name, "bob");
+                    assert!(queued > 64 * 1024, "{queued}");
+                    assert!(warned.replace(t).is_none(), "warned once");
+                }
+                Event::Left { name, reason } => {
+                    assert_eq!((name.as_str(), reason), ("bob", LeaveReason::SlowConsumer));
+                    cut = Some(t);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let (warned, cut) = (warned.expect("a warning"), cut.expect("a cut"));
+    assert!(warned >= now + idle / 2 && warned < now + idle / 2 + step);
+    assert!(cut >= now + idle && cut < now + idle + step);
+    assert!(m.members().is_empty());
+    assert_eq!(m.send_ready(None), Ok(()), "nobody congested any more");
+}
+
+#[test]
+fn draining_below_the_mark_stops_the_congestion_clock() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    let half = now + idle / 2;
+    m.receive(bob, &ping(), half);
+    m.handle_timeout(half);
+    assert!(matches!(
+        &events(&drain(&mut m))[..],
+        [Event::SlowMember { .. }]
+    ));
+    // It drains below the mark just before it would have been cut...
+    let t = now + idle - Duration::from_millis(1);
+    m.receive(bob, &ping(), t);
+    m.transmitted(bob, m.queued_bytes(bob));
+    m.handle_timeout(now + idle);
+    m.receive(bob, &ping(), now + idle);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), None);
+    assert!(events(&out).is_empty());
+    // ... and a new congestion starts a new clock and a new warning.
+    let t = now + idle;
+    m.broadcast("k", Bytes::from(vec![1u8; 60 * 1024]), t)
+        .unwrap();
+    m.broadcast("k", Bytes::from(vec![1u8; 60 * 1024]), t)
+        .unwrap();
+    drain(&mut m);
+    assert!(m.send_ready(None).is_err());
+    m.receive(bob, &ping(), t + idle / 4);
+    m.handle_timeout(t + idle / 4);
+    assert!(
+        events(&drain(&mut m)).is_empty(),
+        "not before half the idle timeout"
+    );
+    m.receive(bob, &ping(), t + idle / 2);
+    m.handle_timeout(t + idle / 2);
+    assert!(matches!(
+        &events(&drain(&mut m))[..],
+        [Event::SlowMember { .. }]
+    ));
+    assert_eq!(m.members(), ["bob"]);
+}

@@ -1597,6 +1597,7 @@ fn describe(event: &Event) -> String {
         Event::Rejected { reason } => format!("rejected {reason:?}"),
         Event::ConnectFailed { addr, error } => format!("connect failed {addr}: {error}"),
         Event::JoinTimedOut { addr } => format!("join timed out {addr}"),
+        Event::SlowMember { name, queued } => format!("slow member {name} {queued}"),
     }
 }
 
