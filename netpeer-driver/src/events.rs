@@ -1,14 +1,13 @@
-//! What the application hears, through a bounded channel with a documented lag policy.
+//! What the application hears: [`PeerEvent`]s, each subscriber through its own queue
+//! ([`Events`]) with a lag policy that never drops a membership or state event.
 
 use std::{
     collections::VecDeque,
     fmt,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, Weak},
     task::{Context, Poll, ready},
 };
 
@@ -16,10 +15,11 @@ use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
 use futures_lite::future;
-use netpeer_proto::{DecodeValueError, LeaveReason, Message, RejectReason};
+use netpeer_proto::{ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason};
 use serde::de::DeserializeOwned;
 
-/// The outcome of a successful join.
+/// The outcome of a successful join: the value of [`Peer::join`](crate::Peer::join)
+/// and of the one [`PeerEvent::Entered`] every subscriber gets for that join.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entered {
     /// The room's shared state (CBOR).
@@ -37,13 +37,20 @@ impl Entered {
     }
 }
 
-/// Something that happened in the room.
+/// Something that happened in the room, as one subscriber ([`Events`]) hears it.
+///
+/// The variants carry the protocol core's own types ([`LeaveReason`], [`RejectReason`],
+/// [`ConnectFailure`]) under the core's names. Every variant but
+/// [`Message`](PeerEvent::Message) is a *control event* and is never dropped; see
+/// [`Events`] for the lag policy.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum PeerEvent {
     /// A message from a member (decode it with [`Message::decode`]).
     Message(Message),
-    /// We entered a room (also the `Ok` of [`Peer::join`](crate::Peer::join)).
+    /// We entered a room: once per successful join, in every subscription, with the
+    /// same value [`Peer::join`](crate::Peer::join) returns. The members named in it are
+    /// the view from here on; later `Joined` and `Left` events change it.
     Entered(Entered),
     /// A member entered our view of the room.
     Joined {
@@ -54,41 +61,76 @@ pub enum PeerEvent {
     Left {
         /// Its name.
         name: String,
-        /// Why: `Left` (gracefully), `Disconnected`, `TimedOut`, ...
+        /// Why: `Left` (gracefully), `Disconnected`, `TimedOut`, `SlowConsumer`, ...
         reason: LeaveReason,
     },
-    /// The room refused us, at join time or later (we lost a name conflict).
+    /// The room refused us: at join time, or later when we lost a name conflict (then
+    /// we are alone again).
     Rejected {
         /// Why.
         reason: RejectReason,
     },
-    /// A join failed before any member answered (unreachable or timed out).
-    JoinFailed {
+    /// The member we tried to join through could not be reached; that join is over.
+    ConnectFailed {
+        /// The address dialled.
+        addr: SocketAddr,
         /// What went wrong.
-        error: String,
+        error: ConnectFailure,
+    },
+    /// Our join did not complete in time (handshake or join timeout); it is over.
+    JoinTimedOut {
+        /// The address we joined through.
+        addr: SocketAddr,
     },
     /// The room's shared state changed.
     StateChanged {
         /// The new state (CBOR); decode it with [`netpeer_proto::decode_value`].
         state: Bytes,
     },
-    /// The application did not keep up: this many events were dropped (the newest
-    /// ones at the time the channel was full). Memory never grows past the channel's
-    /// capacity; the room is not slowed down by a slow consumer.
+    /// A member's send queue has been above the high-water mark for half of
+    /// `idle_timeout`: broadcasts wait for it (or fail with `Full`), and unless it
+    /// drains it is cut (`Left { reason: SlowConsumer }`) when the idle timeout has
+    /// passed.
+    SlowMember {
+        /// Its name.
+        name: String,
+        /// Bytes queued for it.
+        queued: usize,
+    },
+    /// This subscriber read too slowly: `missed` messages were dropped **here**. Every
+    /// event before this marker happened before them, every event after it after them;
+    /// no control event was dropped.
     Lagged {
-        /// How many events were dropped since the last `Lagged`.
+        /// How many consecutive messages were dropped at this place.
         missed: u64,
     },
 }
 
-/// The receiving end of a peer's events: `recv().await`, or use it as a `Stream`.
+impl PeerEvent {
+    fn is_message(&self) -> bool {
+        matches!(self, PeerEvent::Message(_))
+    }
+}
+
+/// One subscription to a peer's events ([`Peer::subscribe`](crate::Peer::subscribe)):
+/// `recv().await`, or use it as a `Stream`.
 ///
-/// Lag policy: the channel holds `event_capacity` events (builder option, default
-/// 4096). When it is full, new events are dropped and counted; the next receive returns
-/// [`PeerEvent::Lagged`] with the count, then the events still queued.
+/// Every subscription has its own queue and receives every event from the moment it
+/// was made, in the order they happened; two subscriptions never split a stream.
 ///
-/// The driver hands over everything one wake-up produced at once (one lock, one
-/// notification), and the queue takes memory only for events actually waiting.
+/// # Lag policy
+///
+/// A queue holds at most `event_capacity` messages (builder option, default 4096).
+/// When a message arrives at a full queue, the **oldest** queued message is dropped and
+/// a [`PeerEvent::Lagged`] marker takes its place (consecutive drops share one marker),
+/// so the order of what remains is kept and the marker sits exactly where the gap is.
+/// Control events (`Entered`, `Joined`, `Left`, `Rejected`, `StateChanged`,
+/// `SlowMember`, `ConnectFailed`, `JoinTimedOut`) are **never dropped**: a member list
+/// built from them always matches the room. They do not count against the capacity;
+/// a subscription that is never read keeps every one of them, so drop subscriptions
+/// you stop reading.
+///
+/// A slow subscriber never slows the room down, nor the other subscribers.
 pub struct Events {
     queue: Arc<Queue>,
     /// Registered while waiting for the driver (`Stream` polling keeps it across polls).
@@ -103,57 +145,45 @@ impl fmt::Debug for Events {
     }
 }
 
-impl Clone for Events {
-    fn clone(&self) -> Self {
-        Events {
-            queue: self.queue.clone(),
-            listener: None,
-        }
-    }
-}
-
 impl Events {
-    /// The next event; `None` once the peer is gone and every event was received.
+    /// The next event; `None` once the peer is closed and every event was received.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an event is taken from the queue only by the call that returns it,
+    /// so dropping the future (in a `select!`, on a timeout) loses nothing.
     pub async fn recv(&mut self) -> Option<PeerEvent> {
         future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next event if one is ready.
+    /// The next event if one is ready (`None` also once the peer is closed).
     pub fn try_recv(&mut self) -> Option<PeerEvent> {
-        self.next_ready().flatten()
+        self.queue.lock().pop()
     }
 
-    /// Events waiting.
+    /// Items waiting (events and `Lagged` markers).
     pub fn len(&self) -> usize {
         self.queue.lock().items.len()
     }
 
-    /// Whether no event is waiting.
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.queue.lock().items.is_empty() && self.queue.lagged.load(Ordering::Acquire) == 0
-    }
-
-    /// `Some(Some(event))`, `Some(None)` once the driver is gone and everything was
-    /// received, `None` if the caller must wait.
-    fn next_ready(&self) -> Option<Option<PeerEvent>> {
-        if let Some(lag) = self.take_lag() {
-            return Some(Some(lag));
-        }
-        let mut state = self.queue.lock();
-        if let Some(event) = state.items.pop_front() {
-            if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
-                state.items.shrink_to(SHRINK_TO);
-            }
-            return Some(Some(event));
-        }
-        state.closed.then_some(None)
+        self.len() == 0
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
         loop {
-            if let Some(next) = self.next_ready() {
-                self.listener = None;
-                return Poll::Ready(next);
+            {
+                let mut q = self.queue.lock();
+                if let Some(event) = q.pop() {
+                    drop(q);
+                    self.listener = None;
+                    return Poll::Ready(Some(event));
+                }
+                if q.closed {
+                    self.listener = None;
+                    return Poll::Ready(None);
+                }
             }
             match self.listener.as_mut() {
                 // Registered before the next check: a push after it notifies us.
@@ -164,14 +194,6 @@ impl Events {
                 }
             }
         }
-    }
-
-    fn take_lag(&self) -> Option<PeerEvent> {
-        if self.queue.lagged.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let missed = self.queue.lagged.swap(0, Ordering::AcqRel);
-        (missed > 0).then_some(PeerEvent::Lagged { missed })
     }
 }
 
@@ -187,19 +209,11 @@ impl Stream for Events {
 const SHRINK_ABOVE: usize = 16 * 1024;
 const SHRINK_TO: usize = 256;
 
-/// What the driver and every [`Events`] clone share.
+/// One subscriber's queue, shared by its [`Events`] and the driver.
 struct Queue {
     state: Mutex<State>,
-    /// Notified when events arrive or the driver goes away.
+    /// Notified when events arrive or the peer closes.
     ready: Event,
-    lagged: AtomicU64,
-}
-
-struct State {
-    items: VecDeque<PeerEvent>,
-    capacity: usize,
-    /// The driver is gone: no event will come after those queued.
-    closed: bool,
 }
 
 impl Queue {
@@ -209,77 +223,354 @@ impl Queue {
     }
 }
 
-/// The driver's end: events are collected during one wake-up and handed over by
-/// [`flush`](EventSink::flush).
-pub(crate) struct EventSink {
-    queue: Arc<Queue>,
-    batch: Vec<PeerEvent>,
+enum Item {
+    Event(PeerEvent),
+    /// Messages dropped at this place.
+    Lagged(u64),
 }
 
-impl fmt::Debug for EventSink {
+struct State {
+    items: VecDeque<Item>,
+    /// Messages among `items`.
+    messages: usize,
+    /// Every item before this index is not a message (where the search for the oldest
+    /// message starts).
+    scan: usize,
+    capacity: usize,
+    /// The peer is closed: no event will come after those queued.
+    closed: bool,
+}
+
+impl State {
+    fn new(capacity: usize) -> Self {
+        State {
+            items: VecDeque::new(),
+            messages: 0,
+            scan: 0,
+            capacity: capacity.max(1),
+            closed: false,
+        }
+    }
+
+    fn push(&mut self, event: PeerEvent) {
+        if event.is_message() {
+            if self.messages >= self.capacity {
+                self.drop_oldest_message();
+            }
+            self.messages += 1;
+        }
+        self.items.push_back(Item::Event(event));
+    }
+
+    /// Replaces the oldest queued message by a `Lagged` marker (or counts it in the
+    /// marker just before it).
+    fn drop_oldest_message(&mut self) {
+        let mut i = self.scan;
+        while !matches!(self.items.get(i), Some(Item::Event(e)) if e.is_message()) {
+            if i >= self.items.len() {
+                return; // no message queued (cannot happen with messages > 0)
+            }
+            i += 1;
+        }
+        self.messages -= 1;
+        match i.checked_sub(1).and_then(|p| self.items.get_mut(p)) {
+            Some(Item::Lagged(n)) => {
+                *n += 1;
+                self.items.remove(i);
+                self.scan = i;
+            }
+            _ => {
+                self.items[i] = Item::Lagged(1);
+                self.scan = i + 1;
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<PeerEvent> {
+        let item = self.items.pop_front()?;
+        self.scan = self.scan.saturating_sub(1);
+        if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE {
+            self.items.shrink_to(SHRINK_TO);
+        }
+        Some(match item {
+            Item::Event(e) => {
+                if e.is_message() {
+                    self.messages -= 1;
+                }
+                e
+            }
+            Item::Lagged(missed) => PeerEvent::Lagged { missed },
+        })
+    }
+}
+
+/// Every live subscription of one peer: the driver's end.
+pub(crate) struct Subscribers {
+    list: Mutex<Vec<Weak<Queue>>>,
+    capacity: usize,
+}
+
+impl fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventSink")
-            .field("batch", &self.batch.len())
+        f.debug_struct("Subscribers")
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
 
-impl EventSink {
-    /// Queues an event; it reaches the application at the next [`flush`](Self::flush).
-    pub(crate) fn push(&mut self, event: PeerEvent) {
-        self.batch.push(event);
-    }
-
-    /// Hands the collected events to the application: those that do not fit in the
-    /// capacity are dropped (the newest) and counted for [`PeerEvent::Lagged`].
-    pub(crate) fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let mut dropped = 0;
-        {
-            let mut state = self.queue.lock();
-            let room = state.capacity.saturating_sub(state.items.len());
-            if self.batch.len() > room {
-                dropped = (self.batch.len() - room) as u64;
-                self.batch.truncate(room);
-            }
-            state.items.extend(self.batch.drain(..));
-        }
-        if dropped > 0 {
-            self.queue.lagged.fetch_add(dropped, Ordering::AcqRel);
-        }
-        self.queue.ready.notify(usize::MAX);
-    }
-}
-
-impl Drop for EventSink {
-    fn drop(&mut self) {
-        self.flush();
-        self.queue.lock().closed = true;
-        self.queue.ready.notify(usize::MAX);
-    }
-}
-
-/// A bounded event channel with the lag policy.
-pub(crate) fn channel(capacity: usize) -> (EventSink, Events) {
-    let queue = Arc::new(Queue {
-        state: Mutex::new(State {
-            items: VecDeque::new(),
+impl Subscribers {
+    /// Subscriptions will hold `capacity` messages each.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Subscribers {
+            list: Mutex::new(Vec::new()),
             capacity: capacity.max(1),
-            closed: false,
-        }),
-        ready: Event::new(),
-        lagged: AtomicU64::new(0),
-    });
-    (
-        EventSink {
-            queue: queue.clone(),
-            batch: Vec::new(),
-        },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Queue>>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription: it receives every event published after this call. After
+    /// [`close`](Self::close) it is closed at once.
+    pub(crate) fn subscribe(&self, closed: bool) -> Events {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State::new(self.capacity)),
+            ready: Event::new(),
+        });
+        let mut list = self.lock();
+        // A closed registry stays empty; its late subscriptions are closed.
+        queue.lock().closed = closed;
+        if !closed {
+            list.push(Arc::downgrade(&queue));
+        }
         Events {
             queue,
             listener: None,
-        },
-    )
+        }
+    }
+
+    /// Hands `batch` (emptied) to every subscription: one lock and one notification
+    /// per subscription.
+    pub(crate) fn publish(&self, batch: &mut Vec<PeerEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let queues: Vec<Arc<Queue>> = {
+            let mut list = self.lock();
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        let last = queues.len().saturating_sub(1);
+        for (i, q) in queues.iter().enumerate() {
+            {
+                let mut state = q.lock();
+                if i == last {
+                    for e in batch.drain(..) {
+                        state.push(e);
+                    }
+                } else {
+                    for e in batch.iter() {
+                        state.push(e.clone());
+                    }
+                }
+            }
+            q.ready.notify(usize::MAX);
+        }
+        batch.clear();
+    }
+
+    /// The peer is closed: every subscription ends once its queue is read.
+    pub(crate) fn close(&self) {
+        let queues: Vec<Weak<Queue>> = std::mem::take(&mut *self.lock());
+        for q in queues.iter().filter_map(Weak::upgrade) {
+            q.lock().closed = true;
+            q.ready.notify(usize::MAX);
+        }
+    }
+
+    /// Live subscriptions.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.lock().iter().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u32) -> PeerEvent {
+        PeerEvent::Message(Message {
+            from: "a".into(),
+            kind: "n".into(),
+            payload: netpeer_proto::encode_value(&n).unwrap(),
+            direct: false,
+        })
+    }
+
+    fn joined(name: &str) -> PeerEvent {
+        PeerEvent::Joined { name: name.into() }
+    }
+
+    fn left(name: &str) -> PeerEvent {
+        PeerEvent::Left {
+            name: name.into(),
+            reason: LeaveReason::Left,
+        }
+    }
+
+    /// A compact picture of what a subscriber reads: `m3` a message, `J:x`/`L:x`
+    /// membership, `lag2` a marker.
+    fn drain(events: &mut Events) -> Vec<String> {
+        std::iter::from_fn(|| events.try_recv())
+            .map(|e| match e {
+                PeerEvent::Message(m) => format!("m{}", m.decode::<u32>().unwrap()),
+                PeerEvent::Joined { name } => format!("J:{name}"),
+                PeerEvent::Left { name, .. } => format!("L:{name}"),
+                PeerEvent::Lagged { missed } => format!("lag{missed}"),
+                PeerEvent::StateChanged { .. } => "S".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn publish(subs: &Subscribers, events: impl IntoIterator<Item = PeerEvent>) {
+        let mut batch: Vec<PeerEvent> = events.into_iter().collect();
+        subs.publish(&mut batch);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn events_arrive_in_order_and_exactly_once() {
+        let subs = Subscribers::new(16);
+        let mut e = subs.subscribe(false);
+        publish(&subs, [joined("b"), msg(0), msg(1)]);
+        publish(&subs, [left("b"), msg(2)]);
+        assert_eq!(drain(&mut e), ["J:b", "m0", "m1", "L:b", "m2"]);
+        assert!(e.try_recv().is_none());
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_messages_and_marks_the_place() {
+        let subs = Subscribers::new(3);
+        let mut e = subs.subscribe(false);
+        publish(&subs, (0..3).map(msg));
+        publish(&subs, [msg(3), msg(4)]);
+        // m0 and m1 went; one marker where they were.
+        assert_eq!(drain(&mut e), ["lag2", "m2", "m3", "m4"]);
+    }
+
+    #[test]
+    fn control_events_are_never_dropped_and_keep_their_place() {
+        let subs = Subscribers::new(2);
+        let mut e = subs.subscribe(false);
+        publish(
+            &subs,
+            [
+                msg(0),
+                joined("b"),
+                msg(1),
+                PeerEvent::StateChanged {
+                    state: Bytes::from_static(b"\xf6"),
+                },
+                msg(2),
+                left("b"),
+                msg(3),
+                msg(4),
+            ],
+        );
+        // Capacity 2: m0, m1, m2 went, each at its own place between control events.
+        assert_eq!(
+            drain(&mut e),
+            ["lag1", "J:b", "lag1", "S", "lag1", "L:b", "m3", "m4"]
+        );
+    }
+
+    #[test]
+    fn control_events_beyond_the_capacity_are_kept() {
+        let subs = Subscribers::new(1);
+        let mut e = subs.subscribe(false);
+        let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        publish(&subs, names.iter().map(|n| joined(n)));
+        publish(&subs, [msg(0), msg(1)]);
+        let got = drain(&mut e);
+        assert_eq!(got.len(), 102);
+        assert_eq!(
+            got[..100],
+            names.iter().map(|n| format!("J:{n}")).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(got[100..], ["lag1", "m1"]);
+    }
+
+    #[test]
+    fn reading_between_drops_starts_a_new_marker() {
+        let subs = Subscribers::new(2);
+        let mut e = subs.subscribe(false);
+        publish(&subs, (0..4).map(msg));
+        assert_eq!(
+            e.try_recv()
+                .map(|e| matches!(e, PeerEvent::Lagged { missed: 2 })),
+            Some(true)
+        );
+        publish(&subs, [msg(4)]);
+        assert_eq!(drain(&mut e), ["lag1", "m3", "m4"]);
+        // Counts stay exact after all of that.
+        publish(&subs, [msg(5), msg(6)]);
+        assert_eq!(drain(&mut e), ["m5", "m6"]);
+    }
+
+    #[test]
+    fn every_subscriber_has_its_own_queue_from_its_subscription_on() {
+        let subs = Subscribers::new(2);
+        let mut early = subs.subscribe(false);
+        publish(&subs, [joined("b"), msg(0)]);
+        let mut late = subs.subscribe(false);
+        publish(&subs, [msg(1), msg(2), left("b")]);
+        // The early one lagged on its own; the late one did not, and never saw b join.
+        assert_eq!(drain(&mut early), ["J:b", "lag1", "m1", "m2", "L:b"]);
+        assert_eq!(drain(&mut late), ["m1", "m2", "L:b"]);
+        assert_eq!(subs.count(), 2);
+        drop(late);
+        publish(&subs, [msg(3)]);
+        assert_eq!(subs.count(), 1, "a dropped subscription is forgotten");
+        assert_eq!(drain(&mut early), ["m3"]);
+    }
+
+    #[test]
+    fn close_ends_every_subscription_after_what_is_queued() {
+        let subs = Subscribers::new(4);
+        let mut e = subs.subscribe(false);
+        publish(&subs, [joined("b")]);
+        subs.close();
+        let got = futures_lite::future::block_on(async {
+            let first = e.recv().await;
+            let second = e.recv().await;
+            (first, second)
+        });
+        assert_eq!(got, (Some(joined("b")), None));
+        let mut after = subs.subscribe(true);
+        assert_eq!(futures_lite::future::block_on(after.recv()), None);
+    }
+
+    #[test]
+    fn recv_waits_for_a_publish_and_is_cancel_safe() {
+        let subs = Subscribers::new(4);
+        let mut e = subs.subscribe(false);
+        // Polled once and dropped while nothing is queued: nothing is lost later.
+        {
+            let fut = e.recv();
+            futures_lite::pin!(fut);
+            let waker = std::task::Waker::noop();
+            assert!(
+                fut.as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        publish(&subs, [msg(7)]);
+        let got = futures_lite::future::block_on(e.recv());
+        assert!(matches!(got, Some(PeerEvent::Message(m)) if m.decode::<u32>().unwrap() == 7));
+    }
 }

@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("* {} listening on {}", peer.name(), peer.local_addr());
-    let mut events = peer.events();
+    let mut events = peer.subscribe();
     if let Some(addr) = &args.join {
         match peer.join(addr).await {
             Ok(entered) => println!("* joined; members: {}", entered.members.join(", ")),
@@ -87,7 +87,7 @@ async fn main() -> ExitCode {
                 PeerEvent::Joined { name } => println!("* {name} joined"),
                 PeerEvent::Left { name, reason } => println!("* {name} left ({reason:?})"),
                 PeerEvent::Rejected { reason } => println!("* rejected: {reason}"),
-                PeerEvent::Lagged { missed } => println!("* {missed} events dropped"),
+                PeerEvent::Lagged { missed } => println!("* {missed} messages dropped here"),
                 _ => {}
             }
         }
@@ -101,7 +101,8 @@ async fn main() -> ExitCode {
             eprintln!("* not sent: {e}");
         }
     }
-    let _ = peer.leave().await;
+    // Others see us leave (`Left`), then the process may end.
+    peer.close().await;
     printer.abort();
     ExitCode::SUCCESS
 }

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::future;
-use netpeer_driver::{Error, JoinError, LeaveReason, PeerEvent, Runtime};
+use netpeer_driver::{
+    Error, FlowControl, JoinError, LeaveReason, PeerEvent, RejectReason, Runtime, SendError,
+};
 
 use crate::support::{
     WAIT, addr, assert_fully_closed, builder, closed_port, collect_until_end, data_frames, enter,
@@ -18,7 +20,7 @@ use crate::support::{
 /// already in it are told.
 pub async fn join<R: Runtime>(rt: R) {
     let a = peer(&rt, "a").await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     assert!(a.members().is_empty(), "a new peer is alone");
 
     let nobody = closed_port(&rt).await;
@@ -28,7 +30,7 @@ pub async fn join<R: Runtime>(rt: R) {
     assert!(matches!(err, JoinError::Unreachable { .. }), "{err:?}");
 
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     let entered = enter(&rt, &b, &a).await;
     assert_eq!(entered.members, ["a"]);
     assert!(entered.failed.is_empty(), "{entered:?}");
@@ -112,7 +114,7 @@ pub async fn send_to<R: Runtime>(rt: R) {
         .await
         .expect_err("unknown");
     assert!(
-        matches!(&err, Error::UnknownPeer(n) if n == "nobody"),
+        matches!(&err, Error::Send(SendError::UnknownPeer(n)) if n == "nobody"),
         "{err:?}"
     );
 }
@@ -121,9 +123,9 @@ pub async fn send_to<R: Runtime>(rt: R) {
 /// and updates from any member reach everyone.
 pub async fn set_state<R: Runtime>(rt: R) {
     let a = start(&rt, builder(&rt, "a").state(&"v0")).await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     let entered = enter(&rt, &b, &a).await;
     assert_eq!(entered.state::<String>().expect("a string"), "v0");
     assert_eq!(b.state::<String>().expect("a string"), "v0");
@@ -225,7 +227,10 @@ pub async fn duplicate_name<R: Runtime>(rt: R) {
     let err = within(&rt, "the impostor's join", impostor.join(&addr(&a)))
         .await
         .expect_err("the name is taken");
-    assert!(matches!(err, JoinError::NameTaken), "{err:?}");
+    assert!(
+        matches!(err, JoinError::Rejected(RejectReason::NameTaken)),
+        "{err:?}"
+    );
     assert!(impostor.members().is_empty());
 
     // The real b is still a's member: a message reaches it, and a saw no change.
@@ -273,7 +278,10 @@ pub async fn large_message<R: Runtime>(rt: R) {
         .broadcast_bytes("too-big", Bytes::from(vec![0; max]))
         .await
         .expect_err("does not fit");
-    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Send(SendError::TooLarge { .. })),
+        "{err:?}"
+    );
 }
 
 /// Hostile raw TCP clients are cut off, one connection each, while the room works: bytes
@@ -336,7 +344,8 @@ pub async fn garbage_client<R: Runtime>(rt: R) {
     );
 }
 
-/// A slow consumer is closed, and only it: a raw client completes the handshake as
+/// Without flow control (`FlowControl::Ignore`: sends never wait), a slow consumer is
+/// closed by rule 11's hard bound, and only it: a raw client completes the handshake as
 /// member "slow", then never reads its socket. a (with a 256 KiB send queue) broadcasts
 /// 32 KiB messages in lock-step with b, the healthy member: each next message goes out
 /// once b has received the last, so b's queue never holds more than about one message.
@@ -349,17 +358,19 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
     const MAX_MESSAGES: u32 = 2048;
     let a = start(
         &rt,
-        builder(&rt, "a").configure(|c| {
-            fast(c);
-            c.idle_timeout = WAIT * 3;
-            c.max_frame_len = 64 * 1024;
-            c.max_send_queue = 256 * 1024;
-        }),
+        builder(&rt, "a")
+            .configure(|c| {
+                fast(c);
+                c.idle_timeout = WAIT * 3;
+                c.max_frame_len = 64 * 1024;
+                c.max_send_queue = 256 * 1024;
+            })
+            .flow_control(FlowControl::Ignore),
     )
     .await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     enter(&rt, &b, &a).await;
     joined(&rt, &mut ea, &["b"]).await;
 
@@ -421,11 +432,11 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
 pub async fn mixed_room<T: Runtime, S: Runtime, A: Runtime>(t: T, s: S, a: A) {
     const N: u32 = 100;
     let pt = peer(&t, "tokio").await;
-    let mut et = pt.events();
+    let mut et = pt.subscribe();
     let ps = peer(&s, "smol").await;
-    let mut es = ps.events();
+    let mut es = ps.subscribe();
     let pa = peer(&a, "async-std").await;
-    let mut ea = pa.events();
+    let mut ea = pa.subscribe();
 
     let entered = enter(&t, &ps, &pt).await;
     assert_eq!(entered.members, ["tokio"]);

@@ -139,7 +139,7 @@ pub async fn room<R: Runtime, const N: usize>(rt: &R, names: [&str; N]) -> [(Pee
     let mut room: Vec<(Peer<R>, Events)> = Vec::new();
     for name in names {
         let p = peer(rt, name).await;
-        let events = p.events();
+        let events = p.subscribe();
         if let Some((contact, _)) = room.last() {
             enter(rt, &p, contact).await;
         }

@@ -364,7 +364,7 @@ async fn room<R: Runtime>(
         peers.push(p);
     }
     full_mesh(rt, &peers, Duration::from_secs(30)).await?;
-    let events = peers.iter().map(Peer::events).collect();
+    let events = peers.iter().map(Peer::subscribe).collect();
     Ok((peers, events))
 }
 
