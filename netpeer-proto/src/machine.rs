@@ -480,6 +480,20 @@ impl PeerMachine {
         }
     }
 
+    /// Bytes arrived on `conn` that the driver holds back unread for now (its
+    /// application is not keeping up, and it stopped feeding the machine to push back
+    /// on the senders): the connection is not silent, so rule 7's idle timeout does not
+    /// count this time against it. The bytes themselves come later through
+    /// [`receive`](Self::receive).
+    pub fn input_waiting(&mut self, conn: ConnId, now: Instant) {
+        self.tick(now);
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            if !matches!(s.phase, Phase::Connecting) {
+                s.last_recv = s.last_recv.max(now);
+            }
+        }
+    }
+
     /// The transport closed `conn` (FIN, reset, or a failed write).
     pub fn closed(&mut self, conn: ConnId, now: Instant) {
         self.tick(now);

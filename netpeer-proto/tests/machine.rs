@@ -706,3 +706,24 @@ fn draining_below_the_mark_stops_the_congestion_clock() {
     ));
     assert_eq!(m.members(), ["bob"]);
 }
+
+#[test]
+fn input_held_back_by_the_driver_is_not_silence() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    drain(&mut m);
+    let idle = m.config().idle_timeout;
+    // Bob's heartbeats sit unread in the driver; it tells the machine they are there.
+    m.input_waiting(bob, now + idle - Duration::from_millis(1));
+    m.handle_timeout(now + idle);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), None, "not timed out");
+    assert_eq!(m.members(), ["bob"]);
+    // Without it, silence for idle_timeout still ends the session.
+    let later = now + idle * 2;
+    m.handle_timeout(later);
+    assert_eq!(closed(&drain(&mut m), bob), Some(CloseReason::IdleTimeout));
+    // An unknown connection is ignored.
+    m.input_waiting(ConnId(999), later);
+    assert!(drain(&mut m).is_empty());
+}
