@@ -53,7 +53,7 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn; a connection with more to read is read again next
 /// turn, after the others.
 pub(crate) const READS_PER_TURN: usize = 4;
-/// Outputs taken from the machine per hold of its lock (commands get their turn).
+/// Outputs taken (and routed) per hold of the machine's lock (commands get their turn).
 const OUTPUTS_PER_LOCK: usize = 1024;
 /// Frames smaller than this are copied into one buffer and written with one call.
 const COALESCE: usize = 64 * 1024;
@@ -110,6 +110,11 @@ struct Conn<R: Runtime> {
     writer: R::Task,
     /// The machine has closed it; it is flushing.
     closing: Option<Closing>,
+    /// Bytes read while input is paused (backpressure), for the machine once it
+    /// resumes; while any are held the socket is not read.
+    held: Vec<u8>,
+    /// When the held bytes were read.
+    held_at: Instant,
 }
 
 struct Closing {
@@ -179,12 +184,12 @@ struct Driver<R: Runtime> {
     dirty: Vec<ConnId>,
     /// Connections to read this turn.
     to_read: Vec<ConnId>,
-    /// Outputs taken from the machine, to route.
-    outputs: Vec<Output>,
     /// Events of this turn, for every subscription.
     events: Vec<PeerEvent>,
     leaves: Vec<LeaveWait>,
     timer: Option<(Instant, Sleep)>,
+    /// A full subscription holds input back ([`Overflow::Backpressure`](crate::Overflow)).
+    paused: bool,
 }
 
 /// Runs one peer until [`Shared::request_shutdown`] (`close`, or the last handle
@@ -206,10 +211,10 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             buf: vec![0; READ_BUF],
             dirty: Vec::new(),
             to_read: Vec::new(),
-            outputs: Vec::new(),
             events: Vec::new(),
             leaves: Vec::new(),
             timer: None,
+            paused: false,
         };
         d.accept = Some(d.spawn(accept_loop(rt, listener, io_tx)));
         d.serve().await;
@@ -254,10 +259,24 @@ impl<R: Runtime> Driver<R> {
             self.wait(self.deadline(machine_deadline)).await;
             let now = Instant::now();
             let due = machine_deadline.is_some_and(|t| t <= now);
+            let paused = self.shared.subscribers.must_pause();
+            if self.paused && !paused {
+                // Resumed: what was held back first, and every socket read again.
+                for c in self.conns.values() {
+                    c.flag.list();
+                }
+            }
+            self.paused = paused;
             self.read_input(due);
             self.drain_io();
             if due {
-                self.shared.lock().machine.handle_timeout(Instant::now());
+                let mut core = self.shared.lock();
+                for (id, c) in &self.conns {
+                    if !c.held.is_empty() {
+                        core.machine.input_waiting(*id, c.held_at);
+                    }
+                }
+                core.machine.handle_timeout(Instant::now());
             }
             self.route();
             self.linger(Instant::now());
@@ -322,7 +341,9 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Step 1 of a turn: the connections signalled readable, or all of them.
+    /// Step 1 of a turn: the connections signalled readable, or all of them. While input
+    /// is paused, one read per connection is held back (so the machine knows it is not
+    /// silent) and nothing reaches the machine.
     fn read_input(&mut self, all: bool) {
         let mut ids = std::mem::take(&mut self.to_read);
         self.shared.signal.take_ready(&mut ids);
@@ -350,9 +371,24 @@ impl<R: Runtime> Driver<R> {
             };
             // Cleared before reading: a wake-up from now on lists it again.
             c.flag.listed.store(false, Ordering::Release);
+            let paused = self.paused;
+            if !paused && !c.held.is_empty() {
+                let held = std::mem::take(&mut c.held);
+                if c.closing.is_none() {
+                    self.shared
+                        .lock()
+                        .machine
+                        .receive(id, &held, Instant::now());
+                }
+            }
             let mut cx = Context::from_waker(&c.waker);
             let mut outcome = Outcome::More;
             for _ in 0..READS_PER_TURN {
+                if paused && !c.held.is_empty() {
+                    // Not polled: read again (and listed) when input resumes.
+                    outcome = Outcome::Pending;
+                    break;
+                }
                 match Pin::new(&mut c.reader).poll_read(&mut cx, &mut self.buf) {
                     Poll::Pending => {
                         outcome = Outcome::Pending;
@@ -360,7 +396,11 @@ impl<R: Runtime> Driver<R> {
                     }
                     Poll::Ready(Ok(n)) if n > 0 => {
                         // A closing connection's input is read and ignored.
-                        if c.closing.is_none() {
+                        if c.closing.is_some() {
+                        } else if paused {
+                            c.held.extend_from_slice(&self.buf[..n]);
+                            c.held_at = Instant::now();
+                        } else {
                             let now = Instant::now();
                             self.shared.lock().machine.receive(id, &self.buf[..n], now);
                         }
@@ -470,6 +510,8 @@ impl<R: Runtime> Driver<R> {
                 pending: Vec::new(),
                 writer,
                 closing: None,
+                held: Vec::new(),
+                held_at: Instant::now(),
             },
         );
     }
@@ -479,37 +521,34 @@ impl<R: Runtime> Driver<R> {
     fn route(&mut self) {
         let mut replies = Vec::new();
         let mut leaves = Vec::new();
+        // Routing takes no lock of its own: it is done as the outputs are taken.
+        let shared = self.shared.clone();
         loop {
-            let drained = {
-                let mut core = self.shared.lock();
-                let mut drained = false;
-                for _ in 0..OUTPUTS_PER_LOCK {
-                    match core.machine.poll_output() {
-                        Some(Output::Deliver(message)) => {
-                            self.events.push(PeerEvent::Message(message));
-                        }
-                        Some(Output::Notify(event)) => {
-                            if let Some(event) = peer_event(event) {
-                                // The outcome is taken with the event, under the lock a
-                                // cancelled join takes: exactly one of them has it.
-                                replies.extend(core.join_outcome(&event));
-                                self.events.push(event);
-                            }
-                        }
-                        Some(other) => self.outputs.push(other),
-                        None => {
-                            // Everything a `leave` closed has been taken out.
-                            leaves.append(&mut core.leaves);
-                            drained = true;
-                            break;
+            let mut core = shared.lock();
+            let mut drained = false;
+            for _ in 0..OUTPUTS_PER_LOCK {
+                match core.machine.poll_output() {
+                    Some(Output::Deliver(message)) => {
+                        self.events.push(PeerEvent::Message(message));
+                    }
+                    Some(Output::Notify(event)) => {
+                        if let Some(event) = peer_event(event) {
+                            // The outcome is taken with the event, under the lock a
+                            // cancelled join takes: exactly one of them has it.
+                            replies.extend(core.join_outcome(&event));
+                            self.events.push(event);
                         }
                     }
+                    Some(other) => self.output(other),
+                    None => {
+                        // Everything a `leave` closed has been taken out.
+                        leaves.append(&mut core.leaves);
+                        drained = true;
+                        break;
+                    }
                 }
-                drained
-            };
-            for output in std::mem::take(&mut self.outputs) {
-                self.output(output);
             }
+            drop(core);
             if drained {
                 break;
             }

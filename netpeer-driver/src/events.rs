@@ -18,6 +18,8 @@ use futures_lite::future;
 use netpeer_proto::{ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason};
 use serde::de::DeserializeOwned;
 
+use crate::signal::{Signal, lock};
+
 /// The outcome of a successful join: the value of [`Peer::join`](crate::Peer::join)
 /// and of the one [`PeerEvent::Entered`] every subscriber gets for that join.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +132,8 @@ impl PeerEvent {
 /// a subscription that is never read keeps every one of them, so drop subscriptions
 /// you stop reading.
 ///
-/// A slow subscriber never slows the room down, nor the other subscribers.
+/// A slow subscriber never slows the room down, nor the other subscribers. With
+/// [`Overflow::Backpressure`] it does instead, and loses nothing.
 pub struct Events {
     queue: Arc<Queue>,
     /// Registered while waiting for the driver (`Stream` polling keeps it across polls).
@@ -158,7 +161,7 @@ impl Events {
 
     /// The next event if one is ready (`None` also once the peer is closed).
     pub fn try_recv(&mut self) -> Option<PeerEvent> {
-        self.queue.lock().pop()
+        self.queue.pop()
     }
 
     /// Items waiting (events and `Lagged` markers).
@@ -173,17 +176,16 @@ impl Events {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
         loop {
-            {
-                let mut q = self.queue.lock();
-                if let Some(event) = q.pop() {
-                    drop(q);
+            match self.queue.next() {
+                Next::Event(event) => {
                     self.listener = None;
                     return Poll::Ready(Some(event));
                 }
-                if q.closed {
+                Next::Closed => {
                     self.listener = None;
                     return Poll::Ready(None);
                 }
+                Next::Wait => {}
             }
             match self.listener.as_mut() {
                 // Registered before the next check: a push after it notifies us.
@@ -209,17 +211,68 @@ impl Stream for Events {
 const SHRINK_ABOVE: usize = 16 * 1024;
 const SHRINK_TO: usize = 256;
 
+/// What a full subscription does with the next message. Set with
+/// [`Builder::event_overflow`](crate::Builder::event_overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the oldest queued message and mark the place with
+    /// [`PeerEvent::Lagged`] (the default): a slow subscriber never slows the room.
+    #[default]
+    DropOldest,
+    /// Drop nothing: while any subscription holds `event_capacity` messages or more,
+    /// the peer stops reading its sockets (what one read brings is still queued whole,
+    /// so a queue may pass the capacity by one read's worth). The members' send queues
+    /// towards this peer fill, and their flow control makes them wait: the room goes
+    /// at the pace of its slowest subscriber, with bounded memory everywhere. A
+    /// subscription left full for `idle_timeout` loses the room: its members cut this
+    /// peer as a slow consumer, and it times them out.
+    Backpressure,
+}
+
 /// One subscriber's queue, shared by its [`Events`] and the driver.
 struct Queue {
     state: Mutex<State>,
     /// Notified when events arrive or the peer closes.
     ready: Event,
+    /// Told when a full queue has room again ([`Overflow::Backpressure`]).
+    driver: Option<Arc<Signal>>,
+}
+
+enum Next {
+    Event(PeerEvent),
+    Closed,
+    Wait,
 }
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the queue inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
+    }
+
+    fn pop(&self) -> Option<PeerEvent> {
+        match self.next() {
+            Next::Event(e) => Some(e),
+            Next::Closed | Next::Wait => None,
+        }
+    }
+
+    fn next(&self) -> Next {
+        let (next, room_again) = {
+            let mut q = self.lock();
+            let full = q.is_full();
+            match q.pop() {
+                Some(e) => (Next::Event(e), full && !q.is_full()),
+                None if q.closed => (Next::Closed, false),
+                None => (Next::Wait, false),
+            }
+        };
+        if room_again {
+            if let Some(driver) = &self.driver {
+                driver.wake();
+            }
+        }
+        next
     }
 }
 
@@ -237,24 +290,30 @@ struct State {
     /// message starts).
     scan: usize,
     capacity: usize,
+    overflow: Overflow,
     /// The peer is closed: no event will come after those queued.
     closed: bool,
 }
 
 impl State {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, overflow: Overflow) -> Self {
         State {
             items: VecDeque::new(),
             messages: 0,
             scan: 0,
             capacity: capacity.max(1),
+            overflow,
             closed: false,
         }
     }
 
+    fn is_full(&self) -> bool {
+        self.messages >= self.capacity
+    }
+
     fn push(&mut self, event: PeerEvent) {
         if event.is_message() {
-            if self.messages >= self.capacity {
+            if self.is_full() && self.overflow == Overflow::DropOldest {
                 self.drop_oldest_message();
             }
             self.messages += 1;
@@ -308,6 +367,8 @@ impl State {
 pub(crate) struct Subscribers {
     list: Mutex<Vec<Weak<Queue>>>,
     capacity: usize,
+    overflow: Overflow,
+    driver: Arc<Signal>,
 }
 
 impl fmt::Debug for Subscribers {
@@ -319,24 +380,38 @@ impl fmt::Debug for Subscribers {
 }
 
 impl Subscribers {
-    /// Subscriptions will hold `capacity` messages each.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Subscriptions will hold `capacity` messages each; `driver` is woken when a full
+    /// one has room again (backpressure).
+    pub(crate) fn new(capacity: usize, overflow: Overflow, driver: Arc<Signal>) -> Self {
         Subscribers {
             list: Mutex::new(Vec::new()),
             capacity: capacity.max(1),
+            overflow,
+            driver,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Weak<Queue>>> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.list)
+    }
+
+    /// [`Overflow::Backpressure`] and some subscription is full: input must wait.
+    pub(crate) fn must_pause(&self) -> bool {
+        self.overflow == Overflow::Backpressure
+            && self
+                .lock()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|q| q.lock().is_full())
     }
 
     /// A new subscription: it receives every event published after this call. After
     /// [`close`](Self::close) it is closed at once.
     pub(crate) fn subscribe(&self, closed: bool) -> Events {
         let queue = Arc::new(Queue {
-            state: Mutex::new(State::new(self.capacity)),
+            state: Mutex::new(State::new(self.capacity, self.overflow)),
             ready: Event::new(),
+            driver: (self.overflow == Overflow::Backpressure).then(|| self.driver.clone()),
         });
         let mut list = self.lock();
         // A closed registry stays empty; its late subscriptions are closed.
@@ -435,6 +510,10 @@ mod tests {
             .collect()
     }
 
+    fn subs(capacity: usize) -> Subscribers {
+        Subscribers::new(capacity, Overflow::DropOldest, Arc::default())
+    }
+
     fn publish(subs: &Subscribers, events: impl IntoIterator<Item = PeerEvent>) {
         let mut batch: Vec<PeerEvent> = events.into_iter().collect();
         subs.publish(&mut batch);
@@ -443,7 +522,7 @@ mod tests {
 
     #[test]
     fn events_arrive_in_order_and_exactly_once() {
-        let subs = Subscribers::new(16);
+        let subs = subs(16);
         let mut e = subs.subscribe(false);
         publish(&subs, [joined("b"), msg(0), msg(1)]);
         publish(&subs, [left("b"), msg(2)]);
@@ -454,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_its_oldest_messages_and_marks_the_place() {
-        let subs = Subscribers::new(3);
+        let subs = subs(3);
         let mut e = subs.subscribe(false);
         publish(&subs, (0..3).map(msg));
         publish(&subs, [msg(3), msg(4)]);
@@ -464,7 +543,7 @@ mod tests {
 
     #[test]
     fn control_events_are_never_dropped_and_keep_their_place() {
-        let subs = Subscribers::new(2);
+        let subs = subs(2);
         let mut e = subs.subscribe(false);
         publish(
             &subs,
@@ -490,7 +569,7 @@ mod tests {
 
     #[test]
     fn control_events_beyond_the_capacity_are_kept() {
-        let subs = Subscribers::new(1);
+        let subs = subs(1);
         let mut e = subs.subscribe(false);
         let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
         publish(&subs, names.iter().map(|n| joined(n)));
@@ -506,7 +585,7 @@ mod tests {
 
     #[test]
     fn reading_between_drops_starts_a_new_marker() {
-        let subs = Subscribers::new(2);
+        let subs = subs(2);
         let mut e = subs.subscribe(false);
         publish(&subs, (0..4).map(msg));
         assert_eq!(
@@ -523,7 +602,7 @@ mod tests {
 
     #[test]
     fn every_subscriber_has_its_own_queue_from_its_subscription_on() {
-        let subs = Subscribers::new(2);
+        let subs = subs(2);
         let mut early = subs.subscribe(false);
         publish(&subs, [joined("b"), msg(0)]);
         let mut late = subs.subscribe(false);
@@ -540,7 +619,7 @@ mod tests {
 
     #[test]
     fn close_ends_every_subscription_after_what_is_queued() {
-        let subs = Subscribers::new(4);
+        let subs = subs(4);
         let mut e = subs.subscribe(false);
         publish(&subs, [joined("b")]);
         subs.close();
@@ -556,7 +635,7 @@ mod tests {
 
     #[test]
     fn recv_waits_for_a_publish_and_is_cancel_safe() {
-        let subs = Subscribers::new(4);
+        let subs = subs(4);
         let mut e = subs.subscribe(false);
         // Polled once and dropped while nothing is queued: nothing is lost later.
         {
@@ -572,5 +651,37 @@ mod tests {
         publish(&subs, [msg(7)]);
         let got = futures_lite::future::block_on(e.recv());
         assert!(matches!(got, Some(PeerEvent::Message(m)) if m.decode::<u32>().unwrap() == 7));
+    }
+
+    #[test]
+    fn backpressure_drops_nothing_and_wakes_the_driver_when_there_is_room() {
+        let driver = Arc::new(Signal::default());
+        let subs = Subscribers::new(2, Overflow::Backpressure, driver.clone());
+        let mut e = subs.subscribe(false);
+        let mut other = subs.subscribe(false);
+        assert!(!subs.must_pause());
+        publish(&subs, (0..5).map(msg));
+        assert!(subs.must_pause(), "full: input must wait");
+        assert_eq!(
+            drain(&mut other),
+            ["m0", "m1", "m2", "m3", "m4"],
+            "nothing dropped"
+        );
+        assert!(subs.must_pause(), "one full subscription is enough");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = driver.poll(&mut cx);
+        assert!(driver.poll(&mut cx).is_pending());
+        assert_eq!(drain(&mut e), ["m0", "m1", "m2", "m3", "m4"]);
+        assert!(!subs.must_pause());
+        assert!(
+            driver.poll(&mut cx).is_ready(),
+            "the driver was told there is room"
+        );
+        // Dropping the full subscription also lifts the pause.
+        publish(&subs, (5..8).map(msg));
+        assert!(subs.must_pause());
+        drop(e);
+        drop(other);
+        assert!(!subs.must_pause());
     }
 }

@@ -20,10 +20,11 @@ mod events;
 mod peer;
 mod runtime;
 mod shared;
+mod signal;
 
 pub use addr::{Addrs, ToAddrs};
 pub use error::{Error, JoinError};
-pub use events::{Entered, Events, PeerEvent};
+pub use events::{Entered, Events, Overflow, PeerEvent};
 pub use netpeer_proto::{
     self as proto, Config, ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason,
     RoomKey, SendError, decode_value, encode_value,

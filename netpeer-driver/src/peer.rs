@@ -10,7 +10,7 @@ use crate::{
     addr::ToAddrs,
     driver,
     error::{Error, JoinError},
-    events::{Entered, Events},
+    events::{Entered, Events, Overflow},
     runtime::{Runtime, Task},
     shared::{FlowControl, Shared},
 };
@@ -22,6 +22,7 @@ pub struct Builder<R: Runtime> {
     config: Config,
     seeded: bool,
     event_capacity: usize,
+    overflow: Overflow,
     flow: FlowControl,
     state_error: Option<SendError>,
 }
@@ -34,6 +35,7 @@ impl<R: Runtime> Builder<R> {
             config: Config::new(name),
             seeded: false,
             event_capacity: 4096,
+            overflow: Overflow::default(),
             flow: FlowControl::default(),
             state_error: None,
         }
@@ -90,6 +92,14 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// What a full subscription does: drop its oldest message (the default) or make
+    /// the peer stop reading until there is room (end-to-end backpressure). See
+    /// [`Overflow`].
+    pub fn event_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
     /// What `broadcast` and `send_to` do while a member's send queue is above the
     /// high-water mark ([`Config::send_high_water`]): wait (the default), fail with
     /// `Full`, or ignore it. See [`FlowControl`].
@@ -121,7 +131,12 @@ impl<R: Runtime> Builder<R> {
             }
             let machine = PeerMachine::new(self.config, Instant::now())?;
             let config = machine.config().clone();
-            let shared = Arc::new(Shared::new(machine, self.event_capacity, self.flow));
+            let shared = Arc::new(Shared::new(
+                machine,
+                self.event_capacity,
+                self.overflow,
+                self.flow,
+            ));
             self.rt
                 .spawn(driver::run(self.rt.clone(), shared.clone(), listener))
                 .detach();

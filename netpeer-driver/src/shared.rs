@@ -10,20 +10,20 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, Waker},
     time::Instant,
 };
 
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use netpeer_proto::{ConnId, Event, PeerMachine};
+use netpeer_proto::{Event, PeerMachine};
 
 use crate::{
     error::{Error, JoinError},
-    events::{Entered, Events, PeerEvent, Subscribers},
+    events::{Entered, Events, Overflow, PeerEvent, Subscribers},
+    signal::{Signal, lock},
 };
 
 /// What `broadcast` and `send_to` do while a target member's send queue is above the
@@ -45,52 +45,6 @@ pub enum FlowControl {
     /// Never wait: queue regardless. A member whose queue crosses `max_send_queue` is
     /// cut as a slow consumer; the room never goes at the pace of its slowest reader.
     Ignore,
-}
-
-/// Wakes the driver: commands queued output, a socket is readable, or a shutdown was
-/// asked for.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    pending: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-    /// Connections whose reader was woken (each listed once until the driver reads it).
-    ready: Mutex<Vec<ConnId>>,
-}
-
-impl Signal {
-    pub(crate) fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Some(w) = lock(&self.waker).take() {
-                w.wake();
-            }
-        }
-    }
-
-    /// `conn`'s socket may be readable.
-    pub(crate) fn ready(&self, conn: ConnId) {
-        lock(&self.ready).push(conn);
-        self.wake();
-    }
-
-    pub(crate) fn take_ready(&self, into: &mut Vec<ConnId>) {
-        into.append(&mut lock(&self.ready));
-    }
-
-    /// Ready once [`wake`](Self::wake) was called since the last `Ready`.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        *lock(&self.waker) = Some(cx.waker().clone());
-        if self.pending.swap(false, Ordering::AcqRel) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent: a panic elsewhere is no reason
-    // to stop.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Where a join's outcome goes.
@@ -153,7 +107,7 @@ impl Core {
 #[derive(Debug)]
 pub(crate) struct Shared {
     core: Mutex<Core>,
-    pub(crate) signal: Signal,
+    pub(crate) signal: Arc<Signal>,
     /// Notified after every driver turn: send queues drained, members left, or the
     /// peer closed. Waiting sends check again.
     pub(crate) progress: Notify,
@@ -165,7 +119,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(machine: PeerMachine, event_capacity: usize, flow: FlowControl) -> Self {
+    pub(crate) fn new(
+        machine: PeerMachine,
+        event_capacity: usize,
+        overflow: Overflow,
+        flow: FlowControl,
+    ) -> Self {
+        let signal = Arc::new(Signal::default());
         Shared {
             core: Mutex::new(Core {
                 machine,
@@ -175,9 +135,9 @@ impl Shared {
                 stale_outcomes: 0,
                 leaves: Vec::new(),
             }),
-            signal: Signal::default(),
+            subscribers: Subscribers::new(event_capacity, overflow, signal.clone()),
+            signal,
             progress: Notify::new(),
-            subscribers: Subscribers::new(event_capacity),
             flow,
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
@@ -411,10 +371,14 @@ pub(crate) fn peer_event(event: Event) -> Option<PeerEvent> {
 
 #[cfg(test)]
 mod tests {
-    use std::{future::Future, pin::pin};
+    use std::{
+        future::Future,
+        pin::pin,
+        task::{Context, Poll, Waker},
+    };
 
     use netpeer_proto::{
-        Config, ConnectFailure, Output, RejectReason,
+        Config, ConnId, ConnectFailure, Output, RejectReason,
         wire::{Frame, Hello, StateVersion, encode_frame},
     };
 
@@ -442,7 +406,10 @@ mod tests {
         m.receive(conn, &encode_frame(&hello, u32::MAX).unwrap(), now);
         while m.poll_output().is_some() {}
         assert_eq!(m.members(), [name]);
-        (Shared::new(m, 64, FlowControl::Wait), conn)
+        (
+            Shared::new(m, 64, Overflow::DropOldest, FlowControl::Wait),
+            conn,
+        )
     }
 
     fn small() -> Config {
@@ -493,7 +460,8 @@ mod tests {
         );
         // What the machine accepts is queued for the driver, and the driver is woken.
         send(&s, Some(&long), 10, FlowControl::Wait).unwrap();
-        assert!(s.signal.pending.load(Ordering::Acquire));
+        let woken = s.signal.poll(&mut Context::from_waker(Waker::noop()));
+        assert!(woken.is_ready(), "the driver is woken");
         let mut core = s.lock();
         let out: Vec<Output> = std::iter::from_fn(|| core.machine.poll_output()).collect();
         assert!(matches!(&out[..], [Output::Send { .. }]), "{out:?}");
@@ -555,11 +523,8 @@ mod tests {
 
     #[test]
     fn join_outcomes_reach_the_join_they_belong_to() {
-        let s = Shared::new(
-            PeerMachine::new(Config::new("a"), Instant::now()).unwrap(),
-            8,
-            FlowControl::Wait,
-        );
+        let machine = PeerMachine::new(Config::new("a"), Instant::now()).unwrap();
+        let s = Shared::new(machine, 8, Overflow::DropOldest, FlowControl::Wait);
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (id, outcome) = s.start_join(addr).unwrap();
         assert!(matches!(

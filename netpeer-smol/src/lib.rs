@@ -85,8 +85,8 @@ use futures_lite::future;
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl,
-    JoinError, LeaveReason, Message, PeerEvent, RejectReason, RoomKey, SendError, ToAddrs,
-    decode_value, encode_value, proto,
+    JoinError, LeaveReason, Message, Overflow, PeerEvent, RejectReason, RoomKey, SendError,
+    ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by async-io. Build one with [`Smol::builder`].

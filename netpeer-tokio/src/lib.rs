@@ -41,8 +41,8 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl,
-    JoinError, LeaveReason, Message, PeerEvent, RejectReason, RoomKey, SendError, ToAddrs,
-    decode_value, encode_value, proto,
+    JoinError, LeaveReason, Message, Overflow, PeerEvent, RejectReason, RoomKey, SendError,
+    ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by tokio. See the [crate docs](crate).
