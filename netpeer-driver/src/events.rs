@@ -436,20 +436,22 @@ impl Subscribers {
             list.retain(|w| w.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
-        let last = queues.len().saturating_sub(1);
-        for (i, q) in queues.iter().enumerate() {
-            {
-                let mut state = q.lock();
-                if i == last {
-                    for e in batch.drain(..) {
-                        state.push(e);
-                    }
-                } else {
+        {
+            // Every queue is locked while the batch goes in: whoever sees an event in
+            // one subscription finds it in every other one too.
+            let mut states: Vec<MutexGuard<'_, State>> = queues.iter().map(|q| q.lock()).collect();
+            if let Some((last, others)) = states.split_last_mut() {
+                for state in others {
                     for e in batch.iter() {
                         state.push(e.clone());
                     }
                 }
+                for e in batch.drain(..) {
+                    last.push(e);
+                }
             }
+        }
+        for q in &queues {
             q.ready.notify(usize::MAX);
         }
         batch.clear();

@@ -1,7 +1,7 @@
 //! Runners: each builds one runtime, hands its [`Runtime`](netpeer_driver::Runtime) value
 //! to a case and blocks until the case is over (a panic in the case fails the test).
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use async_executor::Executor;
 use netpeer_smol::Smol;
@@ -63,5 +63,100 @@ fn with_executor(body: impl FnOnce(&Arc<Executor<'static>>)) {
         // Dropped on return and on unwind alike: the helper thread then ends.
         let _stop = stop;
         body(&ex);
+    });
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A second runtime of the same kind, run by one thread of its own, for a member that
+/// must stall as a whole process does: [`freeze`](Self::freeze) blocks that thread, so
+/// none of its tasks (driver, writers) runs, while its sockets keep receiving.
+pub struct Isolated<R> {
+    /// Build peers with it, and start them with [`run`](Self::run).
+    pub rt: R,
+    spawn: Arc<dyn Fn(BoxFuture) + Send + Sync>,
+}
+
+impl<R: netpeer_driver::Runtime> Isolated<R> {
+    /// Runs `fut` on the isolated runtime (a peer listens there, so its driver and
+    /// sockets live there) and returns its output.
+    pub async fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        let (tx, rx) = async_channel::bounded(1);
+        (self.spawn)(Box::pin(async move {
+            let _ = tx.send(fut.await).await;
+        }));
+        rx.recv().await.expect("the isolated runtime runs")
+    }
+
+    /// Blocks the isolated runtime's thread for `d` (as SIGSTOP would); returns once
+    /// the freeze has begun.
+    pub async fn freeze(&self, d: Duration) {
+        let (tx, rx) = async_channel::bounded(1);
+        (self.spawn)(Box::pin(async move {
+            let _ = tx.try_send(());
+            // The fault itself: nothing on this runtime runs meanwhile.
+            std::thread::sleep(d);
+        }));
+        rx.recv().await.expect("the isolated runtime runs");
+    }
+}
+
+/// [`tokio`], and an [`Isolated`] current-thread tokio runtime.
+pub fn tokio_isolated<F, Fut>(case: F)
+where
+    F: FnOnce(Tokio, Isolated<Tokio>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let isolated = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let handle = isolated.handle().clone();
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            isolated.block_on(async move {
+                let _ = stopped.recv().await;
+            })
+        });
+        let _stop = stop;
+        let spawn = Arc::new(move |f: BoxFuture| {
+            handle.spawn(f);
+        });
+        tokio(|rt| case(rt, Isolated { rt: Tokio, spawn }));
+    });
+}
+
+/// [`smol`], and an [`Isolated`] async-executor run by one thread.
+pub fn smol_isolated<F, Fut>(case: F)
+where
+    F: FnOnce(Smol, Isolated<Smol>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_isolated_executor(|isolated| smol(|rt| case(rt, isolated)));
+}
+
+/// [`async_std`], and an [`Isolated`] async-executor run by one thread (async-std's
+/// sockets and timers are async-io's, as the isolated runtime's are).
+pub fn async_std_isolated<F, Fut>(case: F)
+where
+    F: FnOnce(Smol, Isolated<Smol>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_isolated_executor(|isolated| async_std(|rt| case(rt, isolated)));
+}
+
+fn with_isolated_executor(body: impl FnOnce(Isolated<Smol>)) {
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    std::thread::scope(|s| {
+        let run = ex.clone();
+        s.spawn(move || async_io::block_on(run.run(stopped.recv())));
+        let _stop = stop;
+        let spawner = ex.clone();
+        body(Isolated {
+            rt: Smol::with_executor(ex.clone()),
+            spawn: Arc::new(move |f: BoxFuture| spawner.spawn(f).detach()),
+        });
     });
 }

@@ -56,7 +56,7 @@ pub async fn enter<T: Runtime, R: Runtime, C: Runtime>(
     contact: &Peer<C>,
 ) -> Entered {
     let what = format!("{} joining through {}", joiner.name(), contact.name());
-    within(rt, &what, joiner.join(&addr(contact)))
+    within(rt, &what, joiner.join(contact.local_addr()))
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -288,4 +288,26 @@ pub async fn closed_port<R: Runtime>(rt: &R) -> SocketAddr {
         .await
         .expect("bind");
     R::local_addr(&listener).expect("bound")
+}
+
+/// A heartbeat as a member sends it (`Ping` with nonce 0).
+pub fn ping_frame() -> Vec<u8> {
+    encode_frame(&Frame::Ping(0), u32::MAX)
+        .expect("no limit")
+        .to_vec()
+}
+
+/// A raw TCP client that completed its handshake with `peer` as member `name` (it
+/// sends `Hello`, then nothing unless the caller writes), once `peer`'s subscription
+/// `events` has told of it joining.
+pub async fn raw_member<R: Runtime>(
+    rt: &R,
+    peer: &Peer<R>,
+    events: &mut Events,
+    name: &str,
+) -> (R::Reader, R::Writer) {
+    let (r, mut w) = raw_client(rt, peer.local_addr()).await;
+    raw_write(rt, &mut w, &hello_frame(&peer.config().network, name)).await;
+    joined(rt, events, &[name]).await;
+    (r, w)
 }
