@@ -372,7 +372,9 @@ impl<R: Runtime> Driver<R> {
             // Cleared before reading: a wake-up from now on lists it again.
             c.flag.listed.store(false, Ordering::Release);
             let paused = self.paused;
+            let mut reads = READS_PER_TURN;
             if !paused && !c.held.is_empty() {
+                // What was held back counts as this turn's first read.
                 let held = std::mem::take(&mut c.held);
                 if c.closing.is_none() {
                     self.shared
@@ -380,10 +382,11 @@ impl<R: Runtime> Driver<R> {
                         .machine
                         .receive(id, &held, Instant::now());
                 }
+                reads -= 1;
             }
             let mut cx = Context::from_waker(&c.waker);
             let mut outcome = Outcome::More;
-            for _ in 0..READS_PER_TURN {
+            for _ in 0..reads {
                 if paused && !c.held.is_empty() {
                     // Not polled: read again (and listed) when input resumes.
                     outcome = Outcome::Pending;

@@ -221,8 +221,9 @@ pub enum Overflow {
     #[default]
     DropOldest,
     /// Drop nothing: while any subscription holds `event_capacity` messages or more,
-    /// the peer stops reading its sockets (what one read brings is still queued whole,
-    /// so a queue may pass the capacity by one read's worth). The members' send queues
+    /// the peer stops reading its sockets (what the driver read in the turn that filled
+    /// it is still queued whole, so a queue may pass the capacity by that: at most four
+    /// reads of 64 KiB per connection). The members' send queues
     /// towards this peer fill, and their flow control makes them wait: the room goes
     /// at the pace of its slowest subscriber, with bounded memory everywhere. A
     /// subscription left full for `idle_timeout` loses the room: its members cut this

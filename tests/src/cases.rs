@@ -10,8 +10,8 @@ use std::{
 use bytes::Bytes;
 use futures_lite::future;
 use netpeer_driver::{
-    Config, ConnectFailure, Error, Events, FlowControl, JoinError, LeaveReason, PeerEvent,
-    RejectReason, Runtime, SendError,
+    Config, ConnectFailure, Error, Events, FlowControl, JoinError, LeaveReason, Overflow,
+    PeerEvent, RejectReason, Runtime, SendError,
 };
 
 use crate::{
@@ -1075,4 +1075,66 @@ pub async fn join_takes_every_address_form<R: Runtime>(rt: R) {
         matches!(&err, JoinError::Resolve { host, .. } if host == "no-such-host.invalid:1"),
         "{err:?}"
     );
+}
+
+/// `Overflow::Backpressure`: b's application reads one message per millisecond from a
+/// subscription of capacity 8 while a broadcasts 32 MiB as fast as it can. Nothing is
+/// lost (no `Lagged`: every message, in order) and b's queue stays within its capacity
+/// plus one read's worth; the pressure reached a, whose broadcasts waited.
+pub async fn backpressure_reaches_the_sender<R: Runtime>(rt: R) {
+    const CHUNK: usize = 32 * 1024;
+    const N: u32 = 1024;
+    let a = start(
+        &rt,
+        builder(&rt, "a").configure(|c| {
+            fast(c);
+            c.max_frame_len = 64 * 1024;
+            c.max_send_queue = 1024 * 1024;
+            c.send_high_water = Some(64 * 1024);
+        }),
+    )
+    .await;
+    let b = start(
+        &rt,
+        builder(&rt, "b")
+            .event_capacity(8)
+            .event_overflow(Overflow::Backpressure),
+    )
+    .await;
+    enter(&rt, &b, &a).await;
+    let mut eb = b.subscribe();
+    let sender = async {
+        for i in 0..N {
+            let mut payload = vec![0u8; CHUNK];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            a.broadcast_bytes("n", payload.into())
+                .await
+                .expect("broadcast");
+        }
+    };
+    let mut longest = 0;
+    let reader = async {
+        for i in 0..N {
+            longest = longest.max(eb.len());
+            let e = event(&rt, &mut eb, "the next message", |_| true).await;
+            let PeerEvent::Message(m) = e else {
+                panic!("{e:?} before message {i}")
+            };
+            assert_eq!(m.payload[..4], i.to_be_bytes(), "in order, none lost");
+            // A slow application.
+            rt.sleep_until(Instant::now() + Duration::from_millis(1))
+                .await;
+        }
+    };
+    within(
+        &rt,
+        "32 MiB through a slow subscriber",
+        future::zip(sender, reader),
+    )
+    .await;
+    // 8, plus what the turn that filled it read: four reads of 64 KiB per connection
+    // (eight messages, and one completed from an earlier read).
+    assert!(longest <= 8 + 9, "the queue held {longest} messages");
+    assert!(eb.try_recv().is_none());
+    assert_eq!(a.members(), ["b"], "nobody was cut");
 }

@@ -57,6 +57,7 @@ macro_rules! conformance_suite {
             close_leaves_flushes_and_stops,
             outcomes_are_the_cores_types,
             join_takes_every_address_form,
+            backpressure_reaches_the_sender,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {
