@@ -11,7 +11,9 @@
 //!    connection is read first, so that a process resumed after a stall hands the
 //!    machine its peers' heartbeats before the idle timer judges them;
 //! 2. socket events (accepted, connected, written, failed), at most [`BATCH`];
-//! 3. the machine's timers, if due;
+//! 3. the machine's timers, if due; a timer found more than [`STALL`] late (the process
+//!    or its runtime was stalled) waits [`SETTLE`] more, for the reactor to report
+//!    every socket that became readable meanwhile, and step 1 runs again first;
 //! 4. the machine's outputs, drained and routed: frames to the writers, dials, closes,
 //!    events to every subscription at once, then join and leave answers;
 //! 5. waiting sends are told to check again (flow control).
@@ -59,6 +61,10 @@ const OUTPUTS_PER_LOCK: usize = 1024;
 const COALESCE: usize = 64 * 1024;
 /// How long a closing connection may take to flush before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
+/// A timer found later than this after its deadline means the driver was stalled.
+const STALL: Duration = Duration::from_millis(20);
+/// After a stall, the timers wait this long for the reactor's report of what arrived.
+const SETTLE: Duration = Duration::from_millis(1);
 /// How long a flushed connection keeps being read (and its data ignored), so that what
 /// the other side still sends does not turn our FIN into a reset.
 const GRACE: Duration = Duration::from_millis(200);
@@ -190,6 +196,8 @@ struct Driver<R: Runtime> {
     timer: Option<(Instant, Sleep)>,
     /// A full subscription holds input back ([`Overflow::Backpressure`](crate::Overflow)).
     paused: bool,
+    /// After a stall: the machine's timers wait until then (one more reactor turn).
+    settle: Option<Instant>,
 }
 
 /// Runs one peer until [`Shared::request_shutdown`] (`close`, or the last handle
@@ -215,6 +223,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             leaves: Vec::new(),
             timer: None,
             paused: false,
+            settle: None,
         };
         d.accept = Some(d.spawn(accept_loop(rt, listener, io_tx)));
         d.serve().await;
@@ -255,10 +264,12 @@ impl<R: Runtime> Driver<R> {
 
     async fn serve(&mut self) {
         while !self.shared.shutdown_requested() {
-            let machine_deadline = self.shared.lock().machine.poll_timeout();
-            self.wait(self.deadline(machine_deadline)).await;
+            let timer = self.shared.lock().machine.poll_timeout();
+            // Settling after a stall, the driver waits for the reactor, not the timer.
+            let wake_at = self.settle.or(timer);
+            self.wait(self.deadline(wake_at)).await;
             let now = Instant::now();
-            let due = machine_deadline.is_some_and(|t| t <= now);
+            let due = timer.is_some_and(|t| t <= now);
             let paused = self.shared.subscribers.must_pause();
             if self.paused && !paused {
                 // Resumed: what was held back first, and every socket read again.
@@ -270,13 +281,28 @@ impl<R: Runtime> Driver<R> {
             self.read_input(due);
             self.drain_io();
             if due {
-                let mut core = self.shared.lock();
-                for (id, c) in &self.conns {
-                    if !c.held.is_empty() {
-                        core.machine.input_waiting(*id, c.held_at);
+                let late = timer.is_some_and(|t| now.saturating_duration_since(t) > STALL);
+                match self.settle {
+                    // Found this late, the timer says the process (or its runtime) was
+                    // stalled: let the reactor report what arrived meanwhile (a runtime
+                    // may learn of it only at its next poll: tokio's, after a SIGSTOP,
+                    // wakes from an interrupted epoll_wait with no events) and read it
+                    // before any timer judges a connection.
+                    None if late => self.settle = Some(now + SETTLE),
+                    Some(until) if now < until => {}
+                    _ => {
+                        self.settle = None;
+                        let mut core = self.shared.lock();
+                        for (id, c) in &self.conns {
+                            if !c.held.is_empty() {
+                                core.machine.input_waiting(*id, c.held_at);
+                            }
+                        }
+                        core.machine.handle_timeout(Instant::now());
                     }
                 }
-                core.machine.handle_timeout(Instant::now());
+            } else {
+                self.settle = None;
             }
             self.route();
             self.linger(Instant::now());

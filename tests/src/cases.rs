@@ -876,10 +876,12 @@ pub async fn close_leaves_flushes_and_stops<R: Runtime>(rt: R) {
     assert_eq!(a.members(), ["b"]);
 }
 
-/// Input before timers: c runs on a runtime of its own, frozen (all its threads blocked,
-/// as SIGSTOP would) for 2.5 times its idle timeout while a and b (whose idle timeout is
-/// far longer) keep sending heartbeats and messages. Resumed, c reads what is waiting
-/// before its timers judge anyone: it declares nobody `TimedOut` and gets every message.
+/// Input before timers: c runs on a runtime of its own, frozen (its thread blocked, as
+/// SIGSTOP would) for 2.5 times its idle timeout while a and b (whose idle timeout is
+/// far longer) keep sending heartbeats and messages; resumed, its reactor reports the
+/// readable sockets one turn late (as tokio's does after SIGCONT). c reads what is
+/// waiting before its timers judge anyone: it declares nobody `TimedOut` and gets
+/// every message.
 pub async fn input_before_timers_after_a_stall<R: Runtime>(rt: R, isolated: Isolated<R>) {
     let c_idle = Duration::from_millis(1000);
     let patient = |c: &mut Config| {
