@@ -72,7 +72,7 @@ pub enum CloseReason {
     /// Nothing was received within `idle_timeout`.
     IdleTimeout,
     /// More than `max_send_queue` bytes were waiting for this connection, or more than
-    /// `send_high_water` for `idle_timeout` without a pause.
+    /// `send_high_water` while nothing was transmitted for `idle_timeout`.
     SlowConsumer,
     /// Another connection to the same member is kept (one connection per pair).
     Duplicate,
@@ -136,7 +136,7 @@ pub enum LeaveReason {
     /// It lost a name conflict and was expelled from the room.
     Expelled,
     /// It did not read fast enough: its send queue crossed `max_send_queue`, or stayed
-    /// above `send_high_water` for `idle_timeout`.
+    /// above `send_high_water` while it took nothing for `idle_timeout`.
     SlowConsumer,
     /// It broke the protocol (malformed or oversized frame).
     ProtocolViolation,
@@ -190,10 +190,10 @@ pub enum Event {
         /// The new state (CBOR).
         state: Bytes,
     },
-    /// A member's send queue has been above `send_high_water` for half of
-    /// `idle_timeout`: unless it drains below the mark, it is closed as a slow consumer
-    /// (`Left { reason: SlowConsumer }`) once `idle_timeout` has passed. Reported once
-    /// per congestion (again only after its queue fell below the mark).
+    /// A member's send queue is above `send_high_water` and it has taken nothing for
+    /// half of `idle_timeout`: unless it takes bytes again, it is closed as a slow
+    /// consumer (`Left { reason: SlowConsumer }`) once `idle_timeout` has passed.
+    /// Reported once per stall.
     SlowMember {
         /// Its name.
         name: String,

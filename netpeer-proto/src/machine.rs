@@ -311,7 +311,7 @@ impl PeerMachine {
         let bytes = channel.encrypt(&plain);
         // The plaintext was counted when it was queued; add the framing and tags.
         s.queued += bytes.len() - plain.len();
-        s.track_congestion(&self.config, self.now);
+        s.track_congestion(&self.config, self.now, false);
         plain.clear();
         if plain.capacity() <= 256 * 1024 {
             s.plain_out = plain;
@@ -472,11 +472,13 @@ impl PeerMachine {
         }
     }
 
-    /// `n` bytes handed out for `conn` were written to the transport.
+    /// `n` bytes handed out for `conn` were written to the transport. Report progress as
+    /// it happens (per write, not per batch of writes): while a connection's queue is
+    /// above the high-water mark, `idle_timeout` without a report cuts it (rule 11).
     pub fn transmitted(&mut self, conn: ConnId, n: usize) {
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.queued = s.queued.saturating_sub(n);
-            s.track_congestion(&self.config, self.now);
+            s.track_congestion(&self.config, self.now, n > 0);
         }
     }
 
@@ -598,9 +600,11 @@ impl PeerMachine {
     ///
     /// A driver that waits re-asks after it reported progress with
     /// [`transmitted`](Self::transmitted) or after a member left. The wait is bounded:
-    /// a member congested for `idle_timeout` is closed as a slow consumer (after an
-    /// [`Event::SlowMember`] halfway), and one that stopped sending too is closed by
-    /// the idle timeout. An unknown `to` is not congested (the send reports it).
+    /// a member above the mark to which nothing is transmitted for `idle_timeout` is
+    /// closed as a slow consumer (after an [`Event::SlowMember`] halfway), and one that
+    /// stopped sending too is closed by the idle timeout. A member that takes its bytes,
+    /// however slowly, is waited for. An unknown `to` is not congested (the send
+    /// reports it).
     pub fn send_ready(&self, to: Option<&str>) -> Result<(), SendError> {
         let mark = self.config.high_water();
         let congested = |m: &&Member| {
@@ -762,7 +766,8 @@ impl PeerMachine {
         (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Rule 11: a member congested for half of `idle_timeout` is reported, once.
+    /// Rule 11: a member above the mark with nothing transmitted for half of
+    /// `idle_timeout` is reported, once per stall.
     pub(crate) fn slow_member(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
@@ -866,7 +871,7 @@ impl PeerMachine {
             }
             s.plain_out.extend_from_slice(&bytes);
             s.queued += bytes.len();
-            s.track_congestion(&self.config, self.now);
+            s.track_congestion(&self.config, self.now, false);
             s.last_send = self.now;
             return;
         }
@@ -883,7 +888,7 @@ impl PeerMachine {
             return;
         }
         s.queued += bytes.len();
-        s.track_congestion(&self.config, self.now);
+        s.track_congestion(&self.config, self.now, false);
         s.last_send = self.now;
         self.outputs.push_back(Output::Send { conn, bytes });
     }

@@ -83,9 +83,10 @@ pub(crate) struct Session {
     pub(crate) secure: Option<crate::secure::SecureChannel>,
     /// Frames for a secure session, encrypted together at the next drain.
     pub(crate) plain_out: Vec<u8>,
-    /// Since when `queued` has been above the high-water mark without a pause (rule 11).
+    /// Rule 11: while `queued` is above the high-water mark, since when nothing has
+    /// been transmitted (the congestion began, or the last progress was reported).
     pub(crate) congested_since: Option<Instant>,
-    /// This congestion was reported (`SlowMember`).
+    /// This stall was reported (`SlowMember`).
     pub(crate) slow_warned: bool,
 }
 
@@ -114,18 +115,24 @@ impl Session {
     }
 
     /// Rule 11: `queued` changed; a queue above the high-water mark starts (or keeps)
-    /// the congestion clock, one at or below it stops it.
-    pub(crate) fn track_congestion(&mut self, config: &Config, now: Instant) {
+    /// the congestion clock, one at or below it stops it. `progress`: bytes were
+    /// transmitted, which restarts the clock of a queue still above the mark.
+    pub(crate) fn track_congestion(&mut self, config: &Config, now: Instant, progress: bool) {
         if self.queued > config.high_water() {
-            self.congested_since.get_or_insert(now);
+            if progress {
+                self.congested_since = Some(now);
+                self.slow_warned = false;
+            } else {
+                self.congested_since.get_or_insert(now);
+            }
         } else {
             self.congested_since = None;
             self.slow_warned = false;
         }
     }
 
-    /// Rule 11: a session congested for `idle_timeout` is closed as a slow consumer;
-    /// halfway there it is reported.
+    /// Rule 11: a session above the mark that transmits nothing for `idle_timeout` is
+    /// closed as a slow consumer; halfway there it is reported.
     pub(crate) fn congestion_deadline(&self, config: &Config) -> Option<Instant> {
         let since = self.congested_since?;
         Some(if self.slow_warned {

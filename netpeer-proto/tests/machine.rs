@@ -727,3 +727,42 @@ fn input_held_back_by_the_driver_is_not_silence() {
     m.input_waiting(ConnId(999), later);
     assert!(drain(&mut m).is_empty());
 }
+
+#[test]
+fn a_member_that_takes_its_bytes_slowly_is_waited_for_not_cut() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    // For three idle timeouts bob stays above the mark, but takes a little every
+    // 0.4 idle timeouts (a slow link, one huge frame): never warned, never cut.
+    let step = idle * 2 / 5;
+    let mut t = now;
+    while t < now + idle * 3 {
+        t += step;
+        m.receive(bob, &ping(), t);
+        m.broadcast("k", Bytes::from(vec![1u8; 1024]), t).unwrap();
+        m.transmitted(bob, 1024);
+        m.handle_timeout(t);
+        let out = drain(&mut m);
+        assert!(events(&out).is_empty(), "{:?}", events(&out));
+        assert_eq!(closed(&out, bob), None);
+        assert!(m.send_ready(None).is_err(), "still above the mark");
+    }
+    // Once it stops taking anything: warned halfway, cut at the idle timeout.
+    let stalled = t;
+    let mut warned = None;
+    while m.members() == ["bob"] && t < stalled + idle * 2 {
+        t += idle / 10;
+        m.receive(bob, &ping(), t);
+        m.handle_timeout(t);
+        for e in events(&drain(&mut m)) {
+            match e {
+                Event::SlowMember { .. } => warned = Some(t),
+                Event::Left { reason, .. } => assert_eq!(reason, LeaveReason::SlowConsumer),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(warned.is_some_and(|w| w >= stalled + idle / 2));
+    assert!(m.members().is_empty() && t >= stalled + idle && t < stalled + idle * 2);
+}
