@@ -401,13 +401,14 @@ impl<R: Runtime> Driver<R> {
             let mut reads = READS_PER_TURN;
             if !paused && !c.held.is_empty() {
                 // What was held back counts as this turn's first read.
-                let held = std::mem::take(&mut c.held);
                 if c.closing.is_none() {
                     self.shared
                         .lock()
                         .machine
-                        .receive(id, &held, Instant::now());
+                        .receive(id, &c.held, Instant::now());
                 }
+                // Its buffer stays for the next pause (one read: at most 64 KiB).
+                c.held.clear();
                 reads -= 1;
             }
             let mut cx = Context::from_waker(&c.waker);
@@ -582,7 +583,7 @@ impl<R: Runtime> Driver<R> {
                 break;
             }
         }
-        for conn in std::mem::take(&mut self.dirty) {
+        for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.hand_over();
             }
@@ -773,8 +774,10 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
-/// Writes every queued frame, coalescing small ones, and reports progress. When its
-/// queue is closed it writes what is left, shuts the write side down, reports and ends.
+/// Writes every queued frame, coalescing small ones, and reports progress after every
+/// write (at most [`COALESCE`] bytes: a large frame is written in pieces), so that the
+/// machine sees a slow but steady reader progress (rule 11). When its queue is closed
+/// it writes what is left, shuts the write side down, reports and ends.
 async fn writer<R: Runtime>(
     conn: ConnId,
     mut write: R::Writer,
@@ -789,38 +792,46 @@ async fn writer<R: Runtime>(
                 Err(_) => break,
             }
         }
-        let total: usize = batch.iter().map(Bytes::len).sum();
-        let result = write_batch::<R>(&mut write, &batch, &mut buf).await;
+        let result = write_batch::<R>(conn, &mut write, &batch, &mut buf, &io).await;
         drop(batch);
         if result.is_err() {
             let _ = io.send(Io::WriteFailed(conn)).await;
             return;
         }
-        // The driver may be gone (shutting down): keep flushing regardless.
-        let _ = io.send(Io::Written(conn, total)).await;
     }
     let _ = write.close().await;
     let _ = io.send(Io::WriterDone(conn)).await;
 }
 
 async fn write_batch<R: Runtime>(
+    conn: ConnId,
     write: &mut R::Writer,
     batch: &[Bytes],
     buf: &mut Vec<u8>,
+    io: &async_channel::Sender<Io<R>>,
 ) -> io::Result<()> {
+    // The driver may be gone (shutting down): progress reports are best effort.
+    let written = |n: usize| async move {
+        let _ = io.send(Io::Written(conn, n)).await;
+    };
     for b in batch {
         if buf.len() + b.len() > COALESCE && !buf.is_empty() {
             write.write_all(buf).await?;
+            written(buf.len()).await;
             buf.clear();
         }
         if b.len() >= COALESCE {
-            write.write_all(b).await?;
+            for piece in b.chunks(COALESCE) {
+                write.write_all(piece).await?;
+                written(piece.len()).await;
+            }
         } else {
             buf.extend_from_slice(b);
         }
     }
     if !buf.is_empty() {
         write.write_all(buf).await?;
+        written(buf.len()).await;
         buf.clear();
     }
     write.flush().await
