@@ -89,10 +89,10 @@ pub enum PeerEvent {
         /// The new state (CBOR); decode it with [`netpeer_proto::decode_value`].
         state: Bytes,
     },
-    /// A member's send queue has been above the high-water mark for half of
-    /// `idle_timeout`: broadcasts wait for it (or fail with `Full`), and unless it
-    /// drains it is cut (`Left { reason: SlowConsumer }`) when the idle timeout has
-    /// passed.
+    /// A member's send queue is above the high-water mark and it has taken nothing for
+    /// half of `idle_timeout`: broadcasts wait for it (or fail with `Full`), and unless
+    /// it takes bytes again it is cut (`Left { reason: SlowConsumer }`) when the idle
+    /// timeout has passed.
     SlowMember {
         /// Its name.
         name: String,

@@ -298,10 +298,11 @@ impl<R: Runtime> Peer<R> {
     /// machine's reason it cannot be sent ([`SendError`]: too large for a frame, kind
     /// too long, ...). Under [`FlowControl::Wait`] (the default) it first waits while
     /// any member's send queue is above the high-water mark. That wait is bounded by
-    /// the machine: a member that stops reading is cut after at most `idle_timeout`
+    /// the machine: a member that takes nothing for `idle_timeout` is cut
     /// (`SlowConsumer` if it keeps sending, `TimedOut` if it froze), warned halfway with
     /// [`PeerEvent::SlowMember`](crate::PeerEvent::SlowMember); one frozen or hostile
-    /// member cannot stall the room for longer.
+    /// member cannot stall the room for longer. A member that reads slowly slows the
+    /// sender down to its pace (use [`FlowControl::Ignore`] if the room must not wait).
     ///
     /// # Cancel safety
     ///

@@ -35,12 +35,13 @@ use crate::{
 pub enum FlowControl {
     /// Wait until every target is below the mark (the default). The wait is bounded:
     /// a member that stops reading is cut by the machine (`SlowConsumer` once it has
-    /// been above the mark for `idle_timeout`, `TimedOut` if it went silent too), and a
-    /// waiting send then goes on without it.
+    /// taken nothing for `idle_timeout` while above the mark, `TimedOut` if it went
+    /// silent too), and a waiting send then goes on without it. A member that reads,
+    /// however slowly, is waited for: the room goes at the pace of its slowest reader.
     #[default]
     Wait,
-    /// Return [`SendError::Full`](netpeer_proto::SendError::Full) at once, naming the members above the mark; nothing
-    /// is sent (what `try_broadcast` always does).
+    /// Return [`SendError::Full`](netpeer_proto::SendError::Full) at once, naming the
+    /// members above the mark; nothing is sent (what `try_broadcast` always does).
     Fail,
     /// Never wait: queue regardless. A member whose queue crosses `max_send_queue` is
     /// cut as a slow consumer; the room never goes at the pace of its slowest reader.

@@ -215,7 +215,7 @@ impl<R: netpeer_driver::Runtime> netpeer_driver::Runtime for Lagging<R> {
     }
 }
 
-/// [`tokio`], and an [`Isolated`] current-thread tokio runtime.
+/// [`tokio()`], and an [`Isolated`] current-thread tokio runtime.
 pub fn tokio_isolated<F, Fut>(case: F)
 where
     F: FnOnce(Tokio, Isolated<Tokio>) -> Fut,
@@ -241,7 +241,7 @@ where
     });
 }
 
-/// [`smol`], and an [`Isolated`] async-executor run by one thread.
+/// [`smol()`], and an [`Isolated`] async-executor run by one thread.
 pub fn smol_isolated<F, Fut>(case: F)
 where
     F: FnOnce(Smol, Isolated<Smol>) -> Fut,
@@ -250,7 +250,7 @@ where
     with_isolated_executor(|isolated| smol(|rt| case(rt, isolated)));
 }
 
-/// [`async_std`], and an [`Isolated`] async-executor run by one thread (async-std's
+/// [`async_std()`], and an [`Isolated`] async-executor run by one thread (async-std's
 /// sockets and timers are async-io's, as the isolated runtime's are).
 pub fn async_std_isolated<F, Fut>(case: F)
 where
