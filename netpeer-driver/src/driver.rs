@@ -397,7 +397,8 @@ impl<R: Runtime> Driver<R> {
             };
             // Cleared before reading: a wake-up from now on lists it again.
             c.flag.listed.store(false, Ordering::Release);
-            let paused = self.paused;
+            // A closing connection's input is ignored anyway: never held back.
+            let paused = self.paused && c.closing.is_none();
             let mut reads = READS_PER_TURN;
             if !paused && !c.held.is_empty() {
                 // What was held back counts as this turn's first read.
@@ -701,6 +702,7 @@ impl<R: Runtime> Driver<R> {
 
     /// Leaves the room, flushes (for at most [`LINGER`]), stops every task.
     async fn shut_down(&mut self) {
+        self.paused = false;
         let reply = {
             let mut core = self.shared.lock();
             let reply = core.close();

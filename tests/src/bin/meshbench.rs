@@ -378,9 +378,16 @@ async fn join<R: Runtime>(rt: &R, p: &Peer<R>, contact: &Peer<R>) -> Result<(), 
 }
 
 /// Drops a room and lets its drivers wind down before the next row.
+/// Closes a room (every peer leaves, flushes and stops) before the next row.
 async fn teardown<R: Runtime>(rt: &R, peers: Vec<Peer<R>>) {
-    drop(peers);
-    sleep(rt, Duration::from_millis(300)).await;
+    for p in &peers {
+        if within(rt, Duration::from_secs(10), "close", p.close())
+            .await
+            .is_err()
+        {
+            eprintln!("meshbench: {} did not close within 10 s", p.name());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------- join
