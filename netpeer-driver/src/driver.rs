@@ -1,214 +1,236 @@
-//! The driver: one task owns the [`PeerMachine`]; per connection, a reader task feeds it
-//! bytes and a writer task coalesces its frames into few writes. No protocol rule lives
-//! here: every decision is the machine's.
+//! The driver: one task per peer carries out what the machine asks for. It reads every
+//! socket itself, so what already arrived reaches the machine before any timer fires;
+//! per connection a writer task coalesces frames into few writes. No protocol rule
+//! lives here: every decision is the machine's.
+//!
+//! One turn of the driver, after any wake-up (a command queued output, a socket became
+//! readable, a writer reported, a timer expired):
+//!
+//! 1. **input**: every connection whose socket was signalled readable is read (at most
+//!    [`READS_PER_TURN`] reads each); when the machine's timer has expired, *every*
+//!    connection is read first, so that a process resumed after a stall hands the
+//!    machine its peers' heartbeats before the idle timer judges them;
+//! 2. socket events (accepted, connected, written, failed), at most [`BATCH`];
+//! 3. the machine's timers, if due; a timer found more than [`STALL`] late (the process
+//!    or its runtime was stalled) waits [`SETTLE`] more, for the reactor to report
+//!    every socket that became readable meanwhile, and step 1 runs again first;
+//! 4. the machine's outputs, drained and routed: frames to the writers, dials, closes,
+//!    events to every subscription at once, then join and leave answers;
+//! 5. waiting sends are told to check again (flow control).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use netpeer_proto::{ConnId, ConnectFailure, Event, Output, PeerMachine};
+use event_listener::Event as Notify;
+use futures_io::AsyncRead;
+use futures_lite::{AsyncWriteExt, future};
+use netpeer_proto::{ConnId, ConnectFailure, Output};
 use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 
 use crate::{
-    events::{Entered, EventSink, PeerEvent},
-    peer::JoinError,
+    error::JoinError,
+    events::PeerEvent,
     runtime::{Runtime, Task},
+    shared::{Shared, peer_event},
 };
 
-/// Inputs a driver handles before it drains the machine's outputs (bounded work per
-/// wake-up: the handles and the sockets are served in turn).
+/// Socket events handled per turn (bounded work per wake-up).
 const BATCH: usize = 256;
-/// Socket events waiting for the driver; readers wait when it is full (backpressure).
-/// (Bounded channels allocate every slot up front: this is memory per peer.)
+/// Socket events waiting for the driver; their tasks wait when it is full.
 const IO_QUEUE: usize = 128;
-/// Commands from the handles waiting for the driver; `broadcast` and the other commands
-/// wait when it is full. One wake-up of the driver takes up to [`BATCH`] of them.
-pub(crate) const COMMAND_QUEUE: usize = 256;
-/// Largest read buffer: bytes read per `read` call at most.
+/// The driver's one read buffer (every connection is read into it in turn).
 const READ_BUF: usize = 64 * 1024;
-/// First read buffer of a connection: it doubles (up to [`READ_BUF`]) while reads fill
-/// it, so an idle connection holds 2 KiB, not 64 KiB.
-const READ_BUF_MIN: usize = 2 * 1024;
-/// Read buffers handed back by the driver for reuse, per connection.
-const READ_BUF_SPARE: usize = 2;
+/// Reads per connection per turn; a connection with more to read is read again next
+/// turn, after the others.
+pub(crate) const READS_PER_TURN: usize = 4;
+/// Outputs taken (and routed) per hold of the machine's lock (commands get their turn).
+const OUTPUTS_PER_LOCK: usize = 1024;
 /// Frames smaller than this are copied into one buffer and written with one call.
 const COALESCE: usize = 64 * 1024;
 /// How long a closing connection may take to flush before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// State the handles read without asking the driver.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) members: Mutex<Vec<String>>,
-    pub(crate) state: Mutex<Bytes>,
-}
-
-/// What a [`Peer`](crate::Peer) handle asks of its driver.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Join {
-        addr: SocketAddr,
-        reply: async_channel::Sender<Result<Entered, JoinError>>,
-    },
-    Broadcast {
-        kind: String,
-        payload: Bytes,
-    },
-    SendTo {
-        to: String,
-        kind: String,
-        payload: Bytes,
-    },
-    SetState {
-        state: Bytes,
-    },
-    Leave {
-        reply: async_channel::Sender<()>,
-    },
-}
+/// A timer found later than this after its deadline means the driver was stalled.
+const STALL: Duration = Duration::from_millis(20);
+/// After a stall, the timers wait this long for the reactor's report of what arrived.
+const SETTLE: Duration = Duration::from_millis(1);
+/// How long a flushed connection keeps being read (and its data ignored), so that what
+/// the other side still sends does not turn our FIN into a reset.
+const GRACE: Duration = Duration::from_millis(200);
 
 /// What the socket tasks report.
 enum Io<R: Runtime> {
     Accepted(R::Stream, SocketAddr),
     Connected(ConnId, io::Result<R::Stream>),
-    /// `n` bytes read into the buffer (handed back through `Conn::spare` once used).
-    Read(ConnId, Vec<u8>, usize),
-    Eof(ConnId),
     Written(ConnId, usize),
     WriteFailed(ConnId),
+    /// The writer flushed everything and shut the write side down.
+    WriterDone(ConnId),
+}
+
+/// The waker handed to a connection's reader: it lists the connection as readable.
+struct ReadWaker {
+    conn: ConnId,
+    /// Listed and not read since.
+    listed: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl ReadWaker {
+    fn list(&self) {
+        if !self.listed.swap(true, Ordering::AcqRel) {
+            self.shared.signal.ready(self.conn);
+        }
+    }
+}
+
+impl Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.list();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.list();
+    }
 }
 
 struct Conn<R: Runtime> {
-    /// The writer's queue: one batch of frames per driver wake-up.
-    tx: async_channel::Sender<Vec<Bytes>>,
-    /// Frames routed during this wake-up, not yet handed to the writer.
+    reader: R::Reader,
+    flag: Arc<ReadWaker>,
+    waker: Waker,
+    /// The writer's queue: one batch of frames per turn. `None` once closing.
+    tx: Option<async_channel::Sender<Vec<Bytes>>>,
+    /// Frames routed during this turn, not yet handed to the writer.
     pending: Vec<Bytes>,
-    /// Read buffers back to the reader.
-    spare: async_channel::Sender<Vec<u8>>,
-    reader: R::Task,
     writer: R::Task,
-    /// Closed (never sent to) when the writer task ends.
-    done: async_channel::Receiver<()>,
+    /// The machine has closed it; it is flushing.
+    closing: Option<Closing>,
+    /// Bytes read while input is paused (backpressure), for the machine once it
+    /// resumes; while any are held the socket is not read.
+    held: Vec<u8>,
+    /// When the held bytes were read.
+    held_at: Instant,
 }
 
-enum Wake<R: Runtime> {
-    Cmd(Option<Command>),
-    Io(Io<R>),
-    Timer,
+struct Closing {
+    flushed: bool,
+    /// Dropped at the latest then.
+    deadline: Instant,
+}
+
+impl<R: Runtime> Conn<R> {
+    /// Hands the frames routed so far to the writer.
+    fn hand_over(&mut self) {
+        if let Some(tx) = &self.tx {
+            if !self.pending.is_empty() {
+                // Unbounded channel: the machine bounds it (max_send_queue).
+                let _ = tx.try_send(std::mem::take(&mut self.pending));
+            }
+        }
+    }
+}
+
+/// A `leave` waiting for the connections it closed to flush.
+struct LeaveWait {
+    conns: HashSet<ConnId>,
+    deadline: Instant,
+    reply: async_channel::Sender<()>,
+}
+
+/// Tasks spawned by the driver that have not ended yet.
+#[derive(Default)]
+struct Tasks {
+    alive: AtomicUsize,
+    ended: Notify,
+}
+
+struct TaskGuard(Arc<Tasks>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify(usize::MAX);
+    }
+}
+
+/// Whatever way the driver ends (done, or dropped with its runtime), the handles learn
+/// of it.
+struct FinishOnDrop(Arc<Shared>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Driver<R: Runtime> {
     rt: R,
-    machine: PeerMachine,
+    shared: Arc<Shared>,
     io_tx: async_channel::Sender<Io<R>>,
+    io_rx: async_channel::Receiver<Io<R>>,
     conns: HashMap<ConnId, Conn<R>>,
     connecting: HashMap<ConnId, R::Task>,
-    sink: EventSink,
-    shared: Arc<Shared>,
-    join_reply: Option<async_channel::Sender<Result<Entered, JoinError>>>,
-    /// `done` of connections closed (flushing) since the last loop turn.
-    closing: Vec<async_channel::Receiver<()>>,
+    accept: Option<R::Task>,
+    tasks: Arc<Tasks>,
+    buf: Vec<u8>,
     /// Connections with `pending` frames.
     dirty: Vec<ConnId>,
+    /// Connections to read this turn.
+    to_read: Vec<ConnId>,
+    /// Events of this turn, for every subscription.
+    events: Vec<PeerEvent>,
+    leaves: Vec<LeaveWait>,
+    timer: Option<(Instant, Sleep)>,
+    /// A full subscription holds input back ([`Overflow::Backpressure`](crate::Overflow)).
+    paused: bool,
+    /// After a stall: the machine's timers wait until then (one more reactor turn).
+    settle: Option<Instant>,
 }
 
-/// Runs one peer until every handle is dropped, then leaves the room gracefully.
-pub(crate) async fn run<R: Runtime>(
-    rt: R,
-    machine: PeerMachine,
-    listener: R::Listener,
-    cmds: async_channel::Receiver<Command>,
-    sink: EventSink,
-    shared: Arc<Shared>,
-) {
-    let span = info_span!("peer", name = %machine.name());
+/// Runs one peer until [`Shared::request_shutdown`] (`close`, or the last handle
+/// dropped), then leaves the room, flushes, and stops every task it started.
+pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Listener) {
+    let _finish = FinishOnDrop(shared.clone());
+    let name = shared.lock().machine.name().to_owned();
     async move {
         let (io_tx, io_rx) = async_channel::bounded(IO_QUEUE);
-        let accept = rt.spawn(accept_loop(rt.clone(), listener, io_tx.clone()));
         let mut d = Driver {
             rt: rt.clone(),
-            machine,
-            io_tx,
+            shared,
+            io_tx: io_tx.clone(),
+            io_rx,
             conns: HashMap::new(),
             connecting: HashMap::new(),
-            sink,
-            shared,
-            join_reply: None,
-            closing: Vec::new(),
+            accept: None,
+            tasks: Arc::default(),
+            buf: vec![0; READ_BUF],
             dirty: Vec::new(),
+            to_read: Vec::new(),
+            events: Vec::new(),
+            leaves: Vec::new(),
+            timer: None,
+            paused: false,
+            settle: None,
         };
-        let mut timer: Option<(Instant, Sleep)> = None;
-        loop {
-            let deadline = d.machine.poll_timeout();
-            if timer.as_ref().map(|(t, _)| Some(*t)) != Some(deadline) {
-                timer = deadline.map(|t| {
-                    let rt = rt.clone();
-                    (t, Box::pin(async move { rt.sleep_until(t).await }) as Sleep)
-                });
-            }
-            let wake = {
-                let cmd = async { Wake::Cmd(cmds.recv().await.ok()) };
-                let io = async {
-                    match io_rx.recv().await {
-                        Ok(io) => Wake::Io(io),
-                        Err(_) => future::pending().await,
-                    }
-                };
-                let sleep = async {
-                    match timer.as_mut() {
-                        Some((_, sleep)) => {
-                            sleep.await;
-                            Wake::Timer
-                        }
-                        None => future::pending().await,
-                    }
-                };
-                future::or(cmd, future::or(io, sleep)).await
-            };
-            match wake {
-                Wake::Cmd(None) => break,
-                Wake::Cmd(Some(cmd)) => d.command(cmd),
-                Wake::Io(io) => d.io(io),
-                Wake::Timer => {
-                    timer = None;
-                    d.machine.handle_timeout(Instant::now());
-                }
-            }
-            // Serve whatever else is ready, bounded, then route the outputs once.
-            for _ in 0..BATCH {
-                match io_rx.try_recv() {
-                    Ok(io) => d.io(io),
-                    Err(_) => break,
-                }
-            }
-            for _ in 0..BATCH {
-                match cmds.try_recv() {
-                    Ok(cmd) => d.command(cmd),
-                    Err(_) => break,
-                }
-            }
-            d.route();
-            d.closing.clear();
-        }
-        debug!("every handle dropped: leaving the room");
-        d.machine.leave(Instant::now());
-        d.route();
-        accept.abort();
-        for (_, task) in d.connecting.drain() {
-            task.abort();
-        }
+        d.accept = Some(d.spawn(accept_loop(rt, listener, io_tx)));
+        d.serve().await;
+        debug!("closing: leaving the room");
+        d.shut_down().await;
     }
-    .instrument(span)
+    .instrument(info_span!("peer", %name))
     .await
 }
 
@@ -231,53 +253,217 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::Listener, io: async_channel
 }
 
 impl<R: Runtime> Driver<R> {
-    fn command(&mut self, cmd: Command) {
-        let now = Instant::now();
-        match cmd {
-            Command::Join { addr, reply } => match self.machine.join(addr, now) {
-                Ok(()) => self.join_reply = Some(reply),
-                Err(_) => {
-                    let _ = reply.try_send(Err(JoinError::AlreadyJoining));
-                }
-            },
-            Command::Broadcast { kind, payload } => {
-                if let Err(e) = self.machine.broadcast(&kind, payload, now) {
-                    warn!(error = %e, "broadcast refused");
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) -> R::Task {
+        self.tasks.alive.fetch_add(1, Ordering::AcqRel);
+        let guard = TaskGuard(self.tasks.clone());
+        self.rt.spawn(async move {
+            let _guard = guard;
+            fut.await;
+        })
+    }
+
+    async fn serve(&mut self) {
+        while !self.shared.shutdown_requested() {
+            let timer = self.shared.lock().machine.poll_timeout();
+            // Settling after a stall, the driver waits for the reactor, not the timer.
+            let wake_at = self.settle.or(timer);
+            self.wait(self.deadline(wake_at)).await;
+            let now = Instant::now();
+            let due = timer.is_some_and(|t| t <= now);
+            let paused = self.shared.subscribers.must_pause();
+            if self.paused && !paused {
+                // Resumed: what was held back first, and every socket read again.
+                for c in self.conns.values() {
+                    c.flag.list();
                 }
             }
-            Command::SendTo { to, kind, payload } => {
-                if let Err(e) = self.machine.send_to(&to, &kind, payload, now) {
-                    debug!(error = %e, "send_to refused");
-                }
-            }
-            Command::SetState { state } => {
-                if let Err(e) = self.machine.set_state(state, now) {
-                    warn!(error = %e, "set_state refused");
-                }
-            }
-            Command::Leave { reply } => {
-                self.machine.leave(now);
-                self.route();
-                // Leaving empties the view without a Left per member.
-                *self.shared.members.lock().expect("not poisoned") = self.machine.members();
-                // The closed connections flush on their own; answer once they are done.
-                let waits = std::mem::take(&mut self.closing);
-                let rt = self.rt.clone();
-                self.rt
-                    .spawn(async move {
-                        let deadline = Instant::now() + LINGER;
-                        for done in waits {
-                            future::or(
-                                async {
-                                    let _ = done.recv().await;
-                                },
-                                rt.sleep_until(deadline),
-                            )
-                            .await;
+            self.paused = paused;
+            self.read_input(due);
+            self.drain_io();
+            if due {
+                let late = timer.is_some_and(|t| now.saturating_duration_since(t) > STALL);
+                match self.settle {
+                    // Found this late, the timer says the process (or its runtime) was
+                    // stalled: let the reactor report what arrived meanwhile (a runtime
+                    // may learn of it only at its next poll: tokio's, after a SIGSTOP,
+                    // wakes from an interrupted epoll_wait with no events) and read it
+                    // before any timer judges a connection.
+                    None if late => self.settle = Some(now + SETTLE),
+                    Some(until) if now < until => {}
+                    _ => {
+                        self.settle = None;
+                        let mut core = self.shared.lock();
+                        for (id, c) in &self.conns {
+                            if !c.held.is_empty() {
+                                core.machine.input_waiting(*id, c.held_at);
+                            }
                         }
-                        let _ = reply.send(()).await;
-                    })
-                    .detach();
+                        core.machine.handle_timeout(Instant::now());
+                    }
+                }
+            } else {
+                self.settle = None;
+            }
+            self.route();
+            self.linger(Instant::now());
+            self.shared.progress.notify(usize::MAX);
+        }
+    }
+
+    /// The earliest of the machine's timer, a closing connection's deadline and a
+    /// waiting leave's.
+    fn deadline(&self, machine: Option<Instant>) -> Option<Instant> {
+        let closing = self
+            .conns
+            .values()
+            .filter_map(|c| c.closing.as_ref().map(|c| c.deadline));
+        let leaves = self.leaves.iter().map(|l| l.deadline);
+        machine.into_iter().chain(closing).chain(leaves).min()
+    }
+
+    /// Until a command, a socket, a writer or the deadline wants the driver.
+    async fn wait(&mut self, deadline: Option<Instant>) {
+        if self.timer.as_ref().map(|(t, _)| *t) != deadline {
+            self.timer = deadline.map(|t| {
+                let rt = self.rt.clone();
+                (t, Box::pin(async move { rt.sleep_until(t).await }) as Sleep)
+            });
+        }
+        enum Woke<R: Runtime> {
+            Signal,
+            Io(Io<R>),
+            Timer,
+        }
+        let woke = {
+            let shared = &self.shared;
+            let io_rx = &self.io_rx;
+            let timer = &mut self.timer;
+            let signal = async {
+                future::poll_fn(|cx| shared.signal.poll(cx)).await;
+                Woke::Signal
+            };
+            let io = async {
+                match io_rx.recv().await {
+                    Ok(io) => Woke::Io(io),
+                    Err(_) => future::pending().await,
+                }
+            };
+            let sleep = async {
+                match timer.as_mut() {
+                    Some((_, sleep)) => {
+                        sleep.await;
+                        Woke::Timer
+                    }
+                    None => future::pending().await,
+                }
+            };
+            future::or(signal, future::or(io, sleep)).await
+        };
+        match woke {
+            Woke::Signal => {}
+            Woke::Io(io) => self.io(io),
+            // A finished sleep is never polled again.
+            Woke::Timer => self.timer = None,
+        }
+    }
+
+    /// Step 1 of a turn: the connections signalled readable, or all of them. While input
+    /// is paused, one read per connection is held back (so the machine knows it is not
+    /// silent) and nothing reaches the machine.
+    fn read_input(&mut self, all: bool) {
+        let mut ids = std::mem::take(&mut self.to_read);
+        self.shared.signal.take_ready(&mut ids);
+        if all {
+            ids.extend(self.conns.keys().copied());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for &id in &ids {
+            self.read_conn(id);
+        }
+        ids.clear();
+        self.to_read = ids;
+    }
+
+    fn read_conn(&mut self, id: ConnId) {
+        enum Outcome {
+            Pending,
+            More,
+            Closed { closing: bool },
+        }
+        let outcome = {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            // Cleared before reading: a wake-up from now on lists it again.
+            c.flag.listed.store(false, Ordering::Release);
+            // A closing connection's input is ignored anyway: never held back.
+            let paused = self.paused && c.closing.is_none();
+            let mut reads = READS_PER_TURN;
+            if !paused && !c.held.is_empty() {
+                // What was held back counts as this turn's first read.
+                if c.closing.is_none() {
+                    self.shared
+                        .lock()
+                        .machine
+                        .receive(id, &c.held, Instant::now());
+                }
+                // Its buffer stays for the next pause (one read: at most 64 KiB).
+                c.held.clear();
+                reads -= 1;
+            }
+            let mut cx = Context::from_waker(&c.waker);
+            let mut outcome = Outcome::More;
+            for _ in 0..reads {
+                if paused && !c.held.is_empty() {
+                    // Not polled: read again (and listed) when input resumes.
+                    outcome = Outcome::Pending;
+                    break;
+                }
+                match Pin::new(&mut c.reader).poll_read(&mut cx, &mut self.buf) {
+                    Poll::Pending => {
+                        outcome = Outcome::Pending;
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        // A closing connection's input is read and ignored.
+                        if c.closing.is_some() {
+                        } else if paused {
+                            c.held.extend_from_slice(&self.buf[..n]);
+                            c.held_at = Instant::now();
+                        } else {
+                            let now = Instant::now();
+                            self.shared.lock().machine.receive(id, &self.buf[..n], now);
+                        }
+                    }
+                    Poll::Ready(_) => {
+                        outcome = Outcome::Closed {
+                            closing: c.closing.is_some(),
+                        };
+                        break;
+                    }
+                }
+            }
+            if matches!(outcome, Outcome::More) {
+                // More may be waiting: read it next turn, after the others.
+                c.flag.list();
+            }
+            outcome
+        };
+        if let Outcome::Closed { closing } = outcome {
+            self.drop_conn(id);
+            if !closing {
+                self.shared.lock().machine.closed(id, Instant::now());
+            }
+        }
+    }
+
+    /// Step 2 of a turn.
+    fn drain_io(&mut self) {
+        for _ in 0..BATCH {
+            match self.io_rx.try_recv() {
+                Ok(io) => self.io(io),
+                Err(_) => break,
             }
         }
     }
@@ -285,10 +471,13 @@ impl<R: Runtime> Driver<R> {
     fn io(&mut self, io: Io<R>) {
         let now = Instant::now();
         match io {
-            Io::Accepted(stream, addr) => match self.machine.accept(addr, now) {
-                Ok(conn) => self.start(conn, stream),
-                Err(e) => debug!(%addr, error = %e, "connection refused"),
-            },
+            Io::Accepted(stream, addr) => {
+                let accepted = self.shared.lock().machine.accept(addr, now);
+                match accepted {
+                    Ok(conn) => self.start(conn, stream),
+                    Err(e) => debug!(%addr, error = %e, "connection refused"),
+                }
+            }
             Io::Connected(conn, result) => {
                 let Some(task) = self.connecting.remove(&conn) else {
                     return; // the machine gave up on it meanwhile
@@ -297,257 +486,300 @@ impl<R: Runtime> Driver<R> {
                 match result {
                     Ok(stream) => {
                         self.start(conn, stream);
-                        self.machine.connected(conn, now);
+                        self.shared.lock().machine.connected(conn, now);
                     }
-                    Err(e) => self.machine.connect_failed(conn, connect_failure(&e), now),
-                }
-            }
-            Io::Read(conn, buf, n) => {
-                self.machine.receive(conn, &buf[..n], now);
-                // Only grown buffers are worth keeping: an idle connection holds one.
-                if buf.len() > READ_BUF_MIN {
-                    if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.spare.try_send(buf);
+                    Err(e) => {
+                        let failure = connect_failure(&e);
+                        self.shared
+                            .lock()
+                            .machine
+                            .connect_failed(conn, failure, now);
                     }
                 }
             }
-            Io::Eof(conn) | Io::WriteFailed(conn) => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    c.reader.abort();
-                    c.writer.abort();
-                    self.machine.closed(conn, now);
+            Io::Written(conn, n) => self.shared.lock().machine.transmitted(conn, n),
+            Io::WriteFailed(conn) => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let closing = c.closing.is_some();
+                    self.drop_conn(conn);
+                    if !closing {
+                        self.shared.lock().machine.closed(conn, now);
+                    }
                 }
             }
-            Io::Written(conn, n) => self.machine.transmitted(conn, n),
+            Io::WriterDone(conn) => {
+                if let Some(closing) = self.conns.get_mut(&conn).and_then(|c| c.closing.as_mut()) {
+                    closing.flushed = true;
+                    closing.deadline = closing.deadline.min(now + GRACE);
+                }
+            }
         }
     }
 
-    /// Starts the reader and writer tasks of a connected socket.
+    /// A connected socket: the driver reads it, a writer task writes it.
     fn start(&mut self, conn: ConnId, stream: R::Stream) {
-        let (read, write) = R::split(stream);
+        let (reader, write) = R::split(stream);
         let (tx, rx) = async_channel::unbounded();
-        let (done_tx, done) = async_channel::bounded::<()>(1);
-        let (spare, spare_rx) = async_channel::bounded(READ_BUF_SPARE);
-        let span = debug_span!("conn", %conn);
-        let reader = self
-            .rt
-            .spawn(reader::<R>(conn, read, self.io_tx.clone(), spare_rx).instrument(span.clone()));
         let io = self.io_tx.clone();
-        let writer = self.rt.spawn(
-            async move {
-                writer::<R>(conn, write, rx, io).await;
-                drop(done_tx);
-            }
-            .instrument(span),
-        );
+        let writer =
+            self.spawn(writer::<R>(conn, write, rx, io).instrument(debug_span!("conn", %conn)));
+        let flag = Arc::new(ReadWaker {
+            conn,
+            listed: AtomicBool::new(false),
+            shared: self.shared.clone(),
+        });
+        // Read at the next turn: that registers the waker with the reactor.
+        flag.list();
+        let waker = Waker::from(flag.clone());
         self.conns.insert(
             conn,
             Conn {
-                tx,
-                pending: Vec::new(),
-                spare,
                 reader,
+                flag,
+                waker,
+                tx: Some(tx),
+                pending: Vec::new(),
                 writer,
-                done,
+                closing: None,
+                held: Vec::new(),
+                held_at: Instant::now(),
             },
         );
     }
 
-    /// Carries out everything the machine asked for, then hands each writer its frames
-    /// and the application its events, one batch each.
+    /// Step 4 of a turn: carries out everything the machine asked for, then hands each
+    /// writer its frames and every subscription its events, one batch each.
     fn route(&mut self) {
-        while let Some(output) = self.machine.poll_output() {
-            match output {
-                Output::Send { conn, bytes } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        if c.pending.is_empty() {
-                            self.dirty.push(conn);
+        let mut replies = Vec::new();
+        let mut leaves = Vec::new();
+        // Routing takes no lock of its own: it is done as the outputs are taken.
+        let shared = self.shared.clone();
+        loop {
+            let mut core = shared.lock();
+            let mut drained = false;
+            for _ in 0..OUTPUTS_PER_LOCK {
+                match core.machine.poll_output() {
+                    Some(Output::Deliver(message)) => {
+                        self.events.push(PeerEvent::Message(message));
+                    }
+                    Some(Output::Notify(event)) => {
+                        if let Some(event) = peer_event(event) {
+                            // The outcome is taken with the event, under the lock a
+                            // cancelled join takes: exactly one of them has it.
+                            replies.extend(core.join_outcome(&event));
+                            self.events.push(event);
                         }
-                        c.pending.push(bytes);
+                    }
+                    Some(other) => self.output(other),
+                    None => {
+                        // Everything a `leave` closed has been taken out.
+                        leaves.append(&mut core.leaves);
+                        drained = true;
+                        break;
                     }
                 }
-                Output::Connect { conn, addr } => {
-                    let rt = self.rt.clone();
-                    let io = self.io_tx.clone();
-                    let task = self.rt.spawn(
-                        async move {
-                            let result = rt.connect(addr).await;
-                            let _ = io.send(Io::Connected(conn, result)).await;
-                        }
-                        .instrument(debug_span!("connect", %conn, %addr)),
-                    );
-                    self.connecting.insert(conn, task);
-                }
-                Output::Close { conn, reason } => {
-                    trace!(%conn, ?reason, "close");
-                    self.close(conn, reason.flush());
-                }
-                Output::Deliver(message) => self.sink.push(PeerEvent::Message(message)),
-                Output::Notify(event) => self.notify(event),
+            }
+            drop(core);
+            if drained {
+                break;
             }
         }
-        for conn in std::mem::take(&mut self.dirty) {
+        for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.hand_over();
             }
         }
-        self.sink.flush();
+        // Events reach the subscriptions before a join's caller is answered.
+        self.shared.subscribers.publish(&mut self.events);
+        for (reply, result) in replies {
+            let _ = reply.try_send(result);
+        }
+        if !leaves.is_empty() {
+            let conns: HashSet<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.closing.as_ref().is_some_and(|c| !c.flushed))
+                .map(|(id, _)| *id)
+                .collect();
+            let deadline = Instant::now() + LINGER;
+            for reply in leaves {
+                self.leaves.push(LeaveWait {
+                    conns: conns.clone(),
+                    deadline,
+                    reply,
+                });
+            }
+        }
+    }
+
+    fn output(&mut self, output: Output) {
+        match output {
+            Output::Send { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.pending.is_empty() {
+                        self.dirty.push(conn);
+                    }
+                    c.pending.push(bytes);
+                }
+            }
+            Output::Connect { conn, addr } => {
+                let rt = self.rt.clone();
+                let io = self.io_tx.clone();
+                let task = self.spawn(
+                    async move {
+                        let result = rt.connect(addr).await;
+                        let _ = io.send(Io::Connected(conn, result)).await;
+                    }
+                    .instrument(debug_span!("connect", %conn, %addr)),
+                );
+                self.connecting.insert(conn, task);
+            }
+            Output::Close { conn, reason } => {
+                trace!(%conn, ?reason, "close");
+                self.close(conn, reason.flush());
+            }
+            // Taken out while draining.
+            Output::Deliver(_) | Output::Notify(_) => {}
+        }
     }
 
     fn close(&mut self, conn: ConnId, flush: bool) {
         if let Some(task) = self.connecting.remove(&conn) {
             task.abort();
         }
-        let Some(mut c) = self.conns.remove(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.closing.is_some() {
+            return;
+        }
         if !flush {
-            c.reader.abort();
-            c.writer.abort();
+            self.drop_conn(conn);
             return;
         }
-        // The writer drains its queue, shuts the write side down and ends; the reader
-        // keeps reading (and the machine ignores it) so unread data does not turn our
-        // FIN into a reset. Both are dropped at the latest after LINGER.
+        // The writer drains its queue, shuts the write side down and ends; the socket
+        // keeps being read (and ignored) until then.
         c.hand_over();
-        drop(c.tx);
-        self.closing.push(c.done.clone());
-        let rt = self.rt.clone();
-        let (reader, writer, done) = (c.reader, c.writer, c.done);
-        self.rt
-            .spawn(async move {
-                let deadline = Instant::now() + LINGER;
-                future::or(
-                    async {
-                        let _ = done.recv().await;
-                        rt.sleep_until(Instant::now() + Duration::from_millis(200))
-                            .await;
-                    },
-                    rt.sleep_until(deadline),
-                )
-                .await;
-                reader.abort();
-                writer.abort();
-            })
-            .detach();
+        c.tx = None;
+        c.closing = Some(Closing {
+            flushed: false,
+            deadline: Instant::now() + LINGER,
+        });
     }
 
-    fn notify(&mut self, event: Event) {
-        if matches!(
-            event,
-            Event::Entered { .. }
-                | Event::Joined { .. }
-                | Event::Left { .. }
-                | Event::Rejected { .. }
-        ) {
-            // The snapshot is current before the application hears of the change.
-            *self.shared.members.lock().expect("not poisoned") = self.machine.members();
+    fn drop_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            c.writer.abort();
         }
-        let event = match event {
-            Event::Entered {
-                state,
-                members,
-                failed,
-            } => {
-                *self.shared.state.lock().expect("not poisoned") = state.clone();
-                let entered = Entered {
-                    state,
-                    members,
-                    failed,
-                };
-                // The event is queued before the join's caller is answered.
-                self.sink.push(PeerEvent::Entered(entered.clone()));
-                self.reply_join(Ok(entered));
-                return;
+    }
+
+    /// Closing connections that flushed (and had their grace) or ran out of time are
+    /// dropped; leaves whose connections are done are answered.
+    fn linger(&mut self, now: Instant) {
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.as_ref().is_some_and(|c| now >= c.deadline))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.drop_conn(id);
+        }
+        let conns = &self.conns;
+        self.leaves.retain_mut(|l| {
+            l.conns.retain(|id| {
+                conns
+                    .get(id)
+                    .is_some_and(|c| c.closing.as_ref().is_some_and(|c| !c.flushed))
+            });
+            if l.conns.is_empty() || now >= l.deadline {
+                let _ = l.reply.try_send(());
+                return false;
             }
-            Event::Joined { name } => PeerEvent::Joined { name },
-            Event::Left { name, reason } => PeerEvent::Left { name, reason },
-            Event::Rejected { reason } => {
-                self.sink.push(PeerEvent::Rejected {
-                    reason: reason.clone(),
-                });
-                self.reply_join(Err(reason.into()));
-                return;
-            }
-            Event::ConnectFailed { addr, error } => {
-                let error = error.to_string();
-                self.sink.push(PeerEvent::JoinFailed {
-                    error: format!("could not reach {addr}: {error}"),
-                });
-                self.reply_join(Err(JoinError::Unreachable { addr, error }));
-                return;
-            }
-            Event::JoinTimedOut { addr } => {
-                self.sink.push(PeerEvent::JoinFailed {
-                    error: format!("no welcome from {addr} in time (handshake or join timeout)"),
-                });
-                self.reply_join(Err(JoinError::Timeout { addr }));
-                return;
-            }
-            Event::StateChanged { state } => {
-                *self.shared.state.lock().expect("not poisoned") = state.clone();
-                PeerEvent::StateChanged { state }
-            }
-            other => {
-                debug!(?other, "unhandled event");
-                return;
-            }
+            true
+        });
+    }
+
+    /// Leaves the room, flushes (for at most [`LINGER`]), stops every task.
+    async fn shut_down(&mut self) {
+        self.paused = false;
+        let reply = {
+            let mut core = self.shared.lock();
+            let reply = core.close();
+            core.machine.leave(Instant::now());
+            reply
         };
-        self.sink.push(event);
-    }
-
-    fn reply_join(&mut self, result: Result<Entered, JoinError>) {
-        // Events queued so far (`Entered` among them) reach the application first.
-        self.sink.flush();
-        if let Some(reply) = self.join_reply.take() {
-            let _ = reply.try_send(result);
+        if let Some(reply) = reply {
+            let _ = reply.try_send(Err(JoinError::Closed));
         }
-    }
-}
-
-impl<R: Runtime> Conn<R> {
-    /// Hands the frames routed so far to the writer.
-    fn hand_over(&mut self) {
-        if !self.pending.is_empty() {
-            // Unbounded channel: the machine bounds it (max_send_queue).
-            let _ = self.tx.try_send(std::mem::take(&mut self.pending));
+        self.route();
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
         }
-    }
-}
-
-/// Reads into buffers the driver hands back (no copy, no allocation per read). A buffer
-/// starts at [`READ_BUF_MIN`] and doubles while reads fill it, up to [`READ_BUF`].
-async fn reader<R: Runtime>(
-    conn: ConnId,
-    mut read: R::Reader,
-    io: async_channel::Sender<Io<R>>,
-    spare: async_channel::Receiver<Vec<u8>>,
-) {
-    let mut size = READ_BUF_MIN;
-    loop {
-        let mut buf = match spare.try_recv() {
-            Ok(buf) if buf.len() == size => buf,
-            _ => vec![0u8; size],
-        };
-        match read.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = io.send(Io::Eof(conn)).await;
-                return;
+        for (_, task) in self.connecting.drain() {
+            task.abort();
+        }
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.close(id, true);
+        }
+        self.shared.progress.notify(usize::MAX);
+        let deadline = Instant::now() + LINGER;
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            let next = self.deadline(Some(deadline));
+            self.wait(next).await;
+            self.read_input(false);
+            self.drain_io();
+            self.linger(Instant::now());
+        }
+        for id in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.drop_conn(id);
+        }
+        for l in self.leaves.drain(..) {
+            let _ = l.reply.try_send(());
+        }
+        for reply in std::mem::take(&mut self.shared.lock().leaves) {
+            let _ = reply.try_send(());
+        }
+        // Every task it spawned has ended (the listener is dropped with its task).
+        let deadline = Instant::now() + LINGER;
+        while self.tasks.alive.load(Ordering::Acquire) > 0 {
+            let ended = self.tasks.ended.listen();
+            if self.tasks.alive.load(Ordering::Acquire) == 0 {
+                break;
             }
-            Ok(n) => {
-                if n == size && size < READ_BUF {
-                    size *= 2;
-                }
-                if io.send(Io::Read(conn, buf, n)).await.is_err() {
-                    return;
-                }
+            let timed_out = future::or(
+                async {
+                    ended.await;
+                    false
+                },
+                async {
+                    self.rt.sleep_until(deadline).await;
+                    true
+                },
+            )
+            .await;
+            if timed_out {
+                warn!(
+                    tasks = self.tasks.alive.load(Ordering::Acquire),
+                    "tasks still running after close"
+                );
+                break;
             }
         }
+        debug!("closed");
     }
 }
 
-/// Writes every queued frame, coalescing small ones, and reports progress. When its
-/// queue is closed it writes what is left, shuts the write side down and ends.
+/// Writes every queued frame, coalescing small ones, and reports progress after every
+/// write (at most [`COALESCE`] bytes: a large frame is written in pieces), so that the
+/// machine sees a slow but steady reader progress (rule 11). When its queue is closed
+/// it writes what is left, shuts the write side down, reports and ends.
 async fn writer<R: Runtime>(
     conn: ConnId,
     mut write: R::Writer,
@@ -562,37 +794,46 @@ async fn writer<R: Runtime>(
                 Err(_) => break,
             }
         }
-        let total: usize = batch.iter().map(Bytes::len).sum();
-        let result = write_batch::<R>(&mut write, &batch, &mut buf).await;
+        let result = write_batch::<R>(conn, &mut write, &batch, &mut buf, &io).await;
         drop(batch);
         if result.is_err() {
             let _ = io.send(Io::WriteFailed(conn)).await;
             return;
         }
-        // The driver may be gone (shutting down): keep flushing regardless.
-        let _ = io.send(Io::Written(conn, total)).await;
     }
     let _ = write.close().await;
+    let _ = io.send(Io::WriterDone(conn)).await;
 }
 
 async fn write_batch<R: Runtime>(
+    conn: ConnId,
     write: &mut R::Writer,
     batch: &[Bytes],
     buf: &mut Vec<u8>,
+    io: &async_channel::Sender<Io<R>>,
 ) -> io::Result<()> {
+    // The driver may be gone (shutting down): progress reports are best effort.
+    let written = |n: usize| async move {
+        let _ = io.send(Io::Written(conn, n)).await;
+    };
     for b in batch {
         if buf.len() + b.len() > COALESCE && !buf.is_empty() {
             write.write_all(buf).await?;
+            written(buf.len()).await;
             buf.clear();
         }
         if b.len() >= COALESCE {
-            write.write_all(b).await?;
+            for piece in b.chunks(COALESCE) {
+                write.write_all(piece).await?;
+                written(piece.len()).await;
+            }
         } else {
             buf.extend_from_slice(b);
         }
     }
     if !buf.is_empty() {
         write.write_all(buf).await?;
+        written(buf.len()).await;
         buf.clear();
     }
     write.flush().await

@@ -1,14 +1,13 @@
-//! What the application hears, through a bounded channel with a documented lag policy.
+//! What the application hears: [`PeerEvent`]s, each subscriber through its own queue
+//! ([`Events`]) with a lag policy that never drops a membership or state event.
 
 use std::{
     collections::VecDeque,
     fmt,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, Weak},
     task::{Context, Poll, ready},
 };
 
@@ -16,10 +15,13 @@ use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
 use futures_lite::future;
-use netpeer_proto::{DecodeValueError, LeaveReason, Message, RejectReason};
+use netpeer_proto::{ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason};
 use serde::de::DeserializeOwned;
 
-/// The outcome of a successful join.
+use crate::signal::{Signal, lock};
+
+/// The outcome of a successful join: the value of [`Peer::join`](crate::Peer::join)
+/// and of the one [`PeerEvent::Entered`] every subscriber gets for that join.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entered {
     /// The room's shared state (CBOR).
@@ -37,13 +39,20 @@ impl Entered {
     }
 }
 
-/// Something that happened in the room.
+/// Something that happened in the room, as one subscriber ([`Events`]) hears it.
+///
+/// The variants carry the protocol core's own types ([`LeaveReason`], [`RejectReason`],
+/// [`ConnectFailure`]) under the core's names. Every variant but
+/// [`Message`](PeerEvent::Message) is a *control event* and is never dropped; see
+/// [`Events`] for the lag policy.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum PeerEvent {
     /// A message from a member (decode it with [`Message::decode`]).
     Message(Message),
-    /// We entered a room (also the `Ok` of [`Peer::join`](crate::Peer::join)).
+    /// We entered a room: once per successful join, in every subscription, with the
+    /// same value [`Peer::join`](crate::Peer::join) returns. The members named in it are
+    /// the view from here on; later `Joined` and `Left` events change it.
     Entered(Entered),
     /// A member entered our view of the room.
     Joined {
@@ -54,41 +63,83 @@ pub enum PeerEvent {
     Left {
         /// Its name.
         name: String,
-        /// Why: `Left` (gracefully), `Disconnected`, `TimedOut`, ...
+        /// Why: `Left` (gracefully), `Disconnected`, `TimedOut`, `SlowConsumer`, ...
         reason: LeaveReason,
     },
-    /// The room refused us, at join time or later (we lost a name conflict).
+    /// The room refused us: at join time, or later when we lost a name conflict (then
+    /// we are alone again).
     Rejected {
         /// Why.
         reason: RejectReason,
     },
-    /// A join failed before any member answered (unreachable or timed out).
-    JoinFailed {
+    /// The member we tried to join through could not be reached; that join is over.
+    ConnectFailed {
+        /// The address dialled.
+        addr: SocketAddr,
         /// What went wrong.
-        error: String,
+        error: ConnectFailure,
+    },
+    /// Our join did not complete in time (handshake or join timeout); it is over.
+    JoinTimedOut {
+        /// The address we joined through.
+        addr: SocketAddr,
+    },
+    /// The address we tried to join through leads back to this peer itself
+    /// (recognised by our identity key); that join is over.
+    SelfJoin {
+        /// The address dialled.
+        addr: SocketAddr,
     },
     /// The room's shared state changed.
     StateChanged {
         /// The new state (CBOR); decode it with [`netpeer_proto::decode_value`].
         state: Bytes,
     },
-    /// The application did not keep up: this many events were dropped (the newest
-    /// ones at the time the channel was full). Memory never grows past the channel's
-    /// capacity; the room is not slowed down by a slow consumer.
+    /// A member's send queue is above the high-water mark and it has taken nothing for
+    /// half of `idle_timeout`: broadcasts wait for it (or fail with `Full`), and unless
+    /// it takes bytes again it is cut (`Left { reason: SlowConsumer }`) when the idle
+    /// timeout has passed.
+    SlowMember {
+        /// Its name.
+        name: String,
+        /// Bytes queued for it.
+        queued: usize,
+    },
+    /// This subscriber read too slowly: `missed` messages were dropped **here**. Every
+    /// event before this marker happened before them, every event after it after them;
+    /// no control event was dropped.
     Lagged {
-        /// How many events were dropped since the last `Lagged`.
+        /// How many consecutive messages were dropped at this place.
         missed: u64,
     },
 }
 
-/// The receiving end of a peer's events: `recv().await`, or use it as a `Stream`.
+impl PeerEvent {
+    fn is_message(&self) -> bool {
+        matches!(self, PeerEvent::Message(_))
+    }
+}
+
+/// One subscription to a peer's events ([`Peer::subscribe`](crate::Peer::subscribe)):
+/// `recv().await`, or use it as a `Stream`.
 ///
-/// Lag policy: the channel holds `event_capacity` events (builder option, default
-/// 4096). When it is full, new events are dropped and counted; the next receive returns
-/// [`PeerEvent::Lagged`] with the count, then the events still queued.
+/// Every subscription has its own queue and receives every event from the moment it
+/// was made, in the order they happened; two subscriptions never split a stream.
 ///
-/// The driver hands over everything one wake-up produced at once (one lock, one
-/// notification), and the queue takes memory only for events actually waiting.
+/// # Lag policy
+///
+/// A queue holds at most `event_capacity` messages (builder option, default 4096).
+/// When a message arrives at a full queue, the **oldest** queued message is dropped and
+/// a [`PeerEvent::Lagged`] marker takes its place (consecutive drops share one marker),
+/// so the order of what remains is kept and the marker sits exactly where the gap is.
+/// Control events (`Entered`, `Joined`, `Left`, `Rejected`, `StateChanged`,
+/// `SlowMember`, `ConnectFailed`, `JoinTimedOut`, `SelfJoin`) are **never dropped**: a member list
+/// built from them always matches the room. They do not count against the capacity;
+/// a subscription that is never read keeps every one of them, so drop subscriptions
+/// you stop reading.
+///
+/// A slow subscriber never slows the room down, nor the other subscribers. With
+/// [`Overflow::Backpressure`] it does instead, and loses nothing.
 pub struct Events {
     queue: Arc<Queue>,
     /// Registered while waiting for the driver (`Stream` polling keeps it across polls).
@@ -103,57 +154,44 @@ impl fmt::Debug for Events {
     }
 }
 
-impl Clone for Events {
-    fn clone(&self) -> Self {
-        Events {
-            queue: self.queue.clone(),
-            listener: None,
-        }
-    }
-}
-
 impl Events {
-    /// The next event; `None` once the peer is gone and every event was received.
+    /// The next event; `None` once the peer is closed and every event was received.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an event is taken from the queue only by the call that returns it,
+    /// so dropping the future (in a `select!`, on a timeout) loses nothing.
     pub async fn recv(&mut self) -> Option<PeerEvent> {
         future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next event if one is ready.
+    /// The next event if one is ready (`None` also once the peer is closed).
     pub fn try_recv(&mut self) -> Option<PeerEvent> {
-        self.next_ready().flatten()
+        self.queue.pop()
     }
 
-    /// Events waiting.
+    /// Items waiting (events and `Lagged` markers).
     pub fn len(&self) -> usize {
         self.queue.lock().items.len()
     }
 
-    /// Whether no event is waiting.
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.queue.lock().items.is_empty() && self.queue.lagged.load(Ordering::Acquire) == 0
-    }
-
-    /// `Some(Some(event))`, `Some(None)` once the driver is gone and everything was
-    /// received, `None` if the caller must wait.
-    fn next_ready(&self) -> Option<Option<PeerEvent>> {
-        if let Some(lag) = self.take_lag() {
-            return Some(Some(lag));
-        }
-        let mut state = self.queue.lock();
-        if let Some(event) = state.items.pop_front() {
-            if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
-                state.items.shrink_to(SHRINK_TO);
-            }
-            return Some(Some(event));
-        }
-        state.closed.then_some(None)
+        self.len() == 0
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
         loop {
-            if let Some(next) = self.next_ready() {
-                self.listener = None;
-                return Poll::Ready(next);
+            match self.queue.next() {
+                Next::Event(event) => {
+                    self.listener = None;
+                    return Poll::Ready(Some(event));
+                }
+                Next::Closed => {
+                    self.listener = None;
+                    return Poll::Ready(None);
+                }
+                Next::Wait => {}
             }
             match self.listener.as_mut() {
                 // Registered before the next check: a push after it notifies us.
@@ -164,14 +202,6 @@ impl Events {
                 }
             }
         }
-    }
-
-    fn take_lag(&self) -> Option<PeerEvent> {
-        if self.queue.lagged.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let missed = self.queue.lagged.swap(0, Ordering::AcqRel);
-        (missed > 0).then_some(PeerEvent::Lagged { missed })
     }
 }
 
@@ -187,99 +217,481 @@ impl Stream for Events {
 const SHRINK_ABOVE: usize = 16 * 1024;
 const SHRINK_TO: usize = 256;
 
-/// What the driver and every [`Events`] clone share.
-struct Queue {
-    state: Mutex<State>,
-    /// Notified when events arrive or the driver goes away.
-    ready: Event,
-    lagged: AtomicU64,
+/// What a full subscription does with the next message. Set with
+/// [`Builder::event_overflow`](crate::Builder::event_overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the oldest queued message and mark the place with
+    /// [`PeerEvent::Lagged`] (the default): a slow subscriber never slows the room.
+    #[default]
+    DropOldest,
+    /// Drop nothing: while any subscription holds `event_capacity` messages or more,
+    /// the peer stops reading its sockets (what the driver read in the turn that filled
+    /// it is still queued whole, so a queue may pass the capacity by that: at most four
+    /// reads of 64 KiB per connection). The members' send queues
+    /// towards this peer fill, and their flow control makes them wait: the room goes
+    /// at the pace of its slowest subscriber, with bounded memory everywhere. A
+    /// subscription left full for `idle_timeout` loses the room: its members cut this
+    /// peer as a slow consumer, and it times them out.
+    Backpressure,
 }
 
-struct State {
-    items: VecDeque<PeerEvent>,
-    capacity: usize,
-    /// The driver is gone: no event will come after those queued.
-    closed: bool,
+/// One subscriber's queue, shared by its [`Events`] and the driver.
+struct Queue {
+    state: Mutex<State>,
+    /// Notified when events arrive or the peer closes.
+    ready: Event,
+    /// Told when a full queue has room again ([`Overflow::Backpressure`]).
+    driver: Option<Arc<Signal>>,
+}
+
+enum Next {
+    Event(PeerEvent),
+    Closed,
+    Wait,
 }
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the queue inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
+    }
+
+    fn pop(&self) -> Option<PeerEvent> {
+        match self.next() {
+            Next::Event(e) => Some(e),
+            Next::Closed | Next::Wait => None,
+        }
+    }
+
+    fn next(&self) -> Next {
+        let (next, room_again) = {
+            let mut q = self.lock();
+            let full = q.is_full();
+            match q.pop() {
+                Some(e) => (Next::Event(e), full && !q.is_full()),
+                None if q.closed => (Next::Closed, false),
+                None => (Next::Wait, false),
+            }
+        };
+        if room_again {
+            if let Some(driver) = &self.driver {
+                driver.wake();
+            }
+        }
+        next
     }
 }
 
-/// The driver's end: events are collected during one wake-up and handed over by
-/// [`flush`](EventSink::flush).
-pub(crate) struct EventSink {
-    queue: Arc<Queue>,
-    batch: Vec<PeerEvent>,
+enum Item {
+    Event(PeerEvent),
+    /// Messages dropped at this place.
+    Lagged(u64),
 }
 
-impl fmt::Debug for EventSink {
+struct State {
+    items: VecDeque<Item>,
+    /// Messages among `items`.
+    messages: usize,
+    /// Every item before this index is not a message (where the search for the oldest
+    /// message starts).
+    scan: usize,
+    capacity: usize,
+    overflow: Overflow,
+    /// The peer is closed: no event will come after those queued.
+    closed: bool,
+}
+
+impl State {
+    fn new(capacity: usize, overflow: Overflow) -> Self {
+        State {
+            items: VecDeque::new(),
+            messages: 0,
+            scan: 0,
+            capacity: capacity.max(1),
+            overflow,
+            closed: false,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.messages >= self.capacity
+    }
+
+    fn push(&mut self, event: PeerEvent) {
+        if event.is_message() {
+            if self.is_full() && self.overflow == Overflow::DropOldest {
+                self.drop_oldest_message();
+            }
+            self.messages += 1;
+        }
+        self.items.push_back(Item::Event(event));
+    }
+
+    /// Replaces the oldest queued message by a `Lagged` marker (or counts it in the
+    /// marker just before it).
+    fn drop_oldest_message(&mut self) {
+        let mut i = self.scan;
+        while !matches!(self.items.get(i), Some(Item::Event(e)) if e.is_message()) {
+            if i >= self.items.len() {
+                return; // no message queued (cannot happen with messages > 0)
+            }
+            i += 1;
+        }
+        self.messages -= 1;
+        match i.checked_sub(1).and_then(|p| self.items.get_mut(p)) {
+            Some(Item::Lagged(n)) => {
+                *n += 1;
+                self.items.remove(i);
+                self.scan = i;
+            }
+            _ => {
+                self.items[i] = Item::Lagged(1);
+                self.scan = i + 1;
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<PeerEvent> {
+        let item = self.items.pop_front()?;
+        self.scan = self.scan.saturating_sub(1);
+        if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE {
+            self.items.shrink_to(SHRINK_TO);
+        }
+        Some(match item {
+            Item::Event(e) => {
+                if e.is_message() {
+                    self.messages -= 1;
+                }
+                e
+            }
+            Item::Lagged(missed) => PeerEvent::Lagged { missed },
+        })
+    }
+}
+
+/// Every live subscription of one peer: the driver's end.
+pub(crate) struct Subscribers {
+    list: Mutex<Vec<Weak<Queue>>>,
+    capacity: usize,
+    overflow: Overflow,
+    driver: Arc<Signal>,
+}
+
+impl fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventSink")
-            .field("batch", &self.batch.len())
+        f.debug_struct("Subscribers")
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
 
-impl EventSink {
-    /// Queues an event; it reaches the application at the next [`flush`](Self::flush).
-    pub(crate) fn push(&mut self, event: PeerEvent) {
-        self.batch.push(event);
-    }
-
-    /// Hands the collected events to the application: those that do not fit in the
-    /// capacity are dropped (the newest) and counted for [`PeerEvent::Lagged`].
-    pub(crate) fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let mut dropped = 0;
-        {
-            let mut state = self.queue.lock();
-            let room = state.capacity.saturating_sub(state.items.len());
-            if self.batch.len() > room {
-                dropped = (self.batch.len() - room) as u64;
-                self.batch.truncate(room);
-            }
-            state.items.extend(self.batch.drain(..));
-        }
-        if dropped > 0 {
-            self.queue.lagged.fetch_add(dropped, Ordering::AcqRel);
-        }
-        self.queue.ready.notify(usize::MAX);
-    }
-}
-
-impl Drop for EventSink {
-    fn drop(&mut self) {
-        self.flush();
-        self.queue.lock().closed = true;
-        self.queue.ready.notify(usize::MAX);
-    }
-}
-
-/// A bounded event channel with the lag policy.
-pub(crate) fn channel(capacity: usize) -> (EventSink, Events) {
-    let queue = Arc::new(Queue {
-        state: Mutex::new(State {
-            items: VecDeque::new(),
+impl Subscribers {
+    /// Subscriptions will hold `capacity` messages each; `driver` is woken when a full
+    /// one has room again (backpressure).
+    pub(crate) fn new(capacity: usize, overflow: Overflow, driver: Arc<Signal>) -> Self {
+        Subscribers {
+            list: Mutex::new(Vec::new()),
             capacity: capacity.max(1),
-            closed: false,
-        }),
-        ready: Event::new(),
-        lagged: AtomicU64::new(0),
-    });
-    (
-        EventSink {
-            queue: queue.clone(),
-            batch: Vec::new(),
-        },
+            overflow,
+            driver,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Queue>>> {
+        lock(&self.list)
+    }
+
+    /// [`Overflow::Backpressure`] and some subscription is full: input must wait.
+    pub(crate) fn must_pause(&self) -> bool {
+        self.overflow == Overflow::Backpressure
+            && self
+                .lock()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|q| q.lock().is_full())
+    }
+
+    /// A new subscription: it receives every event published after this call. After
+    /// [`close`](Self::close) it is closed at once.
+    pub(crate) fn subscribe(&self, closed: bool) -> Events {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State::new(self.capacity, self.overflow)),
+            ready: Event::new(),
+            driver: (self.overflow == Overflow::Backpressure).then(|| self.driver.clone()),
+        });
+        let mut list = self.lock();
+        // A closed registry stays empty; its late subscriptions are closed.
+        queue.lock().closed = closed;
+        if !closed {
+            list.push(Arc::downgrade(&queue));
+        }
         Events {
             queue,
             listener: None,
-        },
-    )
+        }
+    }
+
+    /// Hands `batch` (emptied) to every subscription: one lock and one notification
+    /// per subscription.
+    pub(crate) fn publish(&self, batch: &mut Vec<PeerEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let queues: Vec<Arc<Queue>> = {
+            let mut list = self.lock();
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        {
+            // Every queue is locked while the batch goes in: whoever sees an event in
+            // one subscription finds it in every other one too.
+            let mut states: Vec<MutexGuard<'_, State>> = queues.iter().map(|q| q.lock()).collect();
+            if let Some((last, others)) = states.split_last_mut() {
+                for state in others {
+                    for e in batch.iter() {
+                        state.push(e.clone());
+                    }
+                }
+                for e in batch.drain(..) {
+                    last.push(e);
+                }
+            }
+        }
+        for q in &queues {
+            q.ready.notify(usize::MAX);
+        }
+        batch.clear();
+    }
+
+    /// The peer is closed: every subscription ends once its queue is read.
+    pub(crate) fn close(&self) {
+        let queues: Vec<Weak<Queue>> = std::mem::take(&mut *self.lock());
+        for q in queues.iter().filter_map(Weak::upgrade) {
+            q.lock().closed = true;
+            q.ready.notify(usize::MAX);
+        }
+    }
+
+    /// Live subscriptions.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.lock().iter().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u32) -> PeerEvent {
+        PeerEvent::Message(Message {
+            from: "a".into(),
+            key: netpeer_proto::Identity::from_bytes([1; 32]).public_key(),
+            kind: "n".into(),
+            payload: netpeer_proto::encode_value(&n).unwrap(),
+            direct: false,
+        })
+    }
+
+    fn joined(name: &str) -> PeerEvent {
+        PeerEvent::Joined { name: name.into() }
+    }
+
+    fn left(name: &str) -> PeerEvent {
+        PeerEvent::Left {
+            name: name.into(),
+            reason: LeaveReason::Left,
+        }
+    }
+
+    /// A compact picture of what a subscriber reads: `m3` a message, `J:x`/`L:x`
+    /// membership, `lag2` a marker.
+    fn drain(events: &mut Events) -> Vec<String> {
+        std::iter::from_fn(|| events.try_recv())
+            .map(|e| match e {
+                PeerEvent::Message(m) => format!("m{}", m.decode::<u32>().unwrap()),
+                PeerEvent::Joined { name } => format!("J:{name}"),
+                PeerEvent::Left { name, .. } => format!("L:{name}"),
+                PeerEvent::Lagged { missed } => format!("lag{missed}"),
+                PeerEvent::StateChanged { .. } => "S".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn subs(capacity: usize) -> Subscribers {
+        Subscribers::new(capacity, Overflow::DropOldest, Arc::default())
+    }
+
+    fn publish(subs: &Subscribers, events: impl IntoIterator<Item = PeerEvent>) {
+        let mut batch: Vec<PeerEvent> = events.into_iter().collect();
+        subs.publish(&mut batch);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn events_arrive_in_order_and_exactly_once() {
+        let subs = subs(16);
+        let mut e = subs.subscribe(false);
+        publish(&subs, [joined("b"), msg(0), msg(1)]);
+        publish(&subs, [left("b"), msg(2)]);
+        assert_eq!(drain(&mut e), ["J:b", "m0", "m1", "L:b", "m2"]);
+        assert!(e.try_recv().is_none());
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_messages_and_marks_the_place() {
+        let subs = subs(3);
+        let mut e = subs.subscribe(false);
+        publish(&subs, (0..3).map(msg));
+        publish(&subs, [msg(3), msg(4)]);
+        // m0 and m1 went; one marker where they were.
+        assert_eq!(drain(&mut e), ["lag2", "m2", "m3", "m4"]);
+    }
+
+    #[test]
+    fn control_events_are_never_dropped_and_keep_their_place() {
+        let subs = subs(2);
+        let mut e = subs.subscribe(false);
+        publish(
+            &subs,
+            [
+                msg(0),
+                joined("b"),
+                msg(1),
+                PeerEvent::StateChanged {
+                    state: Bytes::from_static(b"\xf6"),
+                },
+                msg(2),
+                left("b"),
+                msg(3),
+                msg(4),
+            ],
+        );
+        // Capacity 2: m0, m1, m2 went, each at its own place between control events.
+        assert_eq!(
+            drain(&mut e),
+            ["lag1", "J:b", "lag1", "S", "lag1", "L:b", "m3", "m4"]
+        );
+    }
+
+    #[test]
+    fn control_events_beyond_the_capacity_are_kept() {
+        let subs = subs(1);
+        let mut e = subs.subscribe(false);
+        let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        publish(&subs, names.iter().map(|n| joined(n)));
+        publish(&subs, [msg(0), msg(1)]);
+        let got = drain(&mut e);
+        assert_eq!(got.len(), 102);
+        assert_eq!(
+            got[..100],
+            names.iter().map(|n| format!("J:{n}")).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(got[100..], ["lag1", "m1"]);
+    }
+
+    #[test]
+    fn reading_between_drops_starts_a_new_marker() {
+        let subs = subs(2);
+        let mut e = subs.subscribe(false);
+        publish(&subs, (0..4).map(msg));
+        assert_eq!(
+            e.try_recv()
+                .map(|e| matches!(e, PeerEvent::Lagged { missed: 2 })),
+            Some(true)
+        );
+        publish(&subs, [msg(4)]);
+        assert_eq!(drain(&mut e), ["lag1", "m3", "m4"]);
+        // Counts stay exact after all of that.
+        publish(&subs, [msg(5), msg(6)]);
+        assert_eq!(drain(&mut e), ["m5", "m6"]);
+    }
+
+    #[test]
+    fn every_subscriber_has_its_own_queue_from_its_subscription_on() {
+        let subs = subs(2);
+        let mut early = subs.subscribe(false);
+        publish(&subs, [joined("b"), msg(0)]);
+        let mut late = subs.subscribe(false);
+        publish(&subs, [msg(1), msg(2), left("b")]);
+        // The early one lagged on its own; the late one did not, and never saw b join.
+        assert_eq!(drain(&mut early), ["J:b", "lag1", "m1", "m2", "L:b"]);
+        assert_eq!(drain(&mut late), ["m1", "m2", "L:b"]);
+        assert_eq!(subs.count(), 2);
+        drop(late);
+        publish(&subs, [msg(3)]);
+        assert_eq!(subs.count(), 1, "a dropped subscription is forgotten");
+        assert_eq!(drain(&mut early), ["m3"]);
+    }
+
+    #[test]
+    fn close_ends_every_subscription_after_what_is_queued() {
+        let subs = subs(4);
+        let mut e = subs.subscribe(false);
+        publish(&subs, [joined("b")]);
+        subs.close();
+        let got = futures_lite::future::block_on(async {
+            let first = e.recv().await;
+            let second = e.recv().await;
+            (first, second)
+        });
+        assert_eq!(got, (Some(joined("b")), None));
+        let mut after = subs.subscribe(true);
+        assert_eq!(futures_lite::future::block_on(after.recv()), None);
+    }
+
+    #[test]
+    fn recv_waits_for_a_publish_and_is_cancel_safe() {
+        let subs = subs(4);
+        let mut e = subs.subscribe(false);
+        // Polled once and dropped while nothing is queued: nothing is lost later.
+        {
+            let fut = e.recv();
+            futures_lite::pin!(fut);
+            let waker = std::task::Waker::noop();
+            assert!(
+                fut.as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        publish(&subs, [msg(7)]);
+        let got = futures_lite::future::block_on(e.recv());
+        assert!(matches!(got, Some(PeerEvent::Message(m)) if m.decode::<u32>().unwrap() == 7));
+    }
+
+    #[test]
+    fn backpressure_drops_nothing_and_wakes_the_driver_when_there_is_room() {
+        let driver = Arc::new(Signal::default());
+        let subs = Subscribers::new(2, Overflow::Backpressure, driver.clone());
+        let mut e = subs.subscribe(false);
+        let mut other = subs.subscribe(false);
+        assert!(!subs.must_pause());
+        publish(&subs, (0..5).map(msg));
+        assert!(subs.must_pause(), "full: input must wait");
+        assert_eq!(
+            drain(&mut other),
+            ["m0", "m1", "m2", "m3", "m4"],
+            "nothing dropped"
+        );
+        assert!(subs.must_pause(), "one full subscription is enough");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = driver.poll(&mut cx);
+        assert!(driver.poll(&mut cx).is_pending());
+        assert_eq!(drain(&mut e), ["m0", "m1", "m2", "m3", "m4"]);
+        assert!(!subs.must_pause());
+        assert!(
+            driver.poll(&mut cx).is_ready(),
+            "the driver was told there is room"
+        );
+        // Dropping the full subscription also lifts the pause.
+        publish(&subs, (5..8).map(msg));
+        assert!(subs.must_pause());
+        drop(e);
+        drop(other);
+        assert!(!subs.must_pause());
+    }
 }

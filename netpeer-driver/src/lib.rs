@@ -1,24 +1,34 @@
 //! # netpeer-driver
 //!
 //! The runtime-independent half of every netpeer adapter: a [`Peer`] handle and the
-//! driver task that runs one [`netpeer_proto::PeerMachine`] over real sockets. Routing
-//! the machine's outputs, per-connection write queues with coalescing, bounded work per
-//! wake-up and the event channel's lag policy exist once, here. An adapter supplies a
-//! [`Runtime`]: spawning, sockets, timers and name resolution.
+//! driver task that runs one [`netpeer_proto::PeerMachine`] over real sockets. Commands
+//! answer with the machine's own verdict, events reach every subscription without
+//! losing a membership change, sends wait for slow members (flow control), and `close`
+//! leaves and stops everything. Routing the machine's outputs, reading every socket
+//! before firing timers, per-connection write queues with coalescing and bounded work
+//! per wake-up exist once, here. An adapter supplies a [`Runtime`]: spawning, sockets,
+//! timers and name resolution.
 //!
 //! Users pick an adapter crate (`netpeer-tokio`, `netpeer-smol`) and never name this
 //! one; its types appear there as `Peer`, `Events`, `PeerEvent`, ...
 #![forbid(unsafe_code)]
 
+mod addr;
 mod driver;
+mod error;
 mod events;
 mod peer;
 mod runtime;
+mod shared;
+mod signal;
 
-pub use events::{Entered, Events, PeerEvent};
+pub use addr::{Addrs, ToAddrs};
+pub use error::{Error, JoinError};
+pub use events::{Entered, Events, Overflow, PeerEvent};
 pub use netpeer_proto::{
-    self as proto, Config, DecodeValueError, LeaveReason, Message, RejectReason, RoomKey,
-    decode_value, encode_value,
+    self as proto, Config, ConnectFailure, DecodeValueError, Identity, KeyParseError, LeaveReason,
+    Message, PublicKey, RejectReason, RoomKey, SendError, decode_value, encode_value,
 };
-pub use peer::{Builder, Error, JoinError, Peer};
+pub use peer::{Builder, Peer};
 pub use runtime::{Runtime, Task};
+pub use shared::FlowControl;

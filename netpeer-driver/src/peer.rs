@@ -1,128 +1,19 @@
-//! The application's handle: [`Peer`], its [`Builder`] and errors.
+//! The application's handle: [`Peer`] and its [`Builder`].
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use netpeer_proto::{Config, ConfigError, PeerMachine, RejectReason, RoomKey};
+use netpeer_proto::{Config, Identity, PeerMachine, PublicKey, RoomKey, SendError};
 use serde::Serialize;
-use thiserror::Error;
 
 use crate::{
-    driver::{self, Command, Shared},
-    events::{self, Entered, Events},
+    addr::ToAddrs,
+    driver,
+    error::{Error, JoinError},
+    events::{Entered, Events, Overflow},
     runtime::{Runtime, Task},
+    shared::{FlowControl, Shared},
 };
-
-/// Errors of local operations.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A socket operation failed (bind, resolve).
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// A value could not be encoded as CBOR.
-    #[error("could not encode the value: {0}")]
-    Encode(String),
-    /// The message does not fit in a frame.
-    #[error("message of {len} bytes does not fit in a frame (max_frame_len {max})")]
-    TooLarge {
-        /// Payload size.
-        len: usize,
-        /// The limit.
-        max: u32,
-    },
-    /// The message kind is longer than 255 bytes.
-    #[error("message kind is longer than 255 bytes")]
-    KindTooLong,
-    /// No member of that name is in the room.
-    #[error("no member called {0:?} is connected")]
-    UnknownPeer(String),
-    /// The peer's driver has stopped.
-    #[error("the peer has shut down")]
-    Closed,
-}
-
-/// Why a join did not succeed.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum JoinError {
-    /// A live member has this name.
-    #[error("name taken: a live member of the room has this name")]
-    NameTaken,
-    /// The member we joined through speaks no common protocol version.
-    #[error("no common protocol version (remote speaks {min}..={max})")]
-    IncompatibleVersion {
-        /// Lowest version it speaks.
-        min: u16,
-        /// Highest version it speaks.
-        max: u16,
-    },
-    /// The member we joined through belongs to another network.
-    #[error("the member belongs to another network")]
-    WrongNetwork,
-    /// The room is private and our room key is another one (or we have none, or it
-    /// is an open room and we have one).
-    #[error("room key mismatch: the room uses another key (or none)")]
-    KeyMismatch,
-    /// The room is full.
-    #[error("the room is full")]
-    RoomFull,
-    /// Refused for another reason.
-    #[error("rejected: {0}")]
-    Rejected(RejectReason),
-    /// Nobody could be reached at that address.
-    #[error("could not reach {addr}: {error}")]
-    Unreachable {
-        /// The address dialled.
-        addr: SocketAddr,
-        /// What went wrong.
-        error: String,
-    },
-    /// No welcome arrived in time: the contact did not complete its handshake within
-    /// `handshake_timeout`, or the join did not complete within `join_timeout`.
-    #[error("no welcome from {addr} in time (handshake or join timeout)")]
-    Timeout {
-        /// The address dialled.
-        addr: SocketAddr,
-    },
-    /// The address could not be resolved.
-    #[error("could not resolve {host:?}: {error}")]
-    Resolve {
-        /// What was asked.
-        host: String,
-        /// Why it failed.
-        error: io::Error,
-    },
-    /// A join is already in progress.
-    #[error("a join is already in progress")]
-    AlreadyJoining,
-    /// The peer's driver has stopped.
-    #[error("the peer has shut down")]
-    Closed,
-}
-
-impl From<RejectReason> for JoinError {
-    fn from(reason: RejectReason) -> Self {
-        match reason {
-            RejectReason::NameTaken => JoinError::NameTaken,
-            RejectReason::IncompatibleVersion { min, max } => {
-                JoinError::IncompatibleVersion { min, max }
-            }
-            RejectReason::WrongNetwork => JoinError::WrongNetwork,
-            RejectReason::RoomFull => JoinError::RoomFull,
-            RejectReason::KeyMismatch => JoinError::KeyMismatch,
-            other => JoinError::Rejected(other),
-        }
-    }
-}
 
 /// Builds a [`Peer`]: `Peer::builder("alice").network("room").listen("127.0.0.1:0")`.
 #[derive(Debug)]
@@ -131,7 +22,9 @@ pub struct Builder<R: Runtime> {
     config: Config,
     seeded: bool,
     event_capacity: usize,
-    state_error: Option<String>,
+    overflow: Overflow,
+    flow: FlowControl,
+    state_error: Option<SendError>,
 }
 
 impl<R: Runtime> Builder<R> {
@@ -142,6 +35,8 @@ impl<R: Runtime> Builder<R> {
             config: Config::new(name),
             seeded: false,
             event_capacity: 4096,
+            overflow: Overflow::default(),
+            flow: FlowControl::default(),
             state_error: None,
         }
     }
@@ -156,7 +51,7 @@ impl<R: Runtime> Builder<R> {
     pub fn state<T: Serialize + ?Sized>(mut self, state: &T) -> Self {
         match netpeer_proto::encode_value(state) {
             Ok(bytes) => self.config.initial_state = bytes,
-            Err(e) => self.state_error = Some(e.to_string()),
+            Err(e) => self.state_error = Some(e),
         }
         self
     }
@@ -183,6 +78,14 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// This member's identity key: keep one (its text form stores it) to be the same
+    /// member after a restart — another process with the same name and key then
+    /// replaces a stale session at once. By default every start makes a fresh one.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.config.identity = Some(identity);
+        self
+    }
+
     /// Fixes the seed of the peer's random choices (tests); by default it is random.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -190,86 +93,102 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Capacity of the event channel (see [`Events`] for the lag policy).
+    /// How many messages each subscription holds before it drops its oldest (see
+    /// [`Events`] for the lag policy; control events are never dropped). Default 4096.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
     }
 
-    /// Binds `addr` (`"127.0.0.1:0"` picks a free port) and starts the peer, alone in
-    /// its own room until it joins another or others join it.
-    pub async fn listen(mut self, addr: &str) -> Result<Peer<R>, Error> {
-        if let Some(e) = self.state_error {
-            return Err(Error::Encode(e));
-        }
-        let addr = resolve_one(&self.rt, addr).await?;
-        let listener = self.rt.bind(addr).await?;
-        let local_addr = R::local_addr(&listener)?;
-        self.config.listen_port = local_addr.port();
-        if !self.seeded {
-            self.config.seed = fastrand::u64(..);
-        }
-        if self.config.room_key.is_some() && self.config.crypto_seed.is_none() {
-            // Ephemeral Noise keys come from the operating system's random source.
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e)))?;
-            self.config.crypto_seed = Some(seed);
-        }
-        let machine = PeerMachine::new(self.config, Instant::now())?;
-        let (sink, events) = events::channel(self.event_capacity);
-        let (cmd_tx, cmd_rx) = async_channel::bounded(driver::COMMAND_QUEUE);
-        let shared = Arc::new(Shared {
-            members: Mutex::new(Vec::new()),
-            state: Mutex::new(machine.state().clone()),
-        });
-        let config = machine.config().clone();
-        let driver = driver::run(
-            self.rt.clone(),
-            machine,
-            listener,
-            cmd_rx,
-            sink,
-            shared.clone(),
-        );
-        self.rt.spawn(driver).detach();
-        Ok(Peer {
-            inner: Arc::new(Handle {
-                rt: self.rt,
-                cmd: cmd_tx,
-                local_addr,
-                config,
-                shared,
-                events,
-            }),
-        })
+    /// What a full subscription does: drop its oldest message (the default) or make
+    /// the peer stop reading until there is room (end-to-end backpressure). See
+    /// [`Overflow`].
+    pub fn event_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
     }
-}
 
-async fn resolve_one<R: Runtime>(rt: &R, addr: &str) -> io::Result<SocketAddr> {
-    if let Ok(a) = addr.parse() {
-        return Ok(a);
+    /// What `broadcast` and `send_to` do while a member's send queue is above the
+    /// high-water mark ([`Config::send_high_water`]): wait (the default), fail with
+    /// `Full`, or ignore it. See [`FlowControl`].
+    pub fn flow_control(mut self, flow: FlowControl) -> Self {
+        self.flow = flow;
+        self
     }
-    rt.resolve(addr).await?.into_iter().next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{addr:?} resolved to nothing"),
-        )
-    })
+
+    /// Binds `addr` (`"127.0.0.1:0"` picks a free port; any [`ToAddrs`]) and starts the
+    /// peer, alone in its own room until it joins another or others join it.
+    pub fn listen(mut self, addr: impl ToAddrs) -> impl Future<Output = Result<Peer<R>, Error>> {
+        let addrs = addr.to_addrs();
+        async move {
+            if let Some(e) = self.state_error {
+                return Err(Error::Send(e));
+            }
+            let addr = addrs.resolve(&self.rt).await?[0];
+            let listener = self.rt.bind(addr).await?;
+            let local_addr = R::local_addr(&listener)?;
+            self.config.listen_port = local_addr.port();
+            if !self.seeded {
+                self.config.seed = fastrand::u64(..);
+            }
+            // Handshake nonces, Noise ephemeral keys and a fresh identity come from the
+            // operating system's random source.
+            let random = || {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map(|()| bytes)
+            };
+            let os = |e| Error::Io(io::Error::other(e));
+            if self.config.crypto_seed.is_none() {
+                self.config.crypto_seed = Some(random().map_err(os)?);
+            }
+            if self.config.identity.is_none() {
+                self.config.identity = Some(Identity::from_bytes(random().map_err(os)?));
+            }
+            let machine = PeerMachine::new(self.config, Instant::now())?;
+            let config = machine.config().clone();
+            let shared = Arc::new(Shared::new(
+                machine,
+                self.event_capacity,
+                self.overflow,
+                self.flow,
+            ));
+            self.rt
+                .spawn(driver::run(self.rt.clone(), shared.clone(), listener))
+                .detach();
+            Ok(Peer {
+                inner: Arc::new(Handle {
+                    rt: self.rt,
+                    shared,
+                    local_addr,
+                    config,
+                }),
+            })
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Handle<R: Runtime> {
     rt: R,
-    cmd: async_channel::Sender<Command>,
+    shared: Arc<Shared>,
     local_addr: SocketAddr,
     config: Config,
-    shared: Arc<Shared>,
-    events: Events,
+}
+
+impl<R: Runtime> Drop for Handle<R> {
+    /// The last handle is gone: the driver leaves the room as `close` does (as far as
+    /// the runtime lets it run).
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+    }
 }
 
 /// A member of a room: a cheap, cloneable handle to a peer running on runtime `R`.
 ///
-/// Dropping the last handle leaves the room gracefully and closes every connection.
+/// Commands run on the protocol machine at once and answer with its own verdict: a
+/// `broadcast` that returns `Ok` is queued for every member, one that cannot be sent
+/// returns why ([`Error::Send`]). [`close`](Self::close) leaves the room and stops the
+/// peer; dropping the last handle does the same as far as the runtime lets it.
 #[derive(Debug)]
 pub struct Peer<R: Runtime> {
     inner: Arc<Handle<R>>,
@@ -290,10 +209,35 @@ impl<R: Runtime + Default> Peer<R> {
     }
 }
 
+/// Cancels a join whose caller stopped waiting.
+struct CancelJoin<'a> {
+    shared: &'a Shared,
+    id: Option<u64>,
+}
+
+impl Drop for CancelJoin<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.shared.cancel_join(id);
+        }
+    }
+}
+
 impl<R: Runtime> Peer<R> {
     /// This peer's name.
     pub fn name(&self) -> &str {
         &self.inner.config.name
+    }
+
+    /// This member's public identity key (what the others see in member lists and
+    /// messages).
+    pub fn identity(&self) -> PublicKey {
+        self.inner
+            .config
+            .identity
+            .as_ref()
+            .expect("set when the peer started")
+            .public_key()
     }
 
     /// The address this peer listens on.
@@ -306,24 +250,15 @@ impl<R: Runtime> Peer<R> {
         &self.inner.config
     }
 
-    /// The members in our view of the room (sorted, ourselves excluded).
+    /// The members in our view of the room now (sorted, ourselves excluded). Events
+    /// tell the same changes, in order, to each subscription.
     pub fn members(&self) -> Vec<String> {
-        self.inner
-            .shared
-            .members
-            .lock()
-            .expect("not poisoned")
-            .clone()
+        self.inner.shared.members()
     }
 
-    /// The room's shared state as last known (CBOR).
+    /// The room's shared state as known now (CBOR).
     pub fn state_bytes(&self) -> Bytes {
-        self.inner
-            .shared
-            .state
-            .lock()
-            .expect("not poisoned")
-            .clone()
+        self.inner.shared.state()
     }
 
     /// The room's shared state decoded as a `T`.
@@ -333,136 +268,168 @@ impl<R: Runtime> Peer<R> {
         netpeer_proto::decode_value(&self.state_bytes())
     }
 
-    /// The events of this peer. Clones share one queue: use one consumer.
-    pub fn events(&self) -> Events {
-        self.inner.events.clone()
+    /// A new subscription to this peer's events: every event from now on, in its own
+    /// queue (see [`Events`] for the lag policy). Subscriptions are independent; each
+    /// receives everything.
+    pub fn subscribe(&self) -> Events {
+        self.inner.shared.subscribe()
     }
 
-    /// Joins the room of the member at `addr` (`"host:port"`; host names resolve, and
-    /// each resolved address is tried until one answers). Completes once every member
-    /// the contact listed is connected or failed.
-    pub async fn join(&self, addr: &str) -> Result<Entered, JoinError> {
-        let candidates: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
-            Ok(a) => vec![a],
-            Err(_) => self
-                .inner
-                .rt
-                .resolve(addr)
+    /// Joins the room of the member at `addr`: a `SocketAddr` (`ben.join(ana.local_addr())`),
+    /// `(host, port)`, `"host:port"`, ... (any [`ToAddrs`]); host names resolve through
+    /// the runtime, and each resolved address is tried until one answers. Completes
+    /// once every member the contact listed is connected or failed, with the same
+    /// [`Entered`] every subscription receives as [`PeerEvent::Entered`](crate::PeerEvent::Entered).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future (a `timeout` that fires, a `select!` that picks another
+    /// branch) cancels the join in the machine: before the contact's welcome only the
+    /// contact connection is closed; after it, the room being entered is left as
+    /// [`leave`](Self::leave) leaves it. The next `join` can start at once. If the join
+    /// had completed in the machine just before, the peer stays in the room (its
+    /// subscriptions got `Entered`).
+    pub fn join(
+        &self,
+        addr: impl ToAddrs,
+    ) -> impl Future<Output = Result<Entered, JoinError>> + '_ {
+        let addrs = addr.to_addrs();
+        async move {
+            let host = addrs.describe();
+            let candidates = addrs
+                .resolve(&self.inner.rt)
                 .await
-                .map_err(|error| JoinError::Resolve {
-                    host: addr.to_owned(),
-                    error,
-                })?,
-        };
-        let mut last = JoinError::Resolve {
-            host: addr.to_owned(),
-            error: io::Error::new(io::ErrorKind::NotFound, "resolved to no address"),
-        };
-        for candidate in candidates {
-            let (tx, rx) = async_channel::bounded(1);
-            self.send(Command::Join {
-                addr: candidate,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| JoinError::Closed)?;
-            match rx.recv().await.map_err(|_| JoinError::Closed)? {
-                Ok(entered) => return Ok(entered),
-                Err(e @ JoinError::Unreachable { .. }) => last = e,
-                Err(e) => return Err(e),
+                .map_err(|error| JoinError::Resolve { host, error })?;
+            let mut last = None;
+            for candidate in candidates {
+                let (id, outcome) = self.inner.shared.start_join(candidate)?;
+                let mut guard = CancelJoin {
+                    shared: &self.inner.shared,
+                    id: Some(id),
+                };
+                let result = outcome.recv().await.unwrap_or(Err(JoinError::Closed));
+                guard.id = None;
+                match result {
+                    Err(e @ JoinError::Unreachable { .. }) => last = Some(e),
+                    other => return other,
+                }
             }
+            Err(last.unwrap_or(JoinError::Closed))
         }
-        Err(last)
     }
 
     /// Sends `value` (as CBOR) to every member.
+    ///
+    /// Returns once the message is queued for every member in the view, or with the
+    /// machine's reason it cannot be sent ([`SendError`]: too large for a frame, kind
+    /// too long, ...). Under [`FlowControl::Wait`] (the default) it first waits while
+    /// any member's send queue is above the high-water mark. That wait is bounded by
+    /// the machine: a member that takes nothing for `idle_timeout` is cut
+    /// (`SlowConsumer` if it keeps sending, `TimedOut` if it froze), warned halfway with
+    /// [`PeerEvent::SlowMember`](crate::PeerEvent::SlowMember); one frozen or hostile
+    /// member cannot stall the room for longer. A member that reads slowly slows the
+    /// sender down to its pace (use [`FlowControl::Ignore`] if the room must not wait).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the message is queued, for every member at once, only when the
+    /// future completes with `Ok`. Dropped while waiting, nothing was sent.
     pub async fn broadcast<T: Serialize + ?Sized>(
         &self,
         kind: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let payload = encode(value)?;
+        let payload = netpeer_proto::encode_value(value)?;
         self.broadcast_bytes(kind, payload).await
     }
 
-    /// Sends raw payload bytes to every member.
+    /// [`broadcast`](Self::broadcast) of raw payload bytes.
     pub async fn broadcast_bytes(&self, kind: &str, payload: Bytes) -> Result<(), Error> {
-        self.check(kind, &payload)?;
-        self.send(Command::Broadcast {
-            kind: kind.to_owned(),
-            payload,
-        })
-        .await
+        let shared = &self.inner.shared;
+        shared.send(None, kind, payload, shared.flow).await
     }
 
-    /// Sends `value` (as CBOR) to the member called `to` only.
+    /// [`broadcast`](Self::broadcast) that never waits: while a member's send queue is
+    /// above the high-water mark it returns `Err(Error::Send(SendError::Full {
+    /// members }))` at once, naming them, and sends nothing.
+    pub fn try_broadcast<T: Serialize + ?Sized>(&self, kind: &str, value: &T) -> Result<(), Error> {
+        let payload = netpeer_proto::encode_value(value)?;
+        self.try_broadcast_bytes(kind, payload)
+    }
+
+    /// [`try_broadcast`](Self::try_broadcast) of raw payload bytes.
+    pub fn try_broadcast_bytes(&self, kind: &str, payload: Bytes) -> Result<(), Error> {
+        self.inner.shared.try_send(None, kind, payload, true)
+    }
+
+    /// Sends `value` (as CBOR) to the member called `to` only. Waits (flow control),
+    /// answers and is cancel-safe as [`broadcast`](Self::broadcast) is, for that one
+    /// member; no member of that name is [`SendError::UnknownPeer`].
     pub async fn send_to<T: Serialize + ?Sized>(
         &self,
         to: &str,
         kind: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let payload = encode(value)?;
+        let payload = netpeer_proto::encode_value(value)?;
         self.send_bytes_to(to, kind, payload).await
     }
 
-    /// Sends raw payload bytes to the member called `to` only.
+    /// [`send_to`](Self::send_to) of raw payload bytes.
     pub async fn send_bytes_to(&self, to: &str, kind: &str, payload: Bytes) -> Result<(), Error> {
-        self.check(kind, &payload)?;
-        if !self.members().iter().any(|m| m == to) {
-            return Err(Error::UnknownPeer(to.to_owned()));
-        }
-        self.send(Command::SendTo {
-            to: to.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-        })
-        .await
+        let shared = &self.inner.shared;
+        shared.send(Some(to), kind, payload, shared.flow).await
     }
 
-    /// Replaces the room's shared state and sends it to every member.
+    /// [`send_to`](Self::send_to) that never waits (see [`try_broadcast`](Self::try_broadcast)).
+    pub fn try_send_to<T: Serialize + ?Sized>(
+        &self,
+        to: &str,
+        kind: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let payload = netpeer_proto::encode_value(value)?;
+        self.try_send_bytes_to(to, kind, payload)
+    }
+
+    /// [`try_send_to`](Self::try_send_to) of raw payload bytes.
+    pub fn try_send_bytes_to(&self, to: &str, kind: &str, payload: Bytes) -> Result<(), Error> {
+        self.inner.shared.try_send(Some(to), kind, payload, true)
+    }
+
+    /// Replaces the room's shared state and sends it to every member (it never waits).
     pub async fn set_state<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let state = encode(value)?;
-        let max = self.inner.config.max_frame_len;
-        if state.len() > max as usize / 2 {
-            return Err(Error::TooLarge {
-                len: state.len(),
-                max: max / 2,
-            });
-        }
-        *self.inner.shared.state.lock().expect("not poisoned") = state.clone();
-        self.send(Command::SetState { state }).await
+        let state = netpeer_proto::encode_value(value)?;
+        self.inner.shared.set_state(state)
     }
 
     /// Leaves the room gracefully: every member is told (`Left`), queued messages are
     /// flushed (for at most two seconds), and connections are closed. The peer keeps
-    /// listening, alone, and may join again.
+    /// listening, alone, and may join again. A join in progress ends with
+    /// [`JoinError::Abandoned`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The room is left when the future is first polled; dropping it later only stops
+    /// waiting for the flush.
     pub async fn leave(&self) -> Result<(), Error> {
-        let (tx, rx) = async_channel::bounded(1);
-        self.send(Command::Leave { reply: tx }).await?;
-        rx.recv().await.map_err(|_| Error::Closed)
-    }
-
-    async fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.inner.cmd.send(cmd).await.map_err(|_| Error::Closed)
-    }
-
-    fn check(&self, kind: &str, payload: &Bytes) -> Result<(), Error> {
-        if kind.len() > netpeer_proto::MAX_KIND_LEN {
-            return Err(Error::KindTooLong);
-        }
-        let max = self.inner.config.max_frame_len;
-        // Data frame overhead: CBOR map keys and headers, sequence number, kind.
-        if payload.len() + kind.len() + 64 > max as usize {
-            return Err(Error::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
+        let flushed = self.inner.shared.start_leave()?;
+        let _ = flushed.recv().await;
         Ok(())
     }
-}
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    netpeer_proto::encode_value(value).map_err(|e| Error::Encode(e.to_string()))
+    /// Closes the peer: leaves the room (every member sees `Left`), flushes (for at
+    /// most two seconds), stops listening, stops every task it started, and resolves
+    /// once all of that is done. Every subscription then ends after its queued events;
+    /// every command on any handle fails with [`Error::Closed`]. Closing twice waits
+    /// for the same.
+    ///
+    /// # Cancel safety
+    ///
+    /// The close starts when the future is first polled and goes on if it is dropped;
+    /// awaiting `close` again waits for its end.
+    pub async fn close(&self) {
+        self.inner.shared.request_shutdown();
+        self.inner.shared.finished().await;
+    }
 }

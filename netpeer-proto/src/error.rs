@@ -64,6 +64,14 @@ pub enum ConfigError {
         /// Configured frame limit.
         frame: u32,
     },
+    /// `send_high_water` is zero or not below `max_send_queue`.
+    #[error("send_high_water {mark} must be above zero and below max_send_queue {queue}")]
+    HighWater {
+        /// Configured high-water mark.
+        mark: usize,
+        /// Configured queue bound.
+        queue: usize,
+    },
     /// The initial state does not fit in a welcome frame.
     #[error("initial state of {0} bytes is larger than half of max_frame_len")]
     StateTooLarge(usize),
@@ -93,6 +101,14 @@ pub enum SendError {
     /// The peer has left the room.
     #[error("the peer has left the room")]
     NotRunning,
+    /// Flow control: the send queue of each of these members (sorted) is above
+    /// `send_high_water`; nothing was sent (see
+    /// [`PeerMachine::send_ready`](crate::PeerMachine::send_ready)).
+    #[error("the send queues of {members:?} are above the high-water mark")]
+    Full {
+        /// The congested members.
+        members: Vec<String>,
+    },
 }
 
 /// A `join` that could not be started.

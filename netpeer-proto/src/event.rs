@@ -71,7 +71,8 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Nothing was received within `idle_timeout`.
     IdleTimeout,
-    /// More than `max_send_queue` bytes were waiting for this connection.
+    /// More than `max_send_queue` bytes were waiting for this connection, or more than
+    /// `send_high_water` while nothing was transmitted for `idle_timeout`.
     SlowConsumer,
     /// Another connection to the same member is kept (one connection per pair).
     Duplicate,
@@ -136,7 +137,8 @@ pub enum LeaveReason {
     TimedOut,
     /// It lost a name conflict and was expelled from the room.
     Expelled,
-    /// It did not read fast enough: its send queue crossed `max_send_queue`.
+    /// It did not read fast enough: its send queue crossed `max_send_queue`, or stayed
+    /// above `send_high_water` while it took nothing for `idle_timeout`.
     SlowConsumer,
     /// It broke the protocol (malformed or oversized frame).
     ProtocolViolation,
@@ -197,6 +199,16 @@ pub enum Event {
     StateChanged {
         /// The new state (CBOR).
         state: Bytes,
+    },
+    /// A member's send queue is above `send_high_water` and it has taken nothing for
+    /// half of `idle_timeout`: unless it takes bytes again, it is closed as a slow
+    /// consumer (`Left { reason: SlowConsumer }`) once `idle_timeout` has passed.
+    /// Reported once per stall.
+    SlowMember {
+        /// Its name.
+        name: String,
+        /// Bytes queued for it.
+        queued: usize,
     },
 }
 

@@ -206,7 +206,8 @@ impl PeerMachine {
     /// The next output, if any. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.conns.has_dirty() {
-            self.conns.flush_dirty(&mut self.outputs);
+            self.conns
+                .flush_dirty(&self.config, self.now, &mut self.outputs);
         }
         self.outputs.pop_front()
     }
@@ -214,6 +215,7 @@ impl PeerMachine {
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must be
     /// called, if any.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conns.rearm(&self.config, &mut self.timers);
         let (room, conns, config) = (&self.room, &self.conns, &self.config);
         let next = self.timers.front(|key| room.deadline(key, conns, config));
         #[cfg(debug_assertions)]
@@ -254,11 +256,56 @@ impl PeerMachine {
         self.scratch = scratch;
     }
 
-    /// `n` bytes handed out for `conn` were written to the transport.
+    /// `n` bytes handed out for `conn` were written to the transport. Report progress as
+    /// it happens (per write, not per batch of writes): while a connection's queue is
+    /// above the high-water mark, `idle_timeout` without progress cuts it (flow control,
+    /// the bounds rule).
     pub fn transmitted(&mut self, conn: ConnId, n: usize) {
         if let Some(c) = self.conns.get_mut(conn) {
-            c.transmitted(n);
+            c.transmitted(n, &self.config, self.now);
         }
+    }
+
+    /// Bytes arrived on `conn` that the driver holds back unread for now (its
+    /// application is not keeping up, and it stopped feeding the machine to push back
+    /// on the senders): the connection is not silent, so the liveness rule's idle
+    /// timeout does not count this time against it. The bytes themselves come later
+    /// through [`receive`](Self::receive).
+    pub fn input_waiting(&mut self, conn: ConnId, now: Instant) {
+        self.tick(now);
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.input_waiting(now);
+        }
+    }
+
+    /// Flow control (the bounds rule): whether a send to `to` (every member for
+    /// `None`) may go now. `Err(SendError::Full { members })` names the targets whose
+    /// send queue is above [`Config::high_water`] (sorted); nothing is sent by this call.
+    ///
+    /// A driver that waits re-asks after it reported progress with
+    /// [`transmitted`](Self::transmitted) or after a member left. The wait is bounded:
+    /// a member above the mark to which nothing is transmitted for `idle_timeout` is
+    /// closed as a slow consumer (after an [`Event::SlowMember`](crate::Event) halfway),
+    /// and one that stopped sending too is closed by the idle timeout. A member that
+    /// takes its bytes, however slowly, is waited for. An unknown `to` is not congested
+    /// (the send reports it).
+    pub fn send_ready(&self, to: Option<&str>) -> Result<(), SendError> {
+        self.room.send_ready(&self.conns, &self.config, to)
+    }
+
+    /// Cancels our join, if one is in progress; returns whether one was. The next
+    /// [`join`](Self::join) may start at once.
+    ///
+    /// Before the contact's welcome, only the contact connection is closed (with a
+    /// `Leave` if its handshake completed, so the contact reports `Left`, never a
+    /// timeout); a room we were already in is kept. After the welcome, while the listed
+    /// members are being connected, the room being entered is left as
+    /// [`leave`](Self::leave) leaves it. No event is emitted either way (in particular
+    /// no `JoinTimedOut` or `Entered` for the cancelled join).
+    pub fn cancel_join(&mut self, now: Instant) -> bool {
+        self.tick(now);
+        let (room, mut io) = self.parts();
+        room.abandon_join(&mut io)
     }
 
     /// The transport closed `conn` (FIN, reset, or a failed write).

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use netpeer_proto::{
     AcceptError, CloseReason, Config, ConnId, Event, Identity, LeaveReason, Output,
     PROTOCOL_VERSIONS, PeerMachine, RejectReason, SendError,
-    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame},
+    wire::{
+        AcceptorHandshake, Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion,
+        encode_frame,
+    },
 };
 
 const REMOTE: &str = "127.0.0.1:50000";
@@ -546,4 +549,332 @@ fn fuzz_regression_join_epoch_at_its_end_does_not_overflow() {
         assert_eq!(welcome.unwrap().join_epoch, i as u64 + 1);
     }
     assert_eq!(m.members(), vec!["mallory", "n1", "n2", "n3"]);
+}
+
+/// A raw contact "bob" on `conn` (it listens on 4000): it answers the machine's `Hello`
+/// (found in `out`) with its own, proving its key, reads the machine's proof and, if
+/// `welcome`, welcomes it listing "carol" at 127.0.0.1:5000. Returns the outputs after
+/// its last frame.
+fn contact(
+    m: &mut PeerMachine,
+    conn: ConnId,
+    out: &[Output],
+    welcome: bool,
+    now: Instant,
+) -> Vec<Output> {
+    let ours = sent(out, conn)
+        .into_iter()
+        .find_map(|f| match f {
+            Frame::Hello(h) => Some(h),
+            _ => None,
+        })
+        .expect("the machine's Hello");
+    let bob = AcceptorHandshake::new(
+        Identity::from_bytes([0xb0; 32]),
+        dialer("bob", "netpeer", V).hello().clone(),
+        Nonce([0xb1; 32]),
+    );
+    m.receive(conn, &frame(&Frame::Hello(bob.answer(&ours).unwrap())), now);
+    let out = drain(m);
+    let Some(Frame::Proof(proof)) = sent(&out, conn).into_iter().next() else {
+        panic!("the machine proves its key: {out:?}")
+    };
+    assert!(bob.check(&ours, &proof));
+    if !welcome {
+        return out;
+    }
+    let w = Frame::Welcome(netpeer_proto::wire::Welcome {
+        join_epoch: 1,
+        members: vec![netpeer_proto::wire::MemberInfo {
+            name: "carol".into(),
+            key: Identity::from_bytes([0xca; 32]).public_key(),
+            incarnation: 7,
+            join_epoch: 0,
+            addr: Some("127.0.0.1:5000".parse().unwrap()),
+        }],
+        state: netpeer_proto::encode_value(&()).unwrap(),
+        state_version: StateVersion::default(),
+    });
+    m.receive(conn, &frame(&w), now);
+    drain(m)
+}
+
+#[test]
+fn cancel_join_before_the_connection_opens_frees_the_machine_at_once() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    assert!(!m.cancel_join(now), "nothing to cancel");
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let out = drain(&mut m);
+    let [Output::Connect { conn, .. }] = out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, conn), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no event for a cancelled join");
+    assert!(!m.is_joining());
+    assert_eq!(m.connection_count(), 0);
+    // A late report about the cancelled dial is ignored; the next join starts at once.
+    m.connected(conn, now);
+    assert!(drain(&mut m).is_empty());
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    assert!(m.is_joining());
+    // Its deadline is the new join's, not the cancelled one's: nothing times out early.
+    assert_eq!(m.poll_timeout(), Some(now + m.config().handshake_timeout));
+}
+
+#[test]
+fn cancel_join_while_waiting_for_the_welcome_tells_the_contact() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let conn = match &drain(&mut m)[..] {
+        [Output::Connect { conn, .. }] => *conn,
+        out => panic!("{out:?}"),
+    };
+    m.connected(conn, now);
+    let hello = drain(&mut m);
+    let out = contact(&mut m, conn, &hello, false, now);
+    assert!(
+        events(&out).is_empty(),
+        "the contact is not reported before the welcome"
+    );
+    assert!(m.is_joining());
+
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert!(matches!(&sent(&out, conn)[..], [Frame::Leave(l)] if !l.expelled));
+    assert_eq!(closed(&out, conn), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no event for a cancelled join");
+    assert!(m.members().is_empty());
+    // The contact is forgotten, not redialled, and the join timeout is gone with it.
+    assert_eq!(m.poll_timeout(), None);
+    m.handle_timeout(now + m.config().join_timeout * 2);
+    assert!(drain(&mut m).is_empty(), "no redial, no JoinTimedOut");
+    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+}
+
+#[test]
+fn cancel_join_after_the_welcome_leaves_the_room_being_entered() {
+    let now = Instant::now();
+    let mut m = machine(now);
+    let before = m.incarnation();
+    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    let contact = match &drain(&mut m)[..] {
+        [Output::Connect { conn, .. }] => *conn,
+        out => panic!("{out:?}"),
+    };
+    m.connected(contact, now);
+    let hello = drain(&mut m);
+    let out = self::contact(&mut m, contact, &hello, true, now);
+    let carol = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, addr } if addr.port() == 5000 => Some(*conn),
+            _ => None,
+        })
+        .expect("the listed member is dialled");
+    assert!(events(&out).is_empty(), "still entering");
+
+    assert!(m.cancel_join(now));
+    let out = drain(&mut m);
+    assert!(matches!(&sent(&out, contact)[..], [Frame::Leave(l)] if !l.expelled));
+    assert_eq!(closed(&out, contact), Some(CloseReason::Leave));
+    assert_eq!(closed(&out, carol), Some(CloseReason::Leave));
+    assert!(events(&out).is_empty(), "no Entered, no Left");
+    assert!(m.members().is_empty());
+    assert_eq!(m.connection_count(), 0);
+    assert_ne!(m.incarnation(), before, "left as leave() leaves");
+    m.handle_timeout(now + m.config().join_timeout * 2);
+    assert!(
+        drain(&mut m).is_empty(),
+        "nothing of the cancelled join remains"
+    );
+    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+}
+
+/// A machine with bob, small limits (64 KiB frames, a 256 KiB queue, a 64 KiB mark),
+/// and bob's queue pushed just above the mark by broadcasts nobody transmits.
+fn congested_bob(now: Instant) -> (PeerMachine, ConnId) {
+    let mut c = Config::new("alice");
+    c.max_frame_len = 64 * 1024;
+    c.max_send_queue = 256 * 1024;
+    c.send_high_water = Some(64 * 1024);
+    let mut m = PeerMachine::new(c, now).unwrap();
+    let bob = m.accept(REMOTE.parse().unwrap(), now).unwrap();
+    handshake(&mut m, bob, &dialer("bob", "netpeer", V), now);
+    let chunk = Bytes::from(vec![1u8; 30 * 1024]);
+    for _ in 0..2 {
+        m.broadcast("k", chunk.clone(), now).unwrap();
+        assert_eq!(m.send_ready(None), Ok(()), "{}", m.queued_bytes(bob));
+    }
+    m.broadcast("k", chunk, now).unwrap();
+    drain(&mut m);
+    assert!(m.queued_bytes(bob) > 64 * 1024);
+    (m, bob)
+}
+
+fn ping() -> Bytes {
+    encode_frame(&Frame::Ping(0), 1 << 20).unwrap()
+}
+
+#[test]
+fn send_ready_names_the_members_above_the_high_water_mark() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let full = Err(SendError::Full {
+        members: vec!["bob".into()],
+    });
+    assert_eq!(m.send_ready(None), full);
+    assert_eq!(m.send_ready(Some("bob")), full);
+    assert_eq!(m.send_ready(Some("nobody")), Ok(()), "send_to reports it");
+    // Asking sends nothing.
+    assert!(drain(&mut m).is_empty());
+    // Progress below the mark: ready again.
+    let queued = m.queued_bytes(bob);
+    m.transmitted(bob, queued - 64 * 1024);
+    assert_eq!(m.send_ready(None), Ok(()));
+    m.transmitted(bob, 64 * 1024);
+    assert_eq!(m.queued_bytes(bob), 0);
+}
+
+#[test]
+fn a_member_congested_for_the_idle_timeout_is_warned_halfway_then_cut() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    // Bob stays alive (it keeps sending) but never reads.
+    let mut t = now;
+    let step = idle / 10;
+    let mut warned = None;
+    let mut cut = None;
+    while cut.is_none() && t < now + idle * 2 {
+        t += step;
+        m.receive(bob, &ping(), t);
+        m.handle_timeout(t);
+        for e in events(&drain(&mut m)) {
+            match e {
+                Event::SlowMember { name, queued } => {
+                    assert_eq!(name, "bob");
+                    assert!(queued > 64 * 1024, "{queued}");
+                    assert!(warned.replace(t).is_none(), "warned once");
+                }
+                Event::Left { name, reason } => {
+                    assert_eq!((name.as_str(), reason), ("bob", LeaveReason::SlowConsumer));
+                    cut = Some(t);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let (warned, cut) = (warned.expect("a warning"), cut.expect("a cut"));
+    assert!(warned >= now + idle / 2 && warned < now + idle / 2 + step);
+    assert!(cut >= now + idle && cut < now + idle + step);
+    assert!(m.members().is_empty());
+    assert_eq!(m.send_ready(None), Ok(()), "nobody congested any more");
+}
+
+#[test]
+fn draining_below_the_mark_stops_the_congestion_clock() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    let half = now + idle / 2;
+    m.receive(bob, &ping(), half);
+    m.handle_timeout(half);
+    assert!(matches!(
+        &events(&drain(&mut m))[..],
+        [Event::SlowMember { .. }]
+    ));
+    // It drains below the mark just before it would have been cut...
+    let t = now + idle - Duration::from_millis(1);
+    m.receive(bob, &ping(), t);
+    m.transmitted(bob, m.queued_bytes(bob));
+    m.handle_timeout(now + idle);
+    m.receive(bob, &ping(), now + idle);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), None);
+    assert!(events(&out).is_empty());
+    // ... and a new congestion starts a new clock and a new warning.
+    let t = now + idle;
+    m.broadcast("k", Bytes::from(vec![1u8; 60 * 1024]), t)
+        .unwrap();
+    m.broadcast("k", Bytes::from(vec![1u8; 60 * 1024]), t)
+        .unwrap();
+    drain(&mut m);
+    assert!(m.send_ready(None).is_err());
+    m.receive(bob, &ping(), t + idle / 4);
+    m.handle_timeout(t + idle / 4);
+    assert!(
+        events(&drain(&mut m)).is_empty(),
+        "not before half the idle timeout"
+    );
+    m.receive(bob, &ping(), t + idle / 2);
+    m.handle_timeout(t + idle / 2);
+    assert!(matches!(
+        &events(&drain(&mut m))[..],
+        [Event::SlowMember { .. }]
+    ));
+    assert_eq!(m.members(), ["bob"]);
+}
+
+#[test]
+fn input_held_back_by_the_driver_is_not_silence() {
+    let now = Instant::now();
+    let (mut m, bob) = with_bob(now);
+    drain(&mut m);
+    let idle = m.config().idle_timeout;
+    // Bob's heartbeats sit unread in the driver; it tells the machine they are there.
+    m.input_waiting(bob, now + idle - Duration::from_millis(1));
+    m.handle_timeout(now + idle);
+    let out = drain(&mut m);
+    assert_eq!(closed(&out, bob), None, "not timed out");
+    assert_eq!(m.members(), ["bob"]);
+    // Without it, silence for idle_timeout still ends the session.
+    let later = now + idle * 2;
+    m.handle_timeout(later);
+    assert_eq!(closed(&drain(&mut m), bob), Some(CloseReason::IdleTimeout));
+    // An unknown connection is ignored.
+    m.input_waiting(ConnId(999), later);
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn a_member_that_takes_its_bytes_slowly_is_waited_for_not_cut() {
+    let now = Instant::now();
+    let (mut m, bob) = congested_bob(now);
+    let idle = m.config().idle_timeout;
+    // For three idle timeouts bob stays above the mark, but takes a little every
+    // 0.4 idle timeouts (a slow link, one huge frame): never warned, never cut.
+    let step = idle * 2 / 5;
+    let mut t = now;
+    while t < now + idle * 3 {
+        t += step;
+        m.receive(bob, &ping(), t);
+        m.broadcast("k", Bytes::from(vec![1u8; 1024]), t).unwrap();
+        m.transmitted(bob, 1024);
+        m.handle_timeout(t);
+        let out = drain(&mut m);
+        assert!(events(&out).is_empty(), "{:?}", events(&out));
+        assert_eq!(closed(&out, bob), None);
+        assert!(m.send_ready(None).is_err(), "still above the mark");
+    }
+    // Once it stops taking anything: warned halfway, cut at the idle timeout.
+    let stalled = t;
+    let mut warned = None;
+    while m.members() == ["bob"] && t < stalled + idle * 2 {
+        t += idle / 10;
+        m.receive(bob, &ping(), t);
+        m.handle_timeout(t);
+        for e in events(&drain(&mut m)) {
+            match e {
+                Event::SlowMember { .. } => warned = Some(t),
+                Event::Left { reason, .. } => assert_eq!(reason, LeaveReason::SlowConsumer),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(warned.is_some_and(|w| w >= stalled + idle / 2));
+    assert!(m.members().is_empty() && t >= stalled + idle && t < stalled + idle * 2);
 }

@@ -27,18 +27,19 @@
 //! async_io::block_on(ex.run(async {
 //!     let alice = rt.builder("alice").state(&"welcome!").listen("127.0.0.1:0").await?;
 //!     let bob = rt.builder("bob").listen("127.0.0.1:0").await?;
-//!     let entered = bob.join(&alice.local_addr().to_string()).await?;
+//!     let mut events = bob.subscribe(); // every event from now on
+//!     let entered = bob.join(alice.local_addr()).await?;
 //!     assert_eq!(entered.state::<String>()?, "welcome!");
 //!
 //!     alice.broadcast("chat", &"hello bob").await?;
-//!     let mut events = bob.events();
 //!     while let Some(event) = events.recv().await {
 //!         if let PeerEvent::Message(m) = event {
 //!             assert_eq!(m.decode::<String>()?, "hello bob");
 //!             break;
 //!         }
 //!     }
-//!     bob.leave().await?; // alice hears PeerEvent::Left { reason: Left, .. }
+//!     bob.close().await; // alice hears PeerEvent::Left { reason: Left, .. }
+//!     alice.close().await;
 //!     Ok(())
 //! }))
 //! # }
@@ -87,8 +88,9 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::future;
 
 pub use netpeer_driver::{
-    Config, DecodeValueError, Entered, Error, Events, JoinError, LeaveReason, Message, PeerEvent,
-    RejectReason, RoomKey, decode_value, encode_value, proto,
+    Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
+    JoinError, KeyParseError, LeaveReason, Message, Overflow, PeerEvent, PublicKey, RejectReason,
+    RoomKey, SendError, ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by async-io. Build one with [`Smol::builder`].

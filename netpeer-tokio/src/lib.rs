@@ -11,18 +11,18 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let alice = Peer::builder("alice").state(&"welcome!").listen("127.0.0.1:0").await?;
 //! let bob = Peer::builder("bob").listen("127.0.0.1:0").await?;
-//! let entered = bob.join(&alice.local_addr().to_string()).await?;
+//! let mut events = bob.subscribe(); // every event from now on
+//! let entered = bob.join(alice.local_addr()).await?;
 //! assert_eq!(entered.state::<String>()?, "welcome!");
 //!
 //! alice.broadcast("chat", &"hello bob").await?;
-//! let mut events = bob.events();
 //! while let Some(event) = events.recv().await {
 //!     if let PeerEvent::Message(m) = event {
 //!         println!("{} says {}", m.from, m.decode::<String>()?);
 //!         break;
 //!     }
 //! }
-//! bob.leave().await?; // alice hears PeerEvent::Left { reason: Left, .. }
+//! bob.close().await; // alice hears PeerEvent::Left { reason: Left, .. }
 //! # Ok(()) }
 //! ```
 //!
@@ -43,8 +43,9 @@ use tokio::net::{
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 pub use netpeer_driver::{
-    Config, DecodeValueError, Entered, Error, Events, JoinError, LeaveReason, Message, PeerEvent,
-    RejectReason, RoomKey, decode_value, encode_value, proto,
+    Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
+    JoinError, KeyParseError, LeaveReason, Message, Overflow, PeerEvent, PublicKey, RejectReason,
+    RoomKey, SendError, ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by tokio. See the [crate docs](crate).

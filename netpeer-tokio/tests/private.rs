@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use netpeer_tokio::{JoinError, Peer, PeerEvent, RoomKey};
+use netpeer_tokio::{JoinError, Peer, PeerEvent, RejectReason, RoomKey};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -72,7 +72,7 @@ async fn a_recording_proxy_sees_no_plaintext() {
         let k = private.then(|| key.clone());
         let alice = peer("alice-in-the-middle", k.clone()).await;
         let bob = peer("bob-the-listener", k).await;
-        let mut events = bob.events();
+        let mut events = bob.subscribe();
         let (proxy, log) = recording_proxy(alice.local_addr()).await;
         let entered = bob.join(&proxy).await.unwrap();
         assert_eq!(
@@ -122,17 +122,17 @@ async fn strangers_get_a_clear_error() {
     let wrong = peer("wrong", Some(other)).await;
     assert!(matches!(
         wrong.join(&addr).await,
-        Err(JoinError::KeyMismatch)
+        Err(JoinError::Rejected(RejectReason::KeyMismatch))
     ));
     let keyless = peer("keyless", None).await;
     assert!(matches!(
         keyless.join(&addr).await,
-        Err(JoinError::KeyMismatch)
+        Err(JoinError::Rejected(RejectReason::KeyMismatch))
     ));
     let keyed = peer("keyed", Some(key.clone())).await;
     assert!(matches!(
         keyed.join(&open.local_addr().to_string()).await,
-        Err(JoinError::KeyMismatch)
+        Err(JoinError::Rejected(RejectReason::KeyMismatch))
     ));
     // With the right key it works, and nobody else got in.
     let friend = peer("friend", Some(key)).await;

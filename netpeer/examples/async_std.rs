@@ -15,10 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     async_std::task::block_on(async {
         let ana = rt.builder("ana").listen("127.0.0.1:0").await?;
         let ben = rt.builder("ben").listen("127.0.0.1:0").await?;
-        ben.join(&ana.local_addr().to_string()).await?;
+        let mut events = ana.subscribe(); // every event of ana's from now on
+        ben.join(ana.local_addr()).await?;
 
         ben.send_to("ana", "chat", &"hello from async-std").await?;
-        let mut events = ana.events();
         while let Some(event) = events.recv().await {
             if let PeerEvent::Message(m) = event {
                 println!("ana got {:?} from {}", m.decode::<String>()?, m.from);

@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("* {} listening on {}", peer.name(), peer.local_addr());
-    let mut events = peer.events();
+    let mut events = peer.subscribe();
     if let Some(addr) = &args.join {
         match peer.join(addr).await {
             Ok(entered) => println!("* joined; members: {}", entered.members.join(", ")),
@@ -89,7 +89,7 @@ async fn main() -> ExitCode {
                 PeerEvent::Joined { name } => println!("* {name} joined"),
                 PeerEvent::Left { name, reason } => println!("* {name} left ({reason:?})"),
                 PeerEvent::Rejected { reason } => return Some(reason),
-                PeerEvent::Lagged { missed } => println!("* {missed} events dropped"),
+                PeerEvent::Lagged { missed } => println!("* {missed} messages dropped here"),
                 _ => {}
             }
         }
@@ -121,7 +121,8 @@ async fn main() -> ExitCode {
             refused = &mut printer => return rejected(refused.ok().flatten()),
         }
     }
-    let _ = peer.leave().await;
+    // Others see us leave (`Left`), then the process may end.
+    peer.close().await;
     printer.abort();
     ExitCode::SUCCESS
 }

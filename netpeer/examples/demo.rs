@@ -59,17 +59,17 @@ async fn run() -> Result<(), String> {
             .listen("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
-        let events = peer.events();
+        let events = peer.subscribe();
         demo.log(name, format!("listening on {}", peer.local_addr()));
         peers.push((peer, events));
     }
 
     // 1. Everyone joins, each through a different member.
     for (i, via) in [(1, 0), (2, 1), (3, 2), (4, 0)] {
-        let addr = peers[via].0.local_addr().to_string();
+        let addr = peers[via].0.local_addr();
         let entered = peers[i]
             .0
-            .join(&addr)
+            .join(addr)
             .await
             .map_err(|e| format!("{} could not join: {e}", names[i]))?;
         let topic: String = entered.state().map_err(|e| e.to_string())?;
@@ -158,10 +158,10 @@ async fn run() -> Result<(), String> {
     }
 
     // 5. The opener comes back through another member and gets the current state.
-    let dan = peers[3].0.local_addr().to_string();
+    let dan = peers[3].0.local_addr();
     let entered = peers[0]
         .0
-        .join(&dan)
+        .join(dan)
         .await
         .map_err(|e| format!("ana could not rejoin: {e}"))?;
     let topic: String = entered.state().map_err(|e| e.to_string())?;
@@ -199,9 +199,9 @@ async fn run() -> Result<(), String> {
         demo.log("eve", format!("got a direct message from {}", m.from));
     }
 
-    // 6. Everyone leaves.
+    // 6. Everyone closes: leaves the room, flushes, stops (before the process ends).
     for (peer, _) in &peers {
-        peer.leave().await.map_err(|e| e.to_string())?;
+        peer.close().await;
     }
     demo.log("room", "everyone left; done");
     Ok(())

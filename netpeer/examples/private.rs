@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p netpeer --example private`
 
-use netpeer::{JoinError, Peer, PeerEvent, RoomKey};
+use netpeer::{JoinError, Peer, PeerEvent, RejectReason, RoomKey};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,10 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .room_key(ben_key)
         .listen("127.0.0.1:0")
         .await?;
+    let mut events = ana.subscribe();
     ben.join(&addr).await?;
     ben.send_to("ana", "chat", &"only the room can read this")
         .await?;
-    let mut events = ana.events();
     while let Some(event) = events.recv().await {
         if let PeerEvent::Message(m) = event {
             println!("ana got {:?} from {}", m.decode::<String>()?, m.from);
@@ -45,11 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     for stranger in [&eve, &mallory] {
         match stranger.join(&addr).await {
-            Err(JoinError::KeyMismatch) => println!(
-                "{} is kept out: {}",
-                stranger.name(),
-                JoinError::KeyMismatch
-            ),
+            Err(JoinError::Rejected(reason @ RejectReason::KeyMismatch)) => {
+                println!("{} is kept out: {reason}", stranger.name())
+            }
             other => {
                 return Err(
                     format!("{} should be kept out, got {other:?}", stranger.name()).into(),

@@ -34,11 +34,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .listen("127.0.0.1:0")
         .await?;
     let ben = Peer::builder("ben").listen("127.0.0.1:0").await?;
-    let entered = ben.join(&ana.local_addr().to_string()).await?;
+    let entered = ben.join(ana.local_addr()).await?;
     println!("ben joined and got {:?}", entered.state::<Board>()?);
 
     // ben changes the state; ana hears about it.
-    let mut ana_events = ana.events();
+    let mut ana_events = ana.subscribe();
     ben.set_state(&Board {
         topic: "lunch: pizza".into(),
         round: 2,
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ana sees {:?}", next_board(&mut ana_events).await?);
 
     // ana changes it back; ben hears about it, and his own view is current.
-    let mut ben_events = ben.events();
+    let mut ben_events = ben.subscribe();
     ana.set_state(&Board {
         topic: "lunch: pizza at noon".into(),
         round: 3,
@@ -58,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A newcomer gets the current state, whoever set it and whoever it joins through.
     let cleo = Peer::builder("cleo").listen("127.0.0.1:0").await?;
-    let entered = cleo.join(&ben.local_addr().to_string()).await?;
+    let entered = cleo.join(ben.local_addr()).await?;
     println!(
         "cleo joined through ben and got {:?}",
         entered.state::<Board>()?

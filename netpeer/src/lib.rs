@@ -3,8 +3,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use netpeer_driver::{
-    Config, DecodeValueError, Entered, Error, Events, JoinError, LeaveReason, Message, PeerEvent,
-    RejectReason, RoomKey, decode_value, encode_value,
+    Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
+    JoinError, KeyParseError, LeaveReason, Message, Overflow, PeerEvent, PublicKey, RejectReason,
+    RoomKey, SendError, ToAddrs, decode_value, encode_value,
 };
 pub use netpeer_proto::RoomKeyError;
 

@@ -1,16 +1,26 @@
 //! The conformance cases. Each is written once, generic over the runtime, and asserts
 //! what every adapter must do on real loopback sockets.
 
-use std::time::Instant;
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use futures_lite::future;
-use netpeer_driver::{Error, JoinError, LeaveReason, PeerEvent, Runtime};
+use netpeer_driver::{
+    Config, ConnectFailure, Error, Events, FlowControl, JoinError, LeaveReason, Overflow,
+    PeerEvent, RejectReason, Runtime, SendError,
+};
 
-use crate::support::{
-    WAIT, addr, assert_fully_closed, builder, closed_port, collect_until_end, data_frames, enter,
-    event, exchange, fast, joined, left, message, peer, raw_client, raw_join, raw_write,
-    read_until_closed, room, send_numbered, start, within,
+use crate::{
+    run::Isolated,
+    support::{
+        WAIT, addr, assert_fully_closed, builder, closed_port, collect_until_end, data_frames,
+        enter, event, exchange, fast, joined, left, message, peer, ping_frame, raw_client,
+        raw_join, raw_member, raw_write, read_until_closed, room, send_numbered, start, within,
+    },
 };
 
 /// Joining: a failed join (nobody listens) leaves the peer usable; a join through the
@@ -18,7 +28,7 @@ use crate::support::{
 /// already in it are told.
 pub async fn join<R: Runtime>(rt: R) {
     let a = peer(&rt, "a").await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     assert!(a.members().is_empty(), "a new peer is alone");
 
     let nobody = closed_port(&rt).await;
@@ -28,7 +38,7 @@ pub async fn join<R: Runtime>(rt: R) {
     assert!(matches!(err, JoinError::Unreachable { .. }), "{err:?}");
 
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     let entered = enter(&rt, &b, &a).await;
     assert_eq!(entered.members, ["a"]);
     assert!(entered.failed.is_empty(), "{entered:?}");
@@ -112,7 +122,7 @@ pub async fn send_to<R: Runtime>(rt: R) {
         .await
         .expect_err("unknown");
     assert!(
-        matches!(&err, Error::UnknownPeer(n) if n == "nobody"),
+        matches!(&err, Error::Send(SendError::UnknownPeer(n)) if n == "nobody"),
         "{err:?}"
     );
 }
@@ -121,9 +131,9 @@ pub async fn send_to<R: Runtime>(rt: R) {
 /// and updates from any member reach everyone.
 pub async fn set_state<R: Runtime>(rt: R) {
     let a = start(&rt, builder(&rt, "a").state(&"v0")).await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     let entered = enter(&rt, &b, &a).await;
     assert_eq!(entered.state::<String>().expect("a string"), "v0");
     assert_eq!(b.state::<String>().expect("a string"), "v0");
@@ -225,7 +235,10 @@ pub async fn duplicate_name<R: Runtime>(rt: R) {
     let err = within(&rt, "the impostor's join", impostor.join(&addr(&a)))
         .await
         .expect_err("the name is taken");
-    assert!(matches!(err, JoinError::NameTaken), "{err:?}");
+    assert!(
+        matches!(err, JoinError::Rejected(RejectReason::NameTaken)),
+        "{err:?}"
+    );
     assert!(impostor.members().is_empty());
 
     // The real b is still a's member: a message reaches it, and a saw no change.
@@ -273,7 +286,10 @@ pub async fn large_message<R: Runtime>(rt: R) {
         .broadcast_bytes("too-big", Bytes::from(vec![0; max]))
         .await
         .expect_err("does not fit");
-    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Send(SendError::TooLarge { .. })),
+        "{err:?}"
+    );
 }
 
 /// Hostile raw TCP clients are cut off, one connection each, while the room works: bytes
@@ -336,7 +352,8 @@ pub async fn garbage_client<R: Runtime>(rt: R) {
     );
 }
 
-/// A slow consumer is closed, and only it: a raw client completes the handshake as
+/// Without flow control (`FlowControl::Ignore`: sends never wait), a slow consumer is
+/// closed by rule 11's hard bound, and only it: a raw client completes the handshake as
 /// member "slow", then never reads its socket. a (with a 256 KiB send queue) broadcasts
 /// 32 KiB messages in lock-step with b, the healthy member: each next message goes out
 /// once b has received the last, so b's queue never holds more than about one message.
@@ -349,17 +366,19 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
     const MAX_MESSAGES: u32 = 2048;
     let a = start(
         &rt,
-        builder(&rt, "a").configure(|c| {
-            fast(c);
-            c.idle_timeout = WAIT * 3;
-            c.max_frame_len = 64 * 1024;
-            c.max_send_queue = 256 * 1024;
-        }),
+        builder(&rt, "a")
+            .configure(|c| {
+                fast(c);
+                c.idle_timeout = WAIT * 3;
+                c.max_frame_len = 64 * 1024;
+                c.max_send_queue = 256 * 1024;
+            })
+            .flow_control(FlowControl::Ignore),
     )
     .await;
-    let mut ea = a.events();
+    let mut ea = a.subscribe();
     let b = peer(&rt, "b").await;
-    let mut eb = b.events();
+    let mut eb = b.subscribe();
     enter(&rt, &b, &a).await;
     joined(&rt, &mut ea, &["b"]).await;
 
@@ -422,11 +441,11 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
 pub async fn mixed_room<T: Runtime, S: Runtime, A: Runtime>(t: T, s: S, a: A) {
     const N: u32 = 100;
     let pt = peer(&t, "tokio").await;
-    let mut et = pt.events();
+    let mut et = pt.subscribe();
     let ps = peer(&s, "smol").await;
-    let mut es = ps.events();
+    let mut es = ps.subscribe();
     let pa = peer(&a, "async-std").await;
-    let mut ea = pa.events();
+    let mut ea = pa.subscribe();
 
     let entered = enter(&t, &ps, &pt).await;
     assert_eq!(entered.members, ["tokio"]);
@@ -479,4 +498,646 @@ pub async fn mixed_room<T: Runtime, S: Runtime, A: Runtime>(t: T, s: S, a: A) {
     assert_eq!(left(&t, &mut et, "smol").await, LeaveReason::Left);
     assert_eq!(left(&t, &mut ea, "smol").await, LeaveReason::Left);
     assert_eq!(pt.members(), ["async-std"]);
+}
+
+/// Commands answer with the machine's own verdict, typed: a direct message whose frame
+/// (with its 64-byte recipient) cannot fit is refused although the same payload fits
+/// as a broadcast; an unknown member, a kind too long and a state too large are
+/// refused; nothing refused reaches anyone.
+pub async fn commands_answer_with_the_machines_verdict<R: Runtime>(rt: R) {
+    const MAX: usize = 64 * 1024;
+    let long = "b".repeat(64);
+    let small = |c: &mut Config| {
+        fast(c);
+        c.max_frame_len = MAX as u32;
+    };
+    let a = start(&rt, builder(&rt, "a").configure(small)).await;
+    let mut ea = a.subscribe();
+    let b = start(&rt, builder(&rt, &long).configure(small)).await;
+    let mut eb = b.subscribe();
+    enter(&rt, &b, &a).await;
+    joined(&rt, &mut ea, &[&long]).await;
+
+    // payload + kind + 64 bytes of "overhead" is exactly the limit: a guess would let
+    // it through; the machine encodes the frame and knows it does not fit.
+    let payload = Bytes::from(vec![7u8; MAX - 1 - 64]);
+    let err = a
+        .send_bytes_to(&long, "k", payload.clone())
+        .await
+        .expect_err("the direct frame does not fit");
+    assert!(
+        matches!(err, Error::Send(SendError::TooLarge { max, .. }) if max == MAX as u32),
+        "{err:?}"
+    );
+    let err = a
+        .try_send_bytes_to(&long, "k", payload.clone())
+        .expect_err("nor without waiting");
+    assert!(
+        matches!(err, Error::Send(SendError::TooLarge { .. })),
+        "{err:?}"
+    );
+    a.broadcast_bytes("k", payload.clone())
+        .await
+        .expect("the broadcast frame (no recipient) fits");
+    let m = message(&rt, &mut eb, "the broadcast that fits").await;
+    assert_eq!(
+        (m.kind.as_str(), m.direct, m.payload.len()),
+        ("k", false, payload.len())
+    );
+
+    let err = a.send_to("nobody", "k", &1).await.expect_err("unknown");
+    assert!(
+        matches!(&err, Error::Send(SendError::UnknownPeer(n)) if n == "nobody"),
+        "{err:?}"
+    );
+    let kind = "k".repeat(256);
+    let err = a.broadcast(&kind, &1).await.expect_err("kind too long");
+    assert!(
+        matches!(err, Error::Send(SendError::KindTooLong(256))),
+        "{err:?}"
+    );
+    let err = a
+        .set_state(&Bytes::from(vec![0u8; MAX / 2]))
+        .await
+        .expect_err("state too large");
+    assert!(
+        matches!(err, Error::Send(SendError::TooLarge { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        a.state_bytes(),
+        b.state_bytes(),
+        "the refused state was not taken"
+    );
+
+    // Per-sender FIFO: the marker is the next message; nothing refused came before it.
+    a.send_to(&long, "marker", &()).await.expect("send_to");
+    let m = message(&rt, &mut eb, "the marker").await;
+    assert_eq!((m.kind.as_str(), m.direct), ("marker", true));
+}
+
+/// Each subscription has its own queue and sees every event from its subscription on:
+/// two subscriptions both get all of a run, none splits it; one made later sees only
+/// what happens after it.
+pub async fn every_subscription_sees_every_event<R: Runtime>(rt: R) {
+    const N: u32 = 200;
+    let [(a, mut first), (b, _eb)] = room(&rt, ["a", "b"]).await;
+    let mut second = a.subscribe();
+    send_numbered(&b, N).await;
+    let all: Vec<u32> = (0..N).collect();
+    for (what, events) in [("first", &mut first), ("second", &mut second)] {
+        let got = collect_until_end(&rt, events, 1).await;
+        assert_eq!(got["b"], all, "{what}: every message, in order");
+    }
+    let mut third = a.subscribe();
+    drop(second);
+    b.broadcast("later", &()).await.expect("broadcast");
+    for (what, events) in [("first", &mut first), ("third", &mut third)] {
+        let e = event(&rt, events, "the next event", |_| true).await;
+        assert!(
+            matches!(&e, PeerEvent::Message(m) if m.kind == "later"),
+            "{what}: {e:?}"
+        );
+    }
+}
+
+/// A subscription read only at the end (capacity 8) lost messages, the oldest first,
+/// each gap marked where it was, and no control event: it reads exactly
+/// `Joined b, Lagged 50, StateChanged, Joined c, Lagged 43, m93..m99, Left c, end`.
+pub async fn a_late_reader_loses_old_messages_never_control_events<R: Runtime>(rt: R) {
+    let a = start(&rt, builder(&rt, "a").event_capacity(8)).await;
+    // Read as things happen (it may lag too: it counts what it missed).
+    let mut prompt = a.subscribe();
+    let mut late = a.subscribe();
+    let b = peer(&rt, "b").await;
+    enter(&rt, &b, &a).await;
+    joined(&rt, &mut prompt, &["b"]).await;
+    for i in 0..50u32 {
+        b.broadcast("n", &i).await.expect("broadcast");
+    }
+    accounted(&rt, &mut prompt, 50).await;
+    b.set_state(&"s1").await.expect("set_state");
+    event(&rt, &mut prompt, "the state", |e| {
+        matches!(e, PeerEvent::StateChanged { .. })
+    })
+    .await;
+    let c = peer(&rt, "c").await;
+    enter(&rt, &c, &b).await;
+    joined(&rt, &mut prompt, &["c"]).await;
+    for i in 50..100u32 {
+        b.broadcast("n", &i).await.expect("broadcast");
+    }
+    accounted(&rt, &mut prompt, 50).await;
+    within(&rt, "c's close", c.close()).await;
+    assert_eq!(left(&rt, &mut prompt, "c").await, LeaveReason::Left);
+    b.broadcast("end", &()).await.expect("broadcast");
+    message(&rt, &mut prompt, "the end").await;
+
+    let read: Vec<String> = std::iter::from_fn(|| late.try_recv())
+        .map(|e| match e {
+            PeerEvent::Message(m) if m.kind == "n" => format!("m{}", m.decode::<u32>().unwrap()),
+            PeerEvent::Message(m) => m.kind,
+            PeerEvent::Joined { name } => format!("Joined {name}"),
+            PeerEvent::Left { name, reason } => format!("Left {name} {reason:?}"),
+            PeerEvent::StateChanged { .. } => "StateChanged".into(),
+            PeerEvent::Lagged { missed } => format!("Lagged {missed}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let mut want: Vec<String> = [
+        "Joined b",
+        "Lagged 50",
+        "StateChanged",
+        "Joined c",
+        "Lagged 43",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.extend((93..100).map(|i| format!("m{i}")));
+    want.extend(["Left c Left".into(), "end".into()]);
+    assert_eq!(read, want);
+}
+
+/// Waits until `events` received or missed `want` messages of kind `"n"`.
+async fn accounted<R: Runtime>(rt: &R, events: &mut Events, want: u64) {
+    let mut seen = 0;
+    while seen < want {
+        match event(rt, events, "a numbered message", |_| true).await {
+            PeerEvent::Message(m) if m.kind == "n" => seen += 1,
+            PeerEvent::Lagged { missed } => seen += missed,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Flow control: a member that completes its handshake and keeps sending heartbeats but
+/// never reads. `broadcast` (default: wait) stops going out once its send queue is above
+/// the high-water mark; halfway to the idle timeout `SlowMember` warns and
+/// `try_broadcast` is `Full { members: ["slow"] }`; at the idle timeout the machine
+/// cuts it as a slow consumer (not `TimedOut`: it is alive), and the waiting broadcast
+/// goes on. The healthy member gets every message, in order.
+pub async fn broadcast_waits_for_a_member_that_does_not_read<R: Runtime>(rt: R) {
+    const CHUNK: usize = 32 * 1024;
+    // 128 MiB: far more than loopback socket buffers hold.
+    const MAX_MESSAGES: u32 = 4096;
+    let idle = Duration::from_millis(2000);
+    let a = start(
+        &rt,
+        builder(&rt, "a").configure(|c| {
+            fast(c);
+            c.idle_timeout = idle;
+            c.max_frame_len = 64 * 1024;
+            c.max_send_queue = 1024 * 1024;
+            c.send_high_water = Some(128 * 1024);
+        }),
+    )
+    .await;
+    let mut ea = a.subscribe();
+    let b = peer(&rt, "b").await;
+    let mut eb = b.subscribe();
+    enter(&rt, &b, &a).await;
+    joined(&rt, &mut ea, &["b"]).await;
+    let (mut slow_r, mut slow_w) = raw_member(&rt, &a, &mut ea, "slow").await;
+
+    let cut = AtomicBool::new(false);
+    let sent = AtomicU32::new(0);
+    let mut done_at: Vec<Instant> = Vec::new();
+    let mut warned = None;
+    let pinger = async {
+        let ping = ping_frame();
+        while !cut.load(Ordering::Acquire) {
+            raw_write(&rt, &mut slow_w, &ping).await;
+            rt.sleep_until(Instant::now() + Duration::from_millis(100))
+                .await;
+        }
+    };
+    let sender = async {
+        for i in 0..MAX_MESSAGES {
+            if cut.load(Ordering::Acquire) {
+                break;
+            }
+            let mut payload = vec![0u8; CHUNK];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            a.broadcast_bytes("fill", payload.into())
+                .await
+                .expect("broadcast");
+            done_at.push(Instant::now());
+            sent.store(i + 1, Ordering::Release);
+        }
+    };
+    let watcher = async {
+        let e = event(&rt, &mut ea, "a SlowMember warning", |e| {
+            matches!(e, PeerEvent::SlowMember { .. } | PeerEvent::Left { .. })
+        })
+        .await;
+        let PeerEvent::SlowMember { name, queued } = e else {
+            panic!("cut without a warning: {e:?}")
+        };
+        assert_eq!(name, "slow");
+        assert!(queued > 128 * 1024, "{queued}");
+        warned = Some(Instant::now());
+        let err = a
+            .try_broadcast("try", &())
+            .expect_err("slow is still above the mark");
+        assert!(
+            matches!(&err, Error::Send(SendError::Full { members }) if members == &["slow"]),
+            "{err:?}"
+        );
+        assert_eq!(left(&rt, &mut ea, "slow").await, LeaveReason::SlowConsumer);
+        cut.store(true, Ordering::Release);
+    };
+    // b reads along (its queue must not be what holds the sender).
+    let mut got = 0u32;
+    let reader = async {
+        loop {
+            let n = sent.load(Ordering::Acquire);
+            if cut.load(Ordering::Acquire) && got == n {
+                return;
+            }
+            let m = message(&rt, &mut eb, "the next fill message at b").await;
+            assert_eq!(m.kind, "fill");
+            assert_eq!(m.payload[..4], got.to_be_bytes(), "b: FIFO, none lost");
+            got += 1;
+        }
+    };
+    within(
+        &rt,
+        "the cut of the member that does not read",
+        future::zip(future::zip(sender, watcher), future::zip(reader, pinger)),
+    )
+    .await;
+    let warned = warned.expect("warned");
+    assert_eq!(got, sent.load(Ordering::Acquire));
+    assert!(got < MAX_MESSAGES, "the sender was held up and then let go");
+    // The sender was held from before the warning until the cut: no broadcast returned
+    // in between (the cut comes idle_timeout after the congestion began, the warning
+    // halfway).
+    let before = done_at.iter().rev().find(|t| **t < warned).copied();
+    let after = done_at.iter().find(|t| **t > warned).copied();
+    if let (Some(before), Some(after)) = (before, after) {
+        assert!(
+            after - before >= idle / 2,
+            "the sender went on while slow was congested: {:?}",
+            after - before
+        );
+    }
+    assert_eq!(a.members(), ["b"]);
+    // What slow got before it was cut: a prefix of the fill messages, in order.
+    let bytes = read_until_closed::<R>(&rt, &mut slow_r, "the close of slow's socket").await;
+    let fills: Vec<u32> = data_frames(&bytes)
+        .iter()
+        .filter(|d| d.kind == "fill")
+        .map(|d| u32::from_be_bytes(d.payload[..4].try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(fills, (0..fills.len() as u32).collect::<Vec<_>>());
+    exchange(&rt, (&a, &mut ea), (&b, &mut eb)).await;
+}
+
+/// `join` is cancel-safe: a join through a contact that accepts and never answers,
+/// dropped by a timeout, is cancelled in the machine (the contact's connection is
+/// closed) and the next join starts at once and succeeds.
+pub async fn join_is_cancel_safe<R: Runtime>(rt: R) {
+    let hole = rt
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind");
+    let hole_addr = R::local_addr(&hole).expect("bound");
+    let a = peer(&rt, "a").await;
+    let p = peer(&rt, "p").await;
+    let mut ep = p.subscribe();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let given_up = future::or(async { Some(p.join(hole_addr).await) }, async {
+        rt.sleep_until(deadline).await;
+        None
+    });
+    let (accepted, outcome) = within(
+        &rt,
+        "a dial of the silent contact",
+        future::zip(rt.accept(&hole), given_up),
+    )
+    .await;
+    assert!(
+        outcome.is_none(),
+        "the silent contact answered: {outcome:?}"
+    );
+    let (stream, _) = accepted.expect("p dialled the silent contact");
+
+    // Not AlreadyJoining: the cancelled join is gone from the machine.
+    let entered = within(&rt, "the next join", p.join(a.local_addr()))
+        .await
+        .expect("the next join starts at once");
+    assert_eq!(entered.members, ["a"]);
+    let e = event(&rt, &mut ep, "Entered", |e| {
+        !matches!(e, PeerEvent::Message(_))
+    })
+    .await;
+    assert_eq!(e, PeerEvent::Entered(entered));
+    // The cancelled join's connection was closed by p.
+    let (mut r, _w) = R::split(stream);
+    read_until_closed::<R>(&rt, &mut r, "the close of the cancelled join's connection").await;
+}
+
+/// `close().await`: the others see `Left` (the `Leave` was flushed), the peer no longer
+/// listens, its subscriptions end, every handle's commands fail with `Closed`, and a
+/// second close returns at once.
+pub async fn close_leaves_flushes_and_stops<R: Runtime>(rt: R) {
+    let [(a, mut ea), (b, mut eb), (c, mut ec)] = room(&rt, ["a", "b", "c"]).await;
+    let c2 = c.clone();
+    let c_addr = c.local_addr();
+    within(&rt, "c's close", c.close()).await;
+    assert_eq!(left(&rt, &mut ea, "c").await, LeaveReason::Left);
+    assert_eq!(left(&rt, &mut eb, "c").await, LeaveReason::Left);
+    assert!(
+        within(&rt, "a dial of the closed peer", rt.connect(c_addr))
+            .await
+            .is_err(),
+        "c no longer listens"
+    );
+    within(&rt, "the end of c's events", async {
+        while ec.recv().await.is_some() {}
+    })
+    .await;
+    assert!(matches!(c2.broadcast("x", &1).await, Err(Error::Closed)));
+    assert!(matches!(c2.try_broadcast("x", &1), Err(Error::Closed)));
+    assert!(matches!(c2.send_to("a", "x", &1).await, Err(Error::Closed)));
+    assert!(matches!(c2.set_state(&1).await, Err(Error::Closed)));
+    assert!(matches!(c2.leave().await, Err(Error::Closed)));
+    assert!(matches!(
+        c2.join(a.local_addr()).await,
+        Err(JoinError::Closed)
+    ));
+    assert!(c2.members().is_empty());
+    assert!(
+        c2.subscribe().recv().await.is_none(),
+        "a late subscription ends at once"
+    );
+    within(&rt, "a second close", c2.close()).await;
+    drop(c);
+    exchange(&rt, (&a, &mut ea), (&b, &mut eb)).await;
+    assert_eq!(a.members(), ["b"]);
+}
+
+/// Input before timers: c runs on a runtime of its own, frozen (its thread blocked, as
+/// SIGSTOP would) for 2.5 times its idle timeout while a and b (whose idle timeout is
+/// far longer) keep sending heartbeats and messages; resumed, its reactor reports the
+/// readable sockets one turn late (as tokio's does after SIGCONT). c reads what is
+/// waiting before its timers judge anyone: it declares nobody `TimedOut` and gets
+/// every message.
+pub async fn input_before_timers_after_a_stall<R: Runtime>(rt: R, isolated: Isolated<R>) {
+    let c_idle = Duration::from_millis(1000);
+    let patient = |c: &mut Config| {
+        fast(c);
+        c.idle_timeout = Duration::from_secs(30);
+    };
+    let a = start(&rt, builder(&rt, "a").configure(patient)).await;
+    let mut ea = a.subscribe();
+    let b = start(&rt, builder(&rt, "b").configure(patient)).await;
+    let mut eb = b.subscribe();
+    let c_builder = builder(&isolated.rt, "c").configure(move |c| {
+        fast(c);
+        c.idle_timeout = c_idle;
+    });
+    let c = within(
+        &rt,
+        "c listening on its runtime",
+        isolated.run(c_builder.listen("127.0.0.1:0")),
+    )
+    .await
+    .expect("listen");
+    enter(&rt, &b, &a).await;
+    enter(&rt, &c, &b).await;
+    let mut ec = c.subscribe();
+    joined(&rt, &mut ea, &["b", "c"]).await;
+    joined(&rt, &mut eb, &["c"]).await;
+
+    isolated.freeze(c_idle * 5 / 2).await;
+    for i in 0..10u32 {
+        a.broadcast("during", &i).await.expect("broadcast");
+    }
+    b.broadcast("during-b", &()).await.expect("broadcast");
+    // c resumes by itself; then it must read all of that, and lose nobody.
+    let mut during = Vec::new();
+    let mut from_b = false;
+    within(&rt, "c's messages after its stall", async {
+        while during.len() < 10 || !from_b {
+            match ec.recv().await.expect("c's events") {
+                PeerEvent::Message(m) if m.kind == "during" => {
+                    during.push(m.decode::<u32>().unwrap())
+                }
+                PeerEvent::Message(m) if m.kind == "during-b" => from_b = true,
+                PeerEvent::Left { name, reason } => {
+                    panic!("c declared {name} {reason:?} although its heartbeats were waiting")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(during, (0..10).collect::<Vec<_>>());
+    // Its timers have run since: still nobody lost, both ways.
+    a.broadcast("after", &()).await.expect("broadcast");
+    let e = event(&rt, &mut ec, "the message after the stall", |_| true).await;
+    assert!(
+        matches!(&e, PeerEvent::Message(m) if m.kind == "after"),
+        "{e:?}"
+    );
+    c.broadcast("from-c", &()).await.expect("broadcast");
+    for events in [&mut ea, &mut eb] {
+        let e = event(&rt, events, "c's message after its stall", |e| {
+            matches!(e, PeerEvent::Message(m) if m.kind == "from-c")
+                || matches!(e, PeerEvent::Left { .. })
+        })
+        .await;
+        assert!(matches!(&e, PeerEvent::Message(_)), "{e:?}");
+    }
+    assert_eq!(c.members(), ["a", "b"]);
+    within(&rt, "c's close", c.close()).await;
+}
+
+/// One name per concept: the handle reports the core's types. `Entered` comes once per
+/// join, equal to `join`'s value; a refusal is the core's `RejectReason` in the error and
+/// in the event; an unreachable contact is the core's `ConnectFailure`; a member's
+/// departure the core's `LeaveReason`.
+pub async fn outcomes_are_the_cores_types<R: Runtime>(rt: R) {
+    let a = peer(&rt, "a").await;
+    let mut ea = a.subscribe();
+    let b = peer(&rt, "b").await;
+    let mut eb = b.subscribe();
+    let entered = enter(&rt, &b, &a).await;
+    let e = event(&rt, &mut eb, "Entered", |_| true).await;
+    assert_eq!(e, PeerEvent::Entered(entered));
+    joined(&rt, &mut ea, &["b"]).await;
+    a.broadcast("marker", &()).await.expect("broadcast");
+    let e = event(&rt, &mut eb, "the marker", |_| true).await;
+    assert!(
+        matches!(&e, PeerEvent::Message(m) if m.kind == "marker"),
+        "Entered once: {e:?}"
+    );
+
+    let impostor = peer(&rt, "b").await;
+    let mut ei = impostor.subscribe();
+    let err = within(&rt, "the impostor's join", impostor.join(a.local_addr()))
+        .await
+        .expect_err("the name is taken");
+    assert!(
+        matches!(err, JoinError::Rejected(RejectReason::NameTaken)),
+        "{err:?}"
+    );
+    let e = event(&rt, &mut ei, "Rejected", |_| true).await;
+    assert_eq!(
+        e,
+        PeerEvent::Rejected {
+            reason: RejectReason::NameTaken
+        }
+    );
+
+    let stranger = start(&rt, builder(&rt, "s").network("elsewhere")).await;
+    let mut es = stranger.subscribe();
+    let err = within(&rt, "a join across networks", stranger.join(a.local_addr()))
+        .await
+        .expect_err("another network");
+    assert!(
+        matches!(err, JoinError::Rejected(RejectReason::WrongNetwork)),
+        "{err:?}"
+    );
+    let e = event(&rt, &mut es, "Rejected", |_| true).await;
+    assert_eq!(
+        e,
+        PeerEvent::Rejected {
+            reason: RejectReason::WrongNetwork
+        }
+    );
+
+    let nobody = closed_port(&rt).await;
+    let err = within(&rt, "a join to a closed port", stranger.join(nobody))
+        .await
+        .expect_err("nobody listens");
+    assert!(
+        matches!(&err, JoinError::Unreachable { addr, error: ConnectFailure::Refused } if *addr == nobody),
+        "{err:?}"
+    );
+    let e = event(&rt, &mut es, "ConnectFailed", |_| true).await;
+    assert_eq!(
+        e,
+        PeerEvent::ConnectFailed {
+            addr: nobody,
+            error: ConnectFailure::Refused
+        }
+    );
+
+    within(&rt, "b's close", b.close()).await;
+    assert_eq!(left(&rt, &mut ea, "b").await, LeaveReason::Left);
+}
+
+/// `join` (and `listen`) take addresses as the ecosystem passes them: a `SocketAddr`,
+/// `(Ipv4Addr, u16)`, `(&str, u16)` with an IP or a host name (resolved through the
+/// runtime), a `String`, a `&str`, a list (a refused first address is skipped); a name
+/// that does not resolve is `JoinError::Resolve`.
+pub async fn join_takes_every_address_form<R: Runtime>(rt: R) {
+    let a = within(
+        &rt,
+        "listen on (Ipv4Addr, 0)",
+        builder(&rt, "a").listen((Ipv4Addr::LOCALHOST, 0)),
+    )
+    .await
+    .expect("listen");
+    let mut ea = a.subscribe();
+    let port = a.local_addr().port();
+    let nobody = closed_port(&rt).await;
+    let mut names = Vec::new();
+    let mut peers = Vec::new();
+    for (i, name) in ["b", "c", "d", "e", "f", "g", "h"].into_iter().enumerate() {
+        let p = peer(&rt, name).await;
+        let what = format!("{name}'s join (form {i})");
+        let result = match i {
+            0 => within(&rt, &what, p.join(a.local_addr())).await,
+            1 => within(&rt, &what, p.join((Ipv4Addr::LOCALHOST, port))).await,
+            2 => within(&rt, &what, p.join(("127.0.0.1", port))).await,
+            3 => within(&rt, &what, p.join(("localhost", port))).await,
+            4 => within(&rt, &what, p.join(format!("127.0.0.1:{port}"))).await,
+            5 => within(&rt, &what, p.join(format!("localhost:{port}").as_str())).await,
+            _ => within(&rt, &what, p.join(vec![nobody, a.local_addr()])).await,
+        };
+        let entered = result.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            entered.members.contains(&"a".to_owned()),
+            "{what}: {entered:?}"
+        );
+        names.push(name);
+        peers.push(p);
+    }
+    joined(&rt, &mut ea, &names).await;
+    let err = within(
+        &rt,
+        "a join to a name that does not resolve",
+        a.join(("no-such-host.invalid", 1)),
+    )
+    .await
+    .expect_err("does not resolve");
+    assert!(
+        matches!(&err, JoinError::Resolve { host, .. } if host == "no-such-host.invalid:1"),
+        "{err:?}"
+    );
+}
+
+/// `Overflow::Backpressure`: b's application reads one message per millisecond from a
+/// subscription of capacity 8 while a broadcasts 32 MiB as fast as it can. Nothing is
+/// lost (no `Lagged`: every message, in order) and b's queue stays within its capacity
+/// plus one read's worth; the pressure reached a, whose broadcasts waited.
+pub async fn backpressure_reaches_the_sender<R: Runtime>(rt: R) {
+    const CHUNK: usize = 32 * 1024;
+    const N: u32 = 1024;
+    let a = start(
+        &rt,
+        builder(&rt, "a").configure(|c| {
+            fast(c);
+            c.max_frame_len = 64 * 1024;
+            c.max_send_queue = 1024 * 1024;
+            c.send_high_water = Some(64 * 1024);
+        }),
+    )
+    .await;
+    let b = start(
+        &rt,
+        builder(&rt, "b")
+            .event_capacity(8)
+            .event_overflow(Overflow::Backpressure),
+    )
+    .await;
+    enter(&rt, &b, &a).await;
+    let mut eb = b.subscribe();
+    let sender = async {
+        for i in 0..N {
+            let mut payload = vec![0u8; CHUNK];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            a.broadcast_bytes("n", payload.into())
+                .await
+                .expect("broadcast");
+        }
+    };
+    let mut longest = 0;
+    let reader = async {
+        for i in 0..N {
+            longest = longest.max(eb.len());
+            let e = event(&rt, &mut eb, "the next message", |_| true).await;
+            let PeerEvent::Message(m) = e else {
+                panic!("{e:?} before message {i}")
+            };
+            assert_eq!(m.payload[..4], i.to_be_bytes(), "in order, none lost");
+            // A slow application.
+            rt.sleep_until(Instant::now() + Duration::from_millis(1))
+                .await;
+        }
+    };
+    within(
+        &rt,
+        "32 MiB through a slow subscriber",
+        future::zip(sender, reader),
+    )
+    .await;
+    // 8, plus what the turn that filled it read: four reads of 64 KiB per connection
+    // (eight messages, and one completed from an earlier read).
+    assert!(longest <= 8 + 9, "the queue held {longest} messages");
+    assert!(eb.try_recv().is_none());
+    assert_eq!(a.members(), ["b"], "nobody was cut");
 }

@@ -21,17 +21,22 @@ pub mod support;
 ///
 /// `$run` is a function like [`run::tokio`]: it builds the runtime, hands its
 /// [`Runtime`](netpeer_driver::Runtime) value to the case and blocks until the case
-/// is over. The list of cases lives here, once; their code lives in [`cases`].
+/// is over. `$isolated` is like [`run::tokio_isolated`]: it also hands over an
+/// [`Isolated`](run::Isolated) runtime of the same kind, whose thread a case can
+/// freeze. The list of cases lives here, once; their code lives in [`cases`].
 ///
 /// ```no_run
 /// mod smol {
-///     netpeer_tests::conformance_suite!(netpeer_tests::run::smol);
+///     netpeer_tests::conformance_suite!(netpeer_tests::run::smol, netpeer_tests::run::smol_isolated);
 /// }
 /// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_suite {
-    ($run:path) => {
+    ($run:path, $isolated:path) => {
+        $crate::conformance_suite!(@isolated $isolated;
+            input_before_timers_after_a_stall,
+        );
         $crate::conformance_suite!(@cases $run;
             join,
             broadcast,
@@ -44,6 +49,15 @@ macro_rules! conformance_suite {
             large_message,
             garbage_client,
             slow_consumer,
+            commands_answer_with_the_machines_verdict,
+            every_subscription_sees_every_event,
+            a_late_reader_loses_old_messages_never_control_events,
+            broadcast_waits_for_a_member_that_does_not_read,
+            join_is_cancel_safe,
+            close_leaves_flushes_and_stops,
+            outcomes_are_the_cores_types,
+            join_takes_every_address_form,
+            backpressure_reaches_the_sender,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {
@@ -51,6 +65,14 @@ macro_rules! conformance_suite {
             #[test]
             fn $case() {
                 $run(|rt| $crate::cases::$case(rt));
+            }
+        )*
+    };
+    (@isolated $run:path; $($case:ident,)*) => {
+        $(
+            #[test]
+            fn $case() {
+                $run(|rt, isolated| $crate::cases::$case(rt, isolated));
             }
         )*
     };

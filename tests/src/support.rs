@@ -61,7 +61,7 @@ pub async fn enter<T: Runtime, R: Runtime, C: Runtime>(
     contact: &Peer<C>,
 ) -> Entered {
     let what = format!("{} joining through {}", joiner.name(), contact.name());
-    within(rt, &what, joiner.join(&addr(contact)))
+    within(rt, &what, joiner.join(contact.local_addr()))
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -144,7 +144,7 @@ pub async fn room<R: Runtime, const N: usize>(rt: &R, names: [&str; N]) -> [(Pee
     let mut room: Vec<(Peer<R>, Events)> = Vec::new();
     for name in names {
         let p = peer(rt, name).await;
-        let events = p.events();
+        let events = p.subscribe();
         if let Some((contact, _)) = room.last() {
             enter(rt, &p, contact).await;
         }
@@ -342,4 +342,27 @@ pub async fn closed_port<R: Runtime>(rt: &R) -> SocketAddr {
         .await
         .expect("bind");
     R::local_addr(&listener).expect("bound")
+}
+
+/// A heartbeat as a member sends it (`Ping` with nonce 0).
+pub fn ping_frame() -> Vec<u8> {
+    encode_frame(&Frame::Ping(0), u32::MAX)
+        .expect("no limit")
+        .to_vec()
+}
+
+/// A raw TCP client that completed its handshake with `peer` as member `name` (see
+/// [`raw_join`]; then it writes nothing unless the caller does), once `peer`'s subscription
+/// `events` has told of it joining.
+pub async fn raw_member<R: Runtime>(
+    rt: &R,
+    peer: &Peer<R>,
+    events: &mut Events,
+    name: &str,
+) -> (R::Reader, R::Writer) {
+    let (mut r, mut w) = raw_client(rt, peer.local_addr()).await;
+    // What followed the member's Hello (its verdict) is not needed here.
+    let _ = raw_join(rt, &mut r, &mut w, &peer.config().network, name).await;
+    joined(rt, events, &[name]).await;
+    (r, w)
 }

@@ -537,3 +537,84 @@ fn the_opener_restarted_alone_on_its_port_is_redialled_back_into_the_room() {
     a2.send("burst 5 10");
     expect_counter(&mut ms[2], "a", 4);
 }
+
+/// Input before timers: c (idle timeout 1 s) is frozen for 2.5 s while a and b (idle
+/// timeout 5 s, so they keep c) go on sending heartbeats and a counter. Resumed, c's
+/// sockets hold all of that: it reads it before its timers run, declares nobody
+/// `TimedOut`, and receives the counter without a gap.
+#[test]
+fn a_member_resumed_after_sigstop_reads_what_waited_before_its_timers_fire() {
+    let _serial = serial();
+    let patient = ["--idle-ms", "5000"];
+    let mut a = Member::start("a", "127.0.0.1:0", &patient);
+    let contact = a.addr.clone();
+    let join = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--join", contact.as_str()];
+        args.extend_from_slice(extra);
+        let mut m = Member::start(name, "127.0.0.1:0", &args);
+        let (_, line) = m.expect(|l| l.starts_with("entered ") || l.starts_with("join-error "));
+        assert!(line.starts_with("entered "), "{line}");
+        m
+    };
+    let mut b = join("b", &patient);
+    let mut c = join("c", &[]);
+    a.wait_members("b,c");
+    b.wait_members("a,c");
+    c.wait_members("a,b");
+    a.send("count 100");
+    expect_counter(&mut c, "a", 2);
+
+    c.signal("STOP");
+    // Frozen for 2.5 idle timeouts of c's (a waits, and sees nobody leave).
+    let early = a.expect_within(IDLE * 5 / 2, |l| l.starts_with("left "));
+    assert!(
+        early.is_none(),
+        "a lost someone while c was frozen: {early:?}"
+    );
+    c.signal("CONT");
+    let thawed = Instant::now();
+    // c gets the counter on from where it was, heartbeats and all; nobody left.
+    let (at, line) = c.expect(|l| l.starts_with("msg a n ") || l.starts_with("left "));
+    eprintln!("c: {line:?} {:?} after SIGCONT", at - thawed);
+    assert!(line.starts_with("msg a n "), "{line}");
+    let n: u64 = line.split(' ').nth(3).unwrap().parse().unwrap();
+    expect_counter(&mut c, "a", n + 10);
+    let log = c.drain(Duration::from_millis(100));
+    let left: Vec<&String> = log.iter().filter(|l| l.starts_with("left ")).collect();
+    assert!(
+        left.is_empty(),
+        "c declared peers lost whose heartbeats were waiting: {left:?}"
+    );
+    c.wait_members("a,b");
+    for m in [&mut a, &mut b] {
+        let log = m.drain(Duration::from_millis(50));
+        assert!(
+            !log.iter().any(|l| left_line(l, "c")),
+            "{}: {log:?}",
+            m.name
+        );
+    }
+}
+
+/// `quit` closes the peer (`close().await`) and the process exits right after: the
+/// others still hear a graceful `Left`, not `Disconnected`.
+#[test]
+fn a_member_that_closes_and_exits_at_once_is_seen_leaving_gracefully() {
+    let _serial = serial();
+    let mut ms = room(&["a", "b", "c"]);
+    ms[2].send("quit");
+    let (closed_at, _) = ms[2].expect(|l| l == "closed");
+    let status = ms[2].child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for m in &mut ms[..2] {
+        let (at, line) = m.expect(|l| left_line(l, "c"));
+        eprintln!(
+            "{}: {line:?} {:?} after c closed",
+            m.name,
+            at.saturating_duration_since(closed_at)
+        );
+        assert_eq!(reason(&line), "Left", "{line}");
+    }
+    ms[0].wait_members("b");
+    ms[1].wait_members("a");
+}

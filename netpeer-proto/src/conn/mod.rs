@@ -73,6 +73,8 @@ pub(crate) enum TimerVerdict {
     IdleTimedOut,
     SlowSender,
     ProbeFailed,
+    Congested,
+    SlowWarning,
     Heartbeat,
 }
 
@@ -110,6 +112,14 @@ pub(crate) struct Conn {
     /// When the frame being received started, and its length (bounds: a started frame
     /// must complete at `min_frame_rate`).
     frame_started: Option<(Instant, usize)>,
+    /// Flow control (bounds): while `queued` is above the high-water mark, since when
+    /// nothing has been transmitted (the congestion began, or the last progress).
+    congested_since: Option<Instant>,
+    /// This stall was reported (`SlowMember`).
+    slow_warned: bool,
+    /// A congestion clock started since the table last looked (its deadline may be
+    /// earlier than its timer entry).
+    started_congestion: bool,
 }
 
 impl Conn {
@@ -141,6 +151,9 @@ impl Conn {
             ours: None,
             theirs: None,
             frame_started: None,
+            congested_since: None,
+            slow_warned: false,
+            started_congestion: false,
         }
     }
 
@@ -248,11 +261,64 @@ impl Conn {
         Some(started + config.idle_timeout + transfer)
     }
 
+    /// Flow control: `queued` changed; a queue above the high-water mark starts (or
+    /// keeps) the congestion clock, one at or below it stops it. `progress`: bytes were
+    /// transmitted, which restarts the clock of a queue still above the mark. Returns
+    /// whether the clock started (the connection's deadline may be earlier now).
+    fn track_congestion(&mut self, config: &Config, now: Instant, progress: bool) -> bool {
+        if self.queued > config.high_water() {
+            if progress {
+                self.congested_since = Some(now);
+                self.slow_warned = false;
+                false
+            } else {
+                let started = self.congested_since.is_none();
+                self.congested_since.get_or_insert(now);
+                started
+            }
+        } else {
+            self.congested_since = None;
+            self.slow_warned = false;
+            false
+        }
+    }
+
+    /// Flow control: a session above the mark that transmits nothing for
+    /// `idle_timeout` is cut as a slow consumer; halfway there it is reported.
+    fn congestion_deadline(&self, config: &Config) -> Option<Instant> {
+        let since = self.congested_since?;
+        Some(if self.slow_warned {
+            since + config.idle_timeout
+        } else {
+            since + config.idle_timeout / 2
+        })
+    }
+
+    /// Whether its queue is above the high-water mark (flow control).
+    pub(crate) fn is_congested(&self, config: &Config) -> bool {
+        self.queued > config.high_water()
+    }
+
+    /// The stall was reported; returns the bytes queued.
+    pub(crate) fn warned_slow(&mut self) -> usize {
+        self.slow_warned = true;
+        self.queued
+    }
+
+    /// Bytes arrived that the driver holds back unread (its application is behind):
+    /// the connection is not silent.
+    pub(crate) fn input_waiting(&mut self, now: Instant) {
+        if self.phase != Phase::Connecting {
+            self.last_recv = self.last_recv.max(now);
+        }
+    }
+
     /// The earliest instant this connection needs attention.
     pub(crate) fn next_deadline(&self, config: &Config) -> Instant {
         let mut t = if self.is_established() {
             let t = self.idle_deadline(config).min(self.heartbeat_due(config));
-            self.frame_deadline(config).map_or(t, |f| t.min(f))
+            let t = self.frame_deadline(config).map_or(t, |f| t.min(f));
+            self.congestion_deadline(config).map_or(t, |c| t.min(c))
         } else {
             self.handshake_deadline(config)
         };
@@ -278,6 +344,13 @@ impl Conn {
         }
         if self.probe.is_some_and(|p| now >= p.deadline) {
             return TimerVerdict::ProbeFailed;
+        }
+        if self.congestion_deadline(config).is_some_and(|t| now >= t) {
+            return if self.slow_warned {
+                TimerVerdict::Congested
+            } else {
+                TimerVerdict::SlowWarning
+            };
         }
         if now >= self.heartbeat_due(config) {
             return TimerVerdict::Heartbeat;
@@ -331,6 +404,7 @@ impl Conn {
         self.plain_out.extend_from_slice(&bytes);
         self.queued += bytes.len();
         self.last_send = now;
+        self.started_congestion |= self.track_congestion(config, now, false);
         Ok(first)
     }
 
@@ -348,13 +422,14 @@ impl Conn {
         }
         self.queued += bytes.len();
         self.last_send = now;
+        self.started_congestion |= self.track_congestion(config, now, false);
         out.push_back(Output::Send { conn: id, bytes });
         Ok(())
     }
 
     /// Private rooms: encrypts everything queued since the last drain as few Noise
     /// messages as possible (one per 65,519 bytes), not one per frame.
-    fn flush_secure(&mut self, id: ConnId, out: &mut crate::Outbox) {
+    fn flush_secure(&mut self, id: ConnId, config: &Config, now: Instant, out: &mut crate::Outbox) {
         if self.plain_out.is_empty() {
             return;
         }
@@ -365,6 +440,7 @@ impl Conn {
         let bytes = channel.encrypt(&plain);
         // The plaintext was counted when it was queued; add the framing and tags.
         self.queued += bytes.len() - plain.len();
+        self.started_congestion |= self.track_congestion(config, now, false);
         plain.clear();
         if plain.capacity() <= 256 * 1024 {
             self.plain_out = plain;
@@ -372,9 +448,16 @@ impl Conn {
         out.push_back(Output::Send { conn: id, bytes });
     }
 
-    /// `n` bytes handed out were written to the transport.
-    pub(crate) fn transmitted(&mut self, n: usize) {
+    /// `n` bytes handed out were written to the transport (progress, for flow
+    /// control, when `n > 0`).
+    pub(crate) fn transmitted(&mut self, n: usize, config: &Config, now: Instant) {
         self.queued = self.queued.saturating_sub(n);
+        self.track_congestion(config, now, n > 0);
+    }
+
+    /// Whether a congestion clock started since the last call.
+    pub(crate) fn take_started_congestion(&mut self) -> bool {
+        std::mem::take(&mut self.started_congestion)
     }
 
     /// Whether plaintext waits for encryption (a secure session).
@@ -460,10 +543,10 @@ mod tests {
             Err(Overflow)
         );
         assert_eq!((c.queued(), out.len()), (2048, 2));
-        c.transmitted(1500);
+        c.transmitted(1500, &config, now);
         assert_eq!(c.queue(ConnId(1), kib, &config, now, &mut out), Ok(false));
         assert_eq!(c.queued(), 1572);
-        c.transmitted(usize::MAX);
+        c.transmitted(usize::MAX, &config, now);
         assert_eq!(c.queued(), 0);
     }
 }

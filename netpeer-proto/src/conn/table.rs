@@ -29,6 +29,9 @@ pub(crate) struct Conns {
     /// Inbound connections that have not completed their handshake.
     pending_inbound: usize,
     established: usize,
+    /// Connections whose congestion clock started: their timer entries are made exact
+    /// before the table is next read.
+    rearm: Vec<ConnId>,
 }
 
 impl Conns {
@@ -121,9 +124,15 @@ impl Conns {
     }
 
     /// Removes a connection, first handing out what it still had to encrypt.
-    pub(crate) fn remove(&mut self, id: ConnId, out: &mut crate::Outbox) -> Option<Conn> {
+    pub(crate) fn remove(
+        &mut self,
+        id: ConnId,
+        config: &Config,
+        now: Instant,
+        out: &mut crate::Outbox,
+    ) -> Option<Conn> {
         let mut conn = self.map.remove(&id)?;
-        conn.flush_secure(id, out);
+        conn.flush_secure(id, config, now, out);
         if conn.is_established() {
             self.established -= 1;
         } else if conn.is_inbound() {
@@ -188,6 +197,7 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
+        self.note(id);
         event
     }
 
@@ -208,6 +218,7 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
+        self.note(id);
         sent
     }
 
@@ -230,6 +241,7 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
+        self.note(id);
         sent.map(|_| true)
     }
 
@@ -249,6 +261,7 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
+        self.note(id);
         sent
     }
 
@@ -280,7 +293,9 @@ impl Conns {
         let Some(conn) = self.map.get_mut(&id) else {
             return Ok(());
         };
-        if conn.queue(id, bytes, config, now, out)? {
+        let dirty = conn.queue(id, bytes, config, now, out);
+        self.note(id);
+        if dirty? {
             self.dirty.push(id);
         }
         Ok(())
@@ -299,16 +314,46 @@ impl Conns {
             return Ok(());
         };
         let bytes = encode_frame(frame, u32::MAX).expect("no limit");
-        conn.queue_plain(id, bytes, config, now, out)
+        let sent = conn.queue_plain(id, bytes, config, now, out);
+        self.note(id);
+        sent
     }
 
     /// Encrypts what secure sessions queued since the last drain.
-    pub(crate) fn flush_dirty(&mut self, out: &mut crate::Outbox) {
+    pub(crate) fn flush_dirty(&mut self, config: &Config, now: Instant, out: &mut crate::Outbox) {
         for id in std::mem::take(&mut self.dirty) {
             if let Some(conn) = self.map.get_mut(&id) {
-                conn.flush_secure(id, out);
+                conn.flush_secure(id, config, now, out);
+                if conn.take_started_congestion() {
+                    self.rearm.push(id);
+                }
             }
         }
+    }
+
+    /// Makes the timer entries of connections whose congestion clock started exact.
+    pub(crate) fn rearm(&mut self, config: &Config, timers: &mut TimerTable) {
+        for id in std::mem::take(&mut self.rearm) {
+            if let Some(conn) = self.map.get(&id) {
+                timers.arm(TimerKey::Conn(id), conn.next_deadline(config));
+            }
+        }
+    }
+
+    /// Notes a connection whose congestion clock started in a call just made.
+    fn note(&mut self, id: ConnId) {
+        if self
+            .map
+            .get_mut(&id)
+            .is_some_and(Conn::take_started_congestion)
+        {
+            self.rearm.push(id);
+        }
+    }
+
+    /// Flow control: the members' connections among `conns` above the high-water mark.
+    pub(crate) fn congested(&self, conn: ConnId, config: &Config) -> bool {
+        self.map.get(&conn).is_some_and(|c| c.is_congested(config))
     }
 
     pub(crate) fn has_dirty(&self) -> bool {

@@ -65,7 +65,7 @@ impl Cause {
 impl Room {
     /// Removes a connection, first handing out what it still had to send.
     pub(super) fn take_session(&mut self, io: &mut Io<'_>, conn: ConnId) -> Option<Conn> {
-        let taken = io.conns.remove(conn, io.out)?;
+        let taken = io.conns.remove(conn, io.config, io.now, io.out)?;
         self.held.remove(&conn);
         io.timers.disarm(&TimerKey::Conn(conn));
         Some(taken)

@@ -12,7 +12,7 @@ use crate::{
     event::{CloseReason, ConnId, ConnectFailure, Event, RejectReason},
     rank::Epoch,
     timer::TimerKey,
-    wire::Welcome,
+    wire::{Frame, Leave, Welcome},
 };
 
 /// Where our own join stands.
@@ -137,6 +137,32 @@ impl Room {
         };
         io.notify(event);
         self.release_early(io);
+    }
+
+    /// Join, cancelled: the application gave up on it. Waiting for the welcome, the
+    /// contact connection is dropped (told `Leave` once our `Hello` went out, so the
+    /// contact reports a leave, never a timeout); once the welcome came, the room being
+    /// entered is left as a leave leaves it. No event: the caller cancelled. Returns
+    /// whether a join was in progress.
+    pub(crate) fn abandon_join(&mut self, io: &mut Io<'_>) -> bool {
+        match std::mem::replace(&mut self.join, JoinPhase::Idle) {
+            JoinPhase::Idle => false,
+            JoinPhase::Joining { contact, .. } => {
+                self.drop_early();
+                // Once our Hello went out, the contact may have admitted us already.
+                if io.conns.get(contact).is_some_and(|c| !c.is_connecting()) {
+                    self.send_frame(io, contact, &Frame::Leave(Leave { expelled: false }));
+                }
+                // A reason of ours: the contact is forgotten, not redialled, and (never
+                // reported while we joined through it) leaves without an event.
+                self.drop_session(io, contact, Cause::Local(CloseReason::Leave));
+                true
+            }
+            JoinPhase::Entering { .. } => {
+                self.leave_room(io, false);
+                true
+            }
+        }
     }
 
     /// The join's deadline passed: before the welcome it failed; after it, whoever

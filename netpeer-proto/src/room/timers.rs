@@ -58,6 +58,7 @@ impl Room {
     /// Fires every expired timer: connections (by id), the join, the digest, the
     /// redials (by name).
     pub(crate) fn handle_timeout(&mut self, io: &mut Io<'_>) {
+        io.conns.rearm(io.config, io.timers);
         let now = io.now;
         let upto = io.conns.last_id();
         let mut after = None;
@@ -72,6 +73,51 @@ impl Room {
             self.gossip_digest(io);
         }
         self.redial_due(io);
+    }
+
+    /// Flow control (bounds): a member above the high-water mark that took nothing
+    /// for half of `idle_timeout` is reported, once per stall.
+    fn slow_member(&mut self, io: &mut Io<'_>, conn: crate::ConnId) {
+        let Some(c) = io.conns.get_mut(conn) else {
+            return;
+        };
+        let queued = c.warned_slow();
+        if let Some(name) = c.remote() {
+            let name = name.to_string();
+            io.notify(crate::Event::SlowMember { name, queued });
+        }
+    }
+
+    /// Flow control: whether a send to `to` (every member for `None`) may go now;
+    /// `Err(Full)` names the targets above the high-water mark (sorted).
+    pub(crate) fn send_ready(
+        &self,
+        conns: &Conns,
+        config: &Config,
+        to: Option<&str>,
+    ) -> Result<(), crate::SendError> {
+        let congested =
+            |m: &&super::members::Member| m.conn().is_some_and(|c| conns.congested(c, config));
+        let members: Vec<String> = match to {
+            Some(name) => self
+                .members
+                .get(name)
+                .filter(congested)
+                .map(|m| m.name().to_string())
+                .into_iter()
+                .collect(),
+            None => self
+                .members
+                .iter()
+                .filter(congested)
+                .map(|m| m.name().to_string())
+                .collect(),
+        };
+        if members.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::SendError::Full { members })
+        }
     }
 
     /// Liveness: the most severe of a connection's expired timers.
@@ -92,6 +138,10 @@ impl Room {
                 self.drop_session(io, conn, Cause::Local(CloseReason::SlowSender))
             }
             TimerVerdict::ProbeFailed => self.drop_session(io, conn, Cause::ProbeFailed),
+            TimerVerdict::Congested => {
+                self.drop_session(io, conn, Cause::Local(CloseReason::SlowConsumer))
+            }
+            TimerVerdict::SlowWarning => self.slow_member(io, conn),
             TimerVerdict::Heartbeat => self.send_frame(io, conn, &Frame::Ping(0)),
         }
         if let Some(c) = io.conns.get(conn) {

@@ -80,5 +80,6 @@ pub(super) fn describe(event: &Event) -> String {
         Event::ConnectFailed { addr, error } => format!("connect failed {addr}: {error}"),
         Event::JoinTimedOut { addr } => format!("join timed out {addr}"),
         Event::SelfJoin { addr } => format!("self join {addr}"),
+        Event::SlowMember { name, queued } => format!("slow member {name} {queued}"),
     }
 }

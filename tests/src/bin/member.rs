@@ -20,14 +20,15 @@
 //! join-error KIND MESSAGE            KIND: timeout unreachable name-taken room-full rejected other
 //! joined NAME | left NAME REASON     a member entered or left our view (REASON: Left, TimedOut, ...)
 //! msg FROM KIND N LEN                a counter message (N) with LEN bytes of padding
-//! rejected REASON | lagged N | state-changed
+//! rejected REASON | lagged N | state-changed | slow-member NAME QUEUED
 //! members MEMBERS                    answer to the `members` command
-//! burst-done N | left-room | error MESSAGE
+//! burst-done N | left-room | closed | error MESSAGE
 //! ```
 //!
 //! Standard input, one command a line: `count MS` (broadcast the counter every MS ms;
 //! 0 stops), `burst N SIZE` (broadcast N counter messages padded with SIZE bytes),
-//! `members`, `join ADDR`, `leave`, `quit`. End of input leaves the room and exits.
+//! `members`, `join ADDR`, `leave`, `quit`. `quit` and end of input close the peer
+//! (leave the room, flush), print `closed` and exit at once.
 
 use std::{
     process::ExitCode,
@@ -39,7 +40,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use netpeer_tokio::{Entered, JoinError, Peer, PeerEvent};
+use netpeer_tokio::{Entered, JoinError, Peer, PeerEvent, RejectReason};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Args {
@@ -114,8 +115,8 @@ fn join_error_line(e: &JoinError) -> String {
     let kind = match e {
         JoinError::Timeout { .. } => "timeout",
         JoinError::Unreachable { .. } => "unreachable",
-        JoinError::NameTaken => "name-taken",
-        JoinError::RoomFull => "room-full",
+        JoinError::Rejected(RejectReason::NameTaken) => "name-taken",
+        JoinError::Rejected(RejectReason::RoomFull) => "room-full",
         JoinError::Rejected(_) => "rejected",
         _ => "other",
     };
@@ -200,7 +201,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening {}", peer.local_addr());
-    let mut events = peer.events();
+    let mut events = peer.subscribe();
     let printer = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
@@ -212,6 +213,7 @@ async fn main() -> ExitCode {
                 PeerEvent::Left { name, reason } => println!("left {name} {reason:?}"),
                 PeerEvent::Rejected { reason } => println!("rejected {reason}"),
                 PeerEvent::Lagged { missed } => println!("lagged {missed}"),
+                PeerEvent::SlowMember { name, queued } => println!("slow-member {name} {queued}"),
                 PeerEvent::StateChanged { .. } => println!("state-changed"),
                 // `entered` and `join-error` are printed where the join is awaited.
                 _ => {}
@@ -268,7 +270,9 @@ async fn main() -> ExitCode {
     if let Some(t) = ticker.take() {
         t.abort();
     }
-    let _ = peer.leave().await;
+    // Leave (others see `Left`), flush, stop; then print and exit at once.
+    peer.close().await;
+    println!("closed");
     printer.abort();
     ExitCode::SUCCESS
 }

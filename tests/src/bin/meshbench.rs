@@ -24,13 +24,13 @@
 //!   7 live here), and RSS per peer of 8 idle peers in one child process, then after a
 //!   throughput run in that room.
 //!
-//! netpeer's broadcast never waits for receivers (rule 11: a member whose send queue
-//! crosses `max_send_queue` is closed as a slow consumer), so the senders here keep a
-//! window: a sender runs at most `window` messages ahead of its slowest receiver's
-//! application (8 MiB of frames, at most 16,384 messages), the receivers' event
-//! channels hold every message a window allows, and `max_send_queue` (32 MiB by
-//! default) is above any window. Loss can then only come from netpeer itself. Raw TCP
-//! needs no window: its writes block.
+//! No window: the senders call `broadcast` as fast as it returns. Its flow control
+//! (the default, `FlowControl::Wait`) holds a send while any member's send queue is
+//! above the high-water mark, and the receivers' subscriptions keep the default event
+//! capacity with `Overflow::Backpressure`: a receiver whose application falls behind
+//! stops reading its sockets, so the pressure reaches the sender end to end. A loss (a
+//! `Lagged` marker, a member cut as a slow consumer, a gap) fails the row. Raw TCP has
+//! the same: its writes block.
 //!
 //! Every wait is bounded; a row that hits its bound fails. Loopback only.
 #![forbid(unsafe_code)]
@@ -52,7 +52,7 @@ use async_executor::Executor;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use netpeer_driver::{
-    Builder, Events, Peer, PeerEvent, RoomKey, Runtime, Task,
+    Builder, Events, Overflow, Peer, PeerEvent, RoomKey, Runtime, Task,
     proto::wire::{Data, Frame, encode_frame},
 };
 use netpeer_smol::Smol;
@@ -298,13 +298,10 @@ fn index_of(name: &str) -> Option<usize> {
     name.strip_prefix('p')?.parse().ok()
 }
 
-async fn start<R: Runtime>(
-    rt: &R,
-    i: usize,
-    event_capacity: usize,
-    key: Option<&RoomKey>,
-) -> Result<Peer<R>, String> {
-    let mut builder = Builder::new(rt.clone(), name(i)).event_capacity(event_capacity);
+/// A peer with the default flow control and event capacity, end-to-end backpressure,
+/// and the room key if any.
+async fn start<R: Runtime>(rt: &R, i: usize, key: Option<&RoomKey>) -> Result<Peer<R>, String> {
+    let mut builder = Builder::new(rt.clone(), name(i)).event_overflow(Overflow::Backpressure);
     if let Some(key) = key {
         builder = builder.room_key(key.clone());
     }
@@ -352,19 +349,18 @@ async fn full_mesh<R: Runtime>(rt: &R, peers: &[Peer<R>], limit: Duration) -> Re
 async fn room<R: Runtime>(
     rt: &R,
     n: usize,
-    event_capacity: usize,
     key: Option<&RoomKey>,
 ) -> Result<(Vec<Peer<R>>, Vec<Events>), String> {
     let mut peers = Vec::new();
     for i in 0..n {
-        let p = start(rt, i, event_capacity, key).await?;
+        let p = start(rt, i, key).await?;
         if i > 0 {
             join(rt, &p, &peers[0]).await?;
         }
         peers.push(p);
     }
     full_mesh(rt, &peers, Duration::from_secs(30)).await?;
-    let events = peers.iter().map(Peer::events).collect();
+    let events = peers.iter().map(Peer::subscribe).collect();
     Ok((peers, events))
 }
 
@@ -374,7 +370,7 @@ async fn join<R: Runtime>(rt: &R, p: &Peer<R>, contact: &Peer<R>) -> Result<(), 
         rt,
         Duration::from_secs(30),
         &what,
-        p.join(&contact.local_addr().to_string()),
+        p.join(contact.local_addr()),
     )
     .await?
     .map(drop)
@@ -382,9 +378,16 @@ async fn join<R: Runtime>(rt: &R, p: &Peer<R>, contact: &Peer<R>) -> Result<(), 
 }
 
 /// Drops a room and lets its drivers wind down before the next row.
+/// Closes a room (every peer leaves, flushes and stops) before the next row.
 async fn teardown<R: Runtime>(rt: &R, peers: Vec<Peer<R>>) {
-    drop(peers);
-    sleep(rt, Duration::from_millis(300)).await;
+    for p in &peers {
+        if within(rt, Duration::from_secs(10), "close", p.close())
+            .await
+            .is_err()
+        {
+            eprintln!("meshbench: {} did not close within 10 s", p.name());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------- join
@@ -398,7 +401,7 @@ async fn netpeer_join<R: Runtime>(
 ) -> Result<Duration, String> {
     let mut peers = Vec::new();
     for i in 0..n {
-        peers.push(start(rt, i, 4096, None).await?);
+        peers.push(start(rt, i, None).await?);
     }
     let t0 = Instant::now();
     if at_once {
@@ -502,8 +505,6 @@ struct Load {
     all_senders: bool,
     size: usize,
     per_sender: u64,
-    /// Upper bound of the window (the memory child keeps the default event capacity).
-    max_window: u64,
 }
 
 impl Load {
@@ -522,17 +523,6 @@ impl Load {
 
     fn frame_len(&self) -> usize {
         frame(0, self.size).len()
-    }
-
-    /// How far a sender may run ahead of its slowest receiver's application.
-    fn window(&self) -> u64 {
-        ((8 << 20) / self.frame_len() as u64).clamp(256, self.max_window)
-    }
-
-    /// Event capacity that holds every message the windows allow.
-    fn event_capacity(&self) -> usize {
-        let senders = if self.all_senders { self.n - 1 } else { 1 };
-        (senders * self.window() as usize + 1024).max(4096)
     }
 
     fn case(&self) -> String {
@@ -620,8 +610,8 @@ impl Order {
     }
 }
 
-/// netpeer: the senders broadcast `per_sender` messages each (windowed), the receivers
-/// verify and count. With `pace`, one message per `pace` per sender (latency runs).
+/// netpeer: the senders broadcast `per_sender` messages each (as fast as broadcast
+/// returns), the receivers verify and count. With `pace`, one message per `pace` per sender (latency runs).
 async fn netpeer_load<R: Runtime>(
     rt: &R,
     peers: &[Peer<R>],
@@ -677,34 +667,16 @@ async fn netpeer_load<R: Runtime>(
         });
     }
     drop(done_tx);
-    let window = load.window();
     let (send_tx, send_rx) = async_channel::unbounded();
     let start = Instant::now();
     for s in load.senders() {
-        let (p, counters, rt2, send_tx) = (
-            peers[s].clone(),
-            counters.clone(),
-            rt.clone(),
-            send_tx.clone(),
-        );
+        let (p, rt2, send_tx) = (peers[s].clone(), rt.clone(), send_tx.clone());
         let per_sender = load.per_sender;
         spawn(rt, async move {
             let run = async {
                 for i in 0..per_sender {
                     if let Some(pace) = pace {
                         rt2.sleep_until(start + pace * i as u32).await;
-                    } else {
-                        loop {
-                            let slowest = (0..n)
-                                .filter(|&r| r != s)
-                                .map(|r| counters[r * n + s].load(Ordering::Relaxed))
-                                .min()
-                                .unwrap_or(u64::MAX);
-                            if i < slowest + window {
-                                break;
-                            }
-                            sleep(&rt2, Duration::from_micros(250)).await;
-                        }
                     }
                     let sent = base.elapsed().as_nanos() as u64;
                     p.broadcast_bytes(KIND, payload(i, sent, load.size))
@@ -998,7 +970,7 @@ async fn netpeer_throughput<R: Runtime>(
     load: Load,
     key: Option<&RoomKey>,
 ) -> Result<Measured, String> {
-    let (peers, events) = room(rt, load.n, load.event_capacity(), key).await?;
+    let (peers, events) = room(rt, load.n, key).await?;
     let result = netpeer_load(rt, &peers, events, load, None).await;
     teardown(rt, peers).await;
     result.map(|(m, _)| m)
@@ -1063,7 +1035,7 @@ async fn member_process_rss<R: Runtime>(
     rt: &R,
     runtime: &str,
 ) -> Result<(u64, u64, u64, u64), String> {
-    let (peers, _events) = room(rt, 7, 4096, None).await?;
+    let (peers, _events) = room(rt, 7, None).await?;
     let addr = peers[0].local_addr().to_string();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -1163,7 +1135,7 @@ fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
         const N: usize = 8;
         sleep(&rt, Duration::from_millis(100)).await;
         let base_kib = rss_kib(None)?;
-        let (peers, mut events) = room(&rt, N, 4096, None).await?;
+        let (peers, mut events) = room(&rt, N, None).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let idle_kib = rss_kib(None)?;
         for size in [4096, 64] {
@@ -1172,9 +1144,7 @@ fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
                 all_senders: false,
                 size,
                 per_sender: opts.per_sender(size, 1),
-                max_window: 2048,
             };
-            // The default event capacity (4096) holds a window of 2048.
             let load_events = events;
             let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
             events = back;
@@ -1320,7 +1290,6 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
                     all_senders,
                     size,
                     per_sender: opts.per_sender(size, senders),
-                    max_window: 16_384,
                 };
                 if !opts.wants("broadcast", &load.case()) {
                     continue;
@@ -1329,9 +1298,8 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
                 let raw = raw_load(&rt, load, None).await;
                 let check = match (&np, &raw) {
                     (Ok(m), Ok(_)) => Ok(format!(
-                        "zero loss: {} messages, exact counts and per-sender order; window {}",
-                        group(m.delivered),
-                        load.window()
+                        "zero loss: {} messages, exact counts and per-sender order; no window",
+                        group(m.delivered)
                     )),
                     (Err(e), _) => Err(e.clone()),
                     (_, Err(e)) => Err(format!("raw: {e}")),
@@ -1377,7 +1345,6 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             all_senders: false,
             size,
             per_sender: opts.per_sender(size, 1),
-            max_window: 16_384,
         };
         let case = format!("{}, private room (raw column: open room)", load.case());
         if !opts.wants("private", &case) {
@@ -1408,7 +1375,6 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
         all_senders: false,
         size: 64,
         per_sender: opts.latency_secs() * 1000,
-        max_window: 16_384,
     };
     let pace = Duration::from_millis(1);
     if opts.wants("latency", "") {
@@ -1434,7 +1400,7 @@ async fn latency<R: Runtime>(
 ) {
     let rt = rt.clone();
     let np = async {
-        let (peers, events) = room(&rt, 8, load.event_capacity(), None).await?;
+        let (peers, events) = room(&rt, 8, None).await?;
         let r = netpeer_load(&rt, &peers, events, load, Some(pace)).await;
         teardown(&rt, peers).await;
         r.map(|(m, _)| m)

@@ -1,0 +1,77 @@
+//! The handle's errors. They wrap the protocol core's own types: a refused send is the
+//! machine's [`SendError`], a refused join the machine's [`RejectReason`].
+
+use std::{io, net::SocketAddr};
+
+use netpeer_proto::{ConfigError, ConnectFailure, RejectReason, SendError};
+use thiserror::Error;
+
+/// Errors of local operations: starting a peer, sending, leaving.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed (bind, resolve).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The machine refused the send, with its own reason: too large for a frame, kind
+    /// too long, no such member, a value that does not encode, or (flow control)
+    /// [`SendError::Full`].
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The peer is closed ([`Peer::close`](crate::Peer::close), or its runtime is gone).
+    #[error("the peer is closed")]
+    Closed,
+}
+
+/// Why a join did not succeed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The room refused us (name taken, room full, another network, another room key,
+    /// no common protocol version, ...).
+    #[error("rejected: {0}")]
+    Rejected(RejectReason),
+    /// Nobody could be reached at that address (or the connection ended before the
+    /// welcome).
+    #[error("could not reach {addr}: {error}")]
+    Unreachable {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// What went wrong.
+        error: ConnectFailure,
+    },
+    /// No welcome arrived in time: the contact did not complete its handshake within
+    /// `handshake_timeout`, or the join did not complete within `join_timeout`.
+    #[error("no welcome from {addr} in time (handshake or join timeout)")]
+    Timeout {
+        /// The address dialled.
+        addr: SocketAddr,
+    },
+    /// The address leads back to this peer itself (`localhost` and `127.0.0.1` alike):
+    /// recognised by our own identity key at the first handshake.
+    #[error("{addr} is this peer itself")]
+    SelfJoin {
+        /// The address dialled.
+        addr: SocketAddr,
+    },
+    /// The address could not be resolved.
+    #[error("could not resolve {host:?}: {error}")]
+    Resolve {
+        /// What was asked.
+        host: String,
+        /// Why it failed.
+        error: io::Error,
+    },
+    /// [`Peer::leave`](crate::Peer::leave) was called while the join was in progress.
+    #[error("the peer left the room before the join completed")]
+    Abandoned,
+    /// The machine did not start the join (another join is in progress).
+    #[error("{0}")]
+    NotStarted(netpeer_proto::JoinError),
+    /// The peer is closed.
+    #[error("the peer is closed")]
+    Closed,
+}
