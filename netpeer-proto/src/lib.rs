@@ -31,6 +31,7 @@ mod identity;
 mod machine;
 mod rank;
 mod room;
+mod room_key;
 mod secure;
 #[cfg(feature = "sim")]
 pub mod sim;
