@@ -562,8 +562,11 @@ impl<R: Runtime> Driver<R> {
                     Some(Output::Deliver(message)) => {
                         self.events.push(PeerEvent::Message(message));
                     }
+                    Some(Output::Notify(netpeer_proto::Event::RequestDone { id, outcome })) => {
+                        crate::request::finished(&mut core.requests, id, outcome);
+                    }
                     Some(Output::Notify(event)) => {
-                        if let Some(event) = peer_event(event) {
+                        if let Some(event) = peer_event(event, &shared) {
                             // The outcome is taken with the event, under the lock a
                             // cancelled join takes: exactly one of them has it.
                             replies.extend(core.join_outcome(&event));

@@ -3,7 +3,9 @@
 
 use std::{io, net::SocketAddr};
 
-use netpeer_proto::{ConfigError, ConnectFailure, RejectReason, SendError};
+use netpeer_proto::{
+    ConfigError, ConnectFailure, DecodeValueError, RejectReason, RespondError, SendError,
+};
 use thiserror::Error;
 
 /// Errors of local operations: starting a peer, sending, leaving.
@@ -21,9 +23,66 @@ pub enum Error {
     /// [`SendError::Full`].
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The machine refused an answer to a request: it is not waiting any more
+    /// (answered already, expired, its sender left), or the answer cannot be sent.
+    #[error(transparent)]
+    Respond(#[from] RespondError),
     /// The peer is closed ([`Peer::close`](crate::Peer::close), or its runtime is gone).
     #[error("the peer is closed")]
     Closed,
+}
+
+/// Why a [`Peer::request`](crate::Peer::request) got no answer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The target is this peer itself.
+    #[error("a peer cannot send a request to itself")]
+    ToSelf,
+    /// No member of that name is in our view.
+    #[error("no connected member is called {0:?}")]
+    UnknownPeer(String),
+    /// `max_pending_requests` of our requests are waiting already.
+    #[error("{0} requests are pending already")]
+    TooManyPending(usize),
+    /// The request cannot be sent (too large, kind too long, not encodable, or
+    /// [`SendError::Full`] under [`FlowControl::Fail`](crate::FlowControl::Fail)).
+    #[error(transparent)]
+    Send(SendError),
+    /// The target refused the request, for this reason.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The target left our view (or we left the room) before it answered.
+    #[error("the member left before it answered")]
+    PeerLeft,
+    /// No answer came within the timeout.
+    #[error("no answer in time")]
+    TimedOut,
+    /// The answer did not decode as the type asked for.
+    #[error(transparent)]
+    Decode(DecodeValueError),
+    /// The peer is closed.
+    #[error("the peer is closed")]
+    Closed,
+}
+
+impl From<SendError> for RequestError {
+    fn from(e: SendError) -> Self {
+        RequestError::Send(e)
+    }
+}
+
+impl From<netpeer_proto::RequestError> for RequestError {
+    fn from(e: netpeer_proto::RequestError) -> Self {
+        use netpeer_proto::RequestError as P;
+        match e {
+            P::ToSelf => RequestError::ToSelf,
+            P::UnknownPeer(name) => RequestError::UnknownPeer(name),
+            P::TooManyPending(n) => RequestError::TooManyPending(n),
+            P::Send(e) => RequestError::Send(e),
+            other => RequestError::Send(SendError::Encode(other.to_string())),
+        }
+    }
 }
 
 /// Why a join did not succeed.

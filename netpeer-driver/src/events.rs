@@ -18,7 +18,10 @@ use futures_lite::future;
 use netpeer_proto::{ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason};
 use serde::de::DeserializeOwned;
 
-use crate::signal::{Signal, lock};
+use crate::{
+    request::Request,
+    signal::{Signal, lock},
+};
 
 /// The outcome of a successful join: the value of [`Peer::join`](crate::Peer::join)
 /// and of the one [`PeerEvent::Entered`] every subscriber gets for that join.
@@ -90,11 +93,31 @@ pub enum PeerEvent {
         /// The address dialled.
         addr: SocketAddr,
     },
-    /// The room's shared state changed.
+    /// The room's shared state changed: another member set it (our own
+    /// [`set_state`](crate::Peer::set_state) is not reported).
     StateChanged {
         /// The new state (CBOR); decode it with [`netpeer_proto::decode_value`].
         state: Bytes,
+        /// The member that set it.
+        by: String,
+        /// Its version (updates since the room's first state). Of two concurrent
+        /// updates the higher version wins, then the greater `by`.
+        version: u64,
     },
+    /// A member's presence metadata changed; read it from
+    /// [`Peer::members`](crate::Peer::members) or [`Peer::member`](crate::Peer::member).
+    MetaChanged {
+        /// The member.
+        name: String,
+    },
+    /// The room's host changed (see [`Peer::host`](crate::Peer::host)).
+    HostChanged {
+        /// The new host (possibly this peer).
+        host: String,
+    },
+    /// A member asks us something: answer with [`Request::respond`] or
+    /// [`Request::reject`].
+    Request(Request),
     /// A member's send queue is above the high-water mark and it has taken nothing for
     /// half of `idle_timeout`: broadcasts wait for it (or fail with `Full`), and unless
     /// it takes bytes again it is cut (`Left { reason: SlowConsumer }`) when the idle
@@ -133,7 +156,9 @@ impl PeerEvent {
 /// a [`PeerEvent::Lagged`] marker takes its place (consecutive drops share one marker),
 /// so the order of what remains is kept and the marker sits exactly where the gap is.
 /// Control events (`Entered`, `Joined`, `Left`, `Rejected`, `StateChanged`,
-/// `SlowMember`, `ConnectFailed`, `JoinTimedOut`, `SelfJoin`) are **never dropped**: a member list
+/// `MetaChanged`, `HostChanged`, `Request`, `SlowMember`, `ConnectFailed`,
+/// `JoinTimedOut`, `SelfJoin`) are **never dropped** (requests are bounded per member
+/// by `max_pending_requests`): a member list
 /// built from them always matches the room. They do not count against the capacity;
 /// a subscription that is never read keeps every one of them, so drop subscriptions
 /// you stop reading.
@@ -563,6 +588,8 @@ mod tests {
                 msg(1),
                 PeerEvent::StateChanged {
                     state: Bytes::from_static(b"\xf6"),
+                    by: "b".into(),
+                    version: 1,
                 },
                 msg(2),
                 left("b"),

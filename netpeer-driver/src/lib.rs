@@ -18,17 +18,20 @@ mod driver;
 mod error;
 mod events;
 mod peer;
+mod request;
 mod runtime;
 mod shared;
 mod signal;
 
 pub use addr::{Addrs, ToAddrs};
-pub use error::{Error, JoinError};
+pub use error::{Error, JoinError, RequestError};
 pub use events::{Entered, Events, Overflow, PeerEvent};
 pub use netpeer_proto::{
     self as proto, Config, ConnectFailure, DecodeValueError, Identity, KeyParseError, LeaveReason,
-    Message, PublicKey, RejectReason, RoomKey, SendError, decode_value, encode_value,
+    Member, Message, PublicKey, RejectReason, RespondError, RoomKey, SendError, Stats,
+    decode_value, encode_value,
 };
-pub use peer::{Builder, Peer};
+pub use peer::{Builder, DEFAULT_REQUEST_TIMEOUT, Peer};
+pub use request::Request;
 pub use runtime::{Runtime, Task};
 pub use shared::FlowControl;

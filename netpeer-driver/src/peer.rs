@@ -1,15 +1,21 @@
 //! The application's handle: [`Peer`] and its [`Builder`].
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
-use netpeer_proto::{Config, Identity, PeerMachine, PublicKey, RoomKey, SendError};
-use serde::Serialize;
+use netpeer_proto::{Config, Identity, Member, PeerMachine, PublicKey, RoomKey, SendError, Stats};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     addr::ToAddrs,
     driver,
-    error::{Error, JoinError},
+    error::{Error, JoinError, RequestError},
     events::{Entered, Events, Overflow},
     runtime::{Runtime, Task},
     shared::{FlowControl, Shared},
@@ -25,7 +31,11 @@ pub struct Builder<R: Runtime> {
     overflow: Overflow,
     flow: FlowControl,
     state_error: Option<SendError>,
+    request_timeout: Duration,
 }
+
+/// How long [`Peer::request`] waits for an answer unless told otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<R: Runtime> Builder<R> {
     /// A builder for a peer called `name` on runtime `rt`.
@@ -38,7 +48,28 @@ impl<R: Runtime> Builder<R> {
             overflow: Overflow::default(),
             flow: FlowControl::default(),
             state_error: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// This member's presence metadata (a small serde value: a colour, a player
+    /// slot, a status), at most [`Config::max_meta_len`] bytes as CBOR (1 KiB by
+    /// default; a larger value fails `listen` with [`SendError::MetaTooLarge`]). Every
+    /// member has it from its first session with us; change it with
+    /// [`Peer::set_meta`].
+    pub fn meta<T: Serialize + ?Sized>(mut self, meta: &T) -> Self {
+        match netpeer_proto::encode_value(meta) {
+            Ok(bytes) => self.config.meta = Some(bytes),
+            Err(e) => self.state_error = Some(e),
+        }
+        self
+    }
+
+    /// How long [`Peer::request`] waits for an answer (default 10 seconds;
+    /// [`Peer::request_with_timeout`] sets it per call).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// The network id: peers of different networks reject each other.
@@ -124,6 +155,14 @@ impl<R: Runtime> Builder<R> {
             if let Some(e) = self.state_error {
                 return Err(Error::Send(e));
             }
+            if let Some(meta) = &self.config.meta {
+                if meta.len() > self.config.meta_limit() {
+                    return Err(Error::Send(SendError::MetaTooLarge {
+                        len: meta.len(),
+                        max: self.config.meta_limit(),
+                    }));
+                }
+            }
             let addr = addrs.resolve(&self.rt).await?[0];
             let listener = self.rt.bind(addr).await?;
             let local_addr = R::local_addr(&listener)?;
@@ -161,6 +200,7 @@ impl<R: Runtime> Builder<R> {
                     shared,
                     local_addr,
                     config,
+                    request_timeout: self.request_timeout,
                 }),
             })
         }
@@ -173,6 +213,7 @@ struct Handle<R: Runtime> {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     config: Config,
+    request_timeout: Duration,
 }
 
 impl<R: Runtime> Drop for Handle<R> {
@@ -250,10 +291,127 @@ impl<R: Runtime> Peer<R> {
         &self.inner.config
     }
 
-    /// The members in our view of the room now (sorted, ourselves excluded). Events
-    /// tell the same changes, in order, to each subscription.
-    pub fn members(&self) -> Vec<String> {
+    /// The members in our view of the room now, sorted by name, ourselves excluded:
+    /// each with its metadata, address, since when we are connected, RTT and queued
+    /// bytes. Events tell the same changes, in order, to each subscription.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.shared.roster()
+    }
+
+    /// The names of the members in our view (sorted, ourselves excluded).
+    pub fn member_names(&self) -> Vec<String> {
         self.inner.shared.members()
+    }
+
+    /// The member called `name`, if it is in our view.
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.members().into_iter().find(|m| &*m.name == name)
+    }
+
+    /// The room's host, the same on every member of a quiet room: the member that
+    /// entered the room first (the opener while it is there), then the next one
+    /// when it leaves or times out ([`PeerEvent::HostChanged`](crate::PeerEvent)
+    /// tells each change). `None` while a join is in progress.
+    ///
+    /// The guarantee and its limit: every member computes the host from the same
+    /// recorded join epochs, so when every member is connected to every other (no
+    /// partition, nobody joining or leaving) all name the same host. During a
+    /// partition each side names its own, and while the mesh converges members may
+    /// briefly disagree; after the heal they agree again. Use it to pick who deals
+    /// turns or seeds a game, not as a lock.
+    pub fn host(&self) -> Option<String> {
+        self.inner.shared.lock().machine.host()
+    }
+
+    /// Whether this peer is the host now.
+    pub fn is_host(&self) -> bool {
+        self.host().as_deref() == Some(self.name())
+    }
+
+    /// Replaces this member's presence metadata (at most [`Config::max_meta_len`]
+    /// bytes as CBOR) and tells every member ([`PeerEvent::MetaChanged`](crate::PeerEvent)
+    /// there). Updates are versioned: a late one never replaces a newer one.
+    pub async fn set_meta<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let meta = netpeer_proto::encode_value(value)?;
+        let shared = &self.inner.shared;
+        let mut core = shared.lock();
+        if core.closed {
+            return Err(Error::Closed);
+        }
+        core.machine.set_meta(meta, Instant::now())?;
+        drop(core);
+        shared.signal.wake();
+        Ok(())
+    }
+
+    /// This member's own metadata (CBOR), if set.
+    pub fn meta_bytes(&self) -> Option<Bytes> {
+        self.inner.shared.lock().machine.meta().cloned()
+    }
+
+    /// Counters since the peer started (frames and bytes in and out, messages
+    /// delivered, duplicates dropped, sessions opened and closed by reason, ...) and
+    /// every member's RTT, queued bytes and connected-since.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.lock().machine.stats()
+    }
+
+    /// Asks the member called `to` and waits for its answer (decoded as `Resp`), for
+    /// at most the builder's [`request_timeout`](Builder::request_timeout).
+    ///
+    /// The target hears [`PeerEvent::Request`](crate::PeerEvent::Request) and answers
+    /// with [`Request::respond`](crate::Request::respond) or
+    /// [`reject`](crate::Request::reject). The call fails with
+    /// [`RequestError::PeerLeft`] as soon as `to` leaves our view,
+    /// [`RequestError::TimedOut`] when no answer came in time, and with
+    /// [`RequestError::ToSelf`] for ourselves. Flow control applies as for
+    /// [`send_to`](Self::send_to).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops waiting; the request may still reach the target,
+    /// whose answer is then dropped (it counts as a pending request until its
+    /// timeout).
+    pub async fn request<Req, Resp>(
+        &self,
+        to: &str,
+        kind: &str,
+        request: &Req,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.request_with_timeout(to, kind, request, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    pub async fn request_with_timeout<Req, Resp>(
+        &self,
+        to: &str,
+        kind: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = netpeer_proto::encode_value(request)?;
+        let answer = self.request_bytes(to, kind, payload, timeout).await?;
+        crate::request::decode_answer(&answer)
+    }
+
+    /// [`request`](Self::request) with raw bytes both ways.
+    pub async fn request_bytes(
+        &self,
+        to: &str,
+        kind: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        self.inner.shared.request(to, kind, payload, timeout).await
     }
 
     /// The room's shared state as known now (CBOR).

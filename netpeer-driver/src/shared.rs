@@ -71,6 +71,8 @@ pub(crate) struct Core {
     stale_outcomes: usize,
     /// `leave` calls waiting for their connections to flush.
     pub(crate) leaves: Vec<async_channel::Sender<()>>,
+    /// Requests of ours whose caller waits for the outcome, by id.
+    pub(crate) requests: std::collections::HashMap<u64, crate::request::RequestReply>,
 }
 
 impl Core {
@@ -101,6 +103,7 @@ impl Core {
     /// The peer closes: a waiting join is answered `Closed`.
     pub(crate) fn close(&mut self) -> Option<JoinReply> {
         self.closed = true;
+        crate::request::close_all(&mut self.requests);
         self.join.take().map(|w| w.reply)
     }
 }
@@ -136,6 +139,7 @@ impl Shared {
                 next_join: 0,
                 stale_outcomes: 0,
                 leaves: Vec::new(),
+                requests: std::collections::HashMap::new(),
             }),
             subscribers: Subscribers::new(event_capacity, overflow, signal.clone()),
             signal,
@@ -295,6 +299,10 @@ impl Shared {
         self.lock().machine.members()
     }
 
+    pub(crate) fn roster(&self) -> Vec<netpeer_proto::Member> {
+        self.lock().machine.roster()
+    }
+
     pub(crate) fn state(&self) -> Bytes {
         self.lock().machine.state().clone()
     }
@@ -346,7 +354,7 @@ impl Shared {
 }
 
 /// The application-facing form of a machine event (`None`: nothing to tell).
-pub(crate) fn peer_event(event: Event) -> Option<PeerEvent> {
+pub(crate) fn peer_event(event: Event, shared: &Arc<Shared>) -> Option<PeerEvent> {
     Some(match event {
         Event::Entered {
             state,
@@ -363,7 +371,14 @@ pub(crate) fn peer_event(event: Event) -> Option<PeerEvent> {
         Event::ConnectFailed { addr, error } => PeerEvent::ConnectFailed { addr, error },
         Event::JoinTimedOut { addr } => PeerEvent::JoinTimedOut { addr },
         Event::SelfJoin { addr } => PeerEvent::SelfJoin { addr },
-        Event::StateChanged { state } => PeerEvent::StateChanged { state },
+        Event::StateChanged { state, by, version } => {
+            PeerEvent::StateChanged { state, by, version }
+        }
+        Event::MetaChanged { name } => PeerEvent::MetaChanged { name },
+        Event::HostChanged { host } => PeerEvent::HostChanged { host },
+        Event::Request(r) => {
+            PeerEvent::Request(crate::request::Request::new(r, Arc::downgrade(shared)))
+        }
         Event::SlowMember { name, queued } => PeerEvent::SlowMember { name, queued },
         other => {
             tracing::debug!(?other, "event without a PeerEvent");
@@ -410,6 +425,8 @@ mod tests {
                 key: None,
                 nonce: None,
                 proof: None,
+                meta: None,
+                meta_version: 0,
             },
             Nonce([3; 32]),
         );

@@ -63,6 +63,8 @@ fn dialer(name: &str) -> DialerHandshake {
         key: None,
         nonce: None,
         proof: None,
+        meta: None,
+        meta_version: 0,
     };
     DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([1; 32]))
 }

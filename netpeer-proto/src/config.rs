@@ -15,6 +15,9 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Longest application message kind, in bytes of UTF-8.
 pub const MAX_KIND_LEN: usize = 255;
 
+/// Longest reason a request may be rejected with, in bytes of UTF-8.
+pub const MAX_REASON_LEN: usize = 1024;
+
 /// The default flow-control high-water mark (see [`Config::high_water`]).
 const DEFAULT_HIGH_WATER: usize = 1 << 20;
 
@@ -106,6 +109,21 @@ pub struct Config {
     /// told of (released after `Entered`); beyond this many they are dropped and
     /// counted.
     pub max_early_messages: usize,
+    /// This member's presence metadata at start (a CBOR value; see
+    /// [`PeerMachine::set_meta`](crate::PeerMachine::set_meta)). `None`: none.
+    pub meta: Option<bytes::Bytes>,
+    /// Largest presence metadata a member may have, in bytes (default 1 KiB; never
+    /// more than a quarter of `max_frame_len`, see [`Config::meta_limit`]). A larger
+    /// local value is an error; a member that sends a larger one is closed for a
+    /// protocol violation.
+    pub max_meta_len: usize,
+    /// Requests of ours waiting for an answer at once (default 256); and, per member,
+    /// requests from it that our application has not answered yet (beyond, they are
+    /// refused at once).
+    pub max_pending_requests: usize,
+    /// Longest time a request from another member waits for our application's
+    /// answer, whatever the requester's timeout (default 5 minutes).
+    pub max_request_timeout: Duration,
 }
 
 impl Config {
@@ -139,6 +157,10 @@ impl Config {
             identity: None,
             min_frame_rate: 16 * 1024,
             max_early_messages: 1024,
+            meta: None,
+            max_meta_len: 1024,
+            max_pending_requests: 256,
+            max_request_timeout: Duration::from_secs(300),
         }
     }
 
@@ -149,6 +171,12 @@ impl Config {
     pub fn high_water(&self) -> usize {
         self.send_high_water
             .unwrap_or((self.max_send_queue / 4).min(DEFAULT_HIGH_WATER))
+    }
+
+    /// The metadata bound in force: `max_meta_len`, or a quarter of `max_frame_len` if
+    /// that is less (metadata travels in every `Hello`).
+    pub fn meta_limit(&self) -> usize {
+        self.max_meta_len.min(self.max_frame_len as usize / 4)
     }
 
     /// Checks every field; the first problem found is returned.
@@ -171,6 +199,7 @@ impl Config {
             ("mesh_dial_delay", self.mesh_dial_delay),
             ("redial_initial", self.redial_initial),
             ("redial_max", self.redial_max),
+            ("max_request_timeout", self.max_request_timeout),
         ];
         for (field, value) in positive {
             if value.is_zero() {
@@ -211,6 +240,17 @@ impl Config {
         }
         if self.initial_state.len() > self.max_frame_len as usize / 2 {
             return Err(ConfigError::StateTooLarge(self.initial_state.len()));
+        }
+        if let Some(meta) = &self.meta {
+            if meta.len() > self.meta_limit() {
+                return Err(ConfigError::MetaTooLarge {
+                    len: meta.len(),
+                    max: self.meta_limit(),
+                });
+            }
+        }
+        if self.max_pending_requests == 0 {
+            return Err(ConfigError::MaxPendingRequests);
         }
         Ok(())
     }

@@ -75,6 +75,17 @@ pub enum ConfigError {
     /// The initial state does not fit in a welcome frame.
     #[error("initial state of {0} bytes is larger than half of max_frame_len")]
     StateTooLarge(usize),
+    /// The initial presence metadata is longer than `max_meta_len`.
+    #[error("metadata of {len} bytes is longer than max_meta_len {max}")]
+    MetaTooLarge {
+        /// Its length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// `max_pending_requests` is zero.
+    #[error("max_pending_requests must be at least 1")]
+    MaxPendingRequests,
 }
 
 /// A local send (`broadcast`, `send_to`, `set_state`) that could not be done.
@@ -109,6 +120,53 @@ pub enum SendError {
         /// The congested members.
         members: Vec<String>,
     },
+    /// Presence metadata longer than `max_meta_len`.
+    #[error("metadata of {len} bytes is longer than max_meta_len {max}")]
+    MetaTooLarge {
+        /// Its length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+/// A [`request`](crate::PeerMachine::request) that could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The target is ourselves.
+    #[error("a peer cannot send a request to itself")]
+    ToSelf,
+    /// No member of that name is connected.
+    #[error("no connected member is called {0:?}")]
+    UnknownPeer(String),
+    /// `max_pending_requests` of our requests are waiting for an answer already.
+    #[error("{0} requests are pending already (max_pending_requests)")]
+    TooManyPending(usize),
+    /// The request itself cannot be sent (kind too long, too large, not encodable).
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// An answer to a request that could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RespondError {
+    /// No request with this id from this member waits for an answer: it was
+    /// answered already, it expired, its sender left, or it never came.
+    #[error("no request {id} from {from:?} is waiting for an answer")]
+    NoSuchRequest {
+        /// The member named.
+        from: String,
+        /// The id named.
+        id: u64,
+    },
+    /// A rejection reason longer than [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes.
+    #[error("rejection reason is {0} bytes long; at most 1024 are allowed")]
+    ReasonTooLong(usize),
+    /// The answer itself cannot be sent (too large, not encodable).
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// A `join` that could not be started.

@@ -84,6 +84,8 @@ pub enum CloseReason {
     SelfConnection,
     /// A frame did not arrive whole in time (`min_frame_rate`).
     SlowSender,
+    /// A dial meant for one member reached another one.
+    WrongPeer,
 }
 
 impl CloseReason {
@@ -195,10 +197,39 @@ pub enum Event {
         /// The address dialled.
         addr: SocketAddr,
     },
-    /// The room's shared state changed.
+    /// The room's shared state changed (another member set it; our own
+    /// [`set_state`](crate::PeerMachine::set_state) is not reported).
     StateChanged {
         /// The new state (CBOR).
         state: Bytes,
+        /// The member that set it.
+        by: String,
+        /// Its version: the number of updates since the room's first state. Of two
+        /// concurrent updates the higher version wins, then the greater `by`.
+        version: u64,
+    },
+    /// A member's presence metadata changed (read it with
+    /// [`roster`](crate::PeerMachine::roster)). A member's metadata as it joins comes
+    /// with it and is not reported here.
+    MetaChanged {
+        /// The member.
+        name: String,
+    },
+    /// The room's host changed (see [`host`](crate::PeerMachine::host)).
+    HostChanged {
+        /// The new host (possibly ourselves).
+        host: String,
+    },
+    /// A member asks us something; answer with
+    /// [`respond`](crate::PeerMachine::respond) or
+    /// [`reject_request`](crate::PeerMachine::reject_request).
+    Request(IncomingRequest),
+    /// A request of ours ended (exactly once per request).
+    RequestDone {
+        /// Its id, as [`request`](crate::PeerMachine::request) returned it.
+        id: u64,
+        /// How.
+        outcome: RequestOutcome,
     },
     /// A member's send queue is above `send_high_water` and it has taken nothing for
     /// half of `idle_timeout`: unless it takes bytes again, it is closed as a slow
@@ -210,6 +241,41 @@ pub enum Event {
         /// Bytes queued for it.
         queued: usize,
     },
+}
+
+/// A request from a member, waiting for our answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    /// The requester, as authenticated by its session.
+    pub from: Arc<str>,
+    /// Its id, chosen by the requester (name it in the answer).
+    pub id: u64,
+    /// The application-chosen kind.
+    pub kind: String,
+    /// The request (usually a CBOR value).
+    pub payload: Bytes,
+}
+
+impl IncomingRequest {
+    /// Decodes the payload as a CBOR value of type `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeValueError> {
+        crate::decode_value(&self.payload)
+    }
+}
+
+/// How a request of ours ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// The target answered (usually a CBOR value).
+    Answered(Bytes),
+    /// The target refused, for this reason (its application's, or its machine's: too
+    /// many pending requests from us).
+    Rejected(String),
+    /// The target left our view (or we left the room) before it answered.
+    PeerLeft,
+    /// No answer came within the request's timeout.
+    TimedOut,
 }
 
 /// An application message received from a member.

@@ -35,6 +35,7 @@ mod room_key;
 mod secure;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stats;
 mod timer;
 pub mod wire;
 
@@ -47,14 +48,21 @@ pub(crate) type Outbox = std::collections::VecDeque<Output>;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use config::{Config, MAX_KIND_LEN, MAX_NAME_LEN, PROTOCOL_VERSIONS, validate_name};
-pub use error::{AcceptError, ConfigError, DecodeValueError, JoinError, NameError, SendError};
+pub use config::{
+    Config, MAX_KIND_LEN, MAX_NAME_LEN, MAX_REASON_LEN, PROTOCOL_VERSIONS, validate_name,
+};
+pub use error::{
+    AcceptError, ConfigError, DecodeValueError, JoinError, NameError, RequestError, RespondError,
+    SendError,
+};
 pub use event::{
-    CloseReason, ConnId, ConnectFailure, Event, LeaveReason, Message, Output, RejectReason,
+    CloseReason, ConnId, ConnectFailure, Event, IncomingRequest, LeaveReason, Message, Output,
+    RejectReason, RequestOutcome,
 };
 pub use identity::{Identity, KeyParseError, PublicKey};
 pub use machine::PeerMachine;
 pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
+pub use stats::{Member, Stats};
 pub use wire::StateVersion;
 
 /// Encodes any serialisable value as CBOR bytes (for payloads and state).

@@ -104,6 +104,9 @@ enum State {
 /// One connection's Noise state: handshake, then transport with segment framing.
 pub(crate) struct SecureChannel {
     state: State,
+    /// The handshake hash, once the handshake completed: the channel binding the
+    /// identity proofs sign (each leg of a relay has its own).
+    hash: Vec<u8>,
     /// Partial segment (length prefix included) received so far.
     pending: Vec<u8>,
     scratch: Vec<u8>,
@@ -142,6 +145,7 @@ impl SecureChannel {
         msg.truncate(n);
         let channel = SecureChannel {
             state: State::Handshake(Box::new(hs)),
+            hash: Vec::new(),
             pending: Vec::new(),
             scratch: vec![0u8; MAX_MESSAGE],
         };
@@ -155,9 +159,15 @@ impl SecureChannel {
             .expect("valid parameters");
         SecureChannel {
             state: State::Handshake(Box::new(hs)),
+            hash: Vec::new(),
             pending: Vec::new(),
             scratch: vec![0u8; MAX_MESSAGE],
         }
+    }
+
+    /// The channel binding: the Noise handshake hash (empty before it completed).
+    pub(crate) fn binding(&self) -> &[u8] {
+        &self.hash
     }
 
     /// Whether the handshake is complete.
@@ -186,6 +196,7 @@ impl SecureChannel {
             let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Failed) else {
                 unreachable!("matched above");
             };
+            self.hash = hs.get_handshake_hash().to_vec();
             let transport = hs
                 .into_transport_mode()
                 .map_err(|_| SecureError::Handshake)?;

@@ -29,6 +29,8 @@ pub(crate) enum TimerKey {
     Digest,
     /// The next dial of a lost member.
     Redial(Arc<str>),
+    /// The earliest deadline of a pending request (ours or another member's).
+    Requests,
 }
 
 /// The timers, by key and by time.

@@ -22,6 +22,7 @@ fn sample_frames() -> Vec<Frame> {
     let version = StateVersion {
         counter: 3,
         writer: "alice".into(),
+        incarnation: 0,
     };
     vec![
         Frame::Hello(Hello {
@@ -38,6 +39,8 @@ fn sample_frames() -> Vec<Frame> {
             key: Some(key),
             nonce: Some(netpeer_proto::wire::Nonce([8; 32])),
             proof: Some(netpeer_proto::wire::Proof([9; 64])),
+            meta: None,
+            meta_version: 0,
         }),
         Frame::Welcome(Welcome {
             join_epoch: 4,

@@ -42,6 +42,8 @@ fn dialer(name: &str, network: &str, versions: (u16, u16)) -> DialerHandshake {
         key: None,
         nonce: None,
         proof: None,
+        meta: None,
+        meta_version: 0,
     };
     DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([5; 32]))
 }
@@ -491,6 +493,7 @@ fn fuzz_regression_state_counter_at_its_end_does_not_overflow() {
             version: StateVersion {
                 counter: u64::MAX,
                 writer: "bob".into(),
+                incarnation: 0,
             },
             state: Bytes::from_static(b"\x01"),
         }),
@@ -508,6 +511,7 @@ fn fuzz_regression_state_counter_at_its_end_does_not_overflow() {
             version: StateVersion {
                 counter: 1 << 32,
                 writer: "bob".into(),
+                incarnation: 0,
             },
             state: Bytes::from_static(b"\x02"),
         }),

@@ -57,6 +57,11 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(peer, mode)| Op::Listen { peer, mode }),
         1 => (peer(), peer()).prop_map(|(peer, via)| Op::Impostor { peer, via }),
+        2 => (peer(), 9usize..1024).prop_map(|(peer, size)| Op::SetMeta { peer, size }),
+        3 => (peer(), peer(), 0u32..3000)
+            .prop_map(|(from, to, timeout_ms)| Op::Request { from, to, timeout_ms }),
+        2 => (peer(), 0usize..8, any::<bool>())
+            .prop_map(|(peer, pick, reject)| Op::Answer { peer, pick, reject }),
     ]
 }
 

@@ -74,7 +74,7 @@ async fn chain_join_broadcast_and_leave() {
             }
         );
     }
-    assert_eq!(b.members(), vec!["c"]);
+    assert_eq!(b.member_names(), vec!["c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +88,7 @@ async fn duplicate_name_is_rejected() {
         matches!(err, JoinError::Rejected(RejectReason::NameTaken)),
         "{err:?}"
     );
-    assert_eq!(a.members(), vec!["b"]);
+    assert_eq!(a.member_names(), vec!["b"]);
 }
 
 fn left_reason(e: &PeerEvent, who: &str) -> Option<LeaveReason> {
@@ -265,7 +265,7 @@ async fn hostile_raw_clients_are_cut_off_and_the_room_keeps_working() {
     );
 
     // The room is untouched.
-    assert_eq!(a.members(), vec!["b"]);
+    assert_eq!(a.member_names(), vec!["b"]);
     a.broadcast("still", &"working").await.unwrap();
     let e = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
     let PeerEvent::Message(m) = e else {
@@ -316,7 +316,7 @@ async fn the_opener_rejoins_through_another_member() {
         |e| matches!(e, PeerEvent::Joined { name } if name == "a"),
     )
     .await;
-    assert_eq!(c.members(), vec!["a", "b"]);
+    assert_eq!(c.member_names(), vec!["a", "b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,11 +329,11 @@ async fn dropping_the_last_handle_leaves_gracefully() {
     drop(b);
     // A clone is still alive: b is still in the room.
     a.broadcast("ping", &1).await.unwrap();
-    assert_eq!(a.members(), vec!["b"]);
+    assert_eq!(a.member_names(), vec!["b"]);
     drop(b2);
     let e = wait_for(&mut ea, |e| left_reason(e, "b").is_some()).await;
     assert_eq!(left_reason(&e, "b"), Some(LeaveReason::Left));
-    assert!(a.members().is_empty());
+    assert!(a.member_names().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,13 +389,13 @@ async fn localhost_and_127_0_0_1_are_the_same_room() {
     c.join(&format!("127.0.0.1:{port}")).await.unwrap();
     let mut ea = a.subscribe();
     tokio::time::timeout(WAIT, async {
-        while a.members() != ["b", "c"] || b.members() != ["a", "c"] {
+        while a.member_names() != ["b", "c"] || b.member_names() != ["a", "c"] {
             wait_for(&mut ea, |_| true).await;
         }
     })
     .await
     .unwrap();
-    assert_eq!(c.members(), vec!["a", "b"]);
+    assert_eq!(c.member_names(), vec!["a", "b"]);
     let err = c.join("no-such-host.invalid:1").await.unwrap_err();
     assert!(matches!(err, JoinError::Resolve { .. }), "{err:?}");
 }

@@ -137,6 +137,6 @@ async fn strangers_get_a_clear_error() {
     // With the right key it works, and nobody else got in.
     let friend = peer("friend", Some(key)).await;
     friend.join(&addr).await.unwrap();
-    assert_eq!(private.members(), vec!["friend"]);
-    assert!(open.members().is_empty());
+    assert_eq!(private.member_names(), vec!["friend"]);
+    assert!(open.member_names().is_empty());
 }

@@ -82,7 +82,7 @@ async fn run() -> Result<(), String> {
         );
     }
     for (peer, events) in &mut peers {
-        while peer.members().len() < 4 {
+        while peer.member_names().len() < 4 {
             expect(events, "a full mesh", |e| {
                 matches!(e, PeerEvent::Joined { .. })
             })

@@ -60,6 +60,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Err(e) = "not a key".parse::<RoomKey>() {
         println!("\"not a key\": {e}");
     }
-    println!("members of ana's room: {:?}", ana.members());
+    println!("members of ana's room: {:?}", ana.member_names());
     Ok(())
 }

@@ -16,7 +16,7 @@ struct Board {
 /// The next state change this peer hears about, decoded.
 async fn next_board(events: &mut Events) -> Result<Board, Box<dyn std::error::Error>> {
     while let Some(event) = events.recv().await {
-        if let PeerEvent::StateChanged { state } = event {
+        if let PeerEvent::StateChanged { state, .. } = event {
             return Ok(decode_value(&state)?);
         }
     }

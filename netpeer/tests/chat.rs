@@ -112,6 +112,8 @@ fn a_chat_expelled_from_the_room_says_why_and_exits() {
             key: None,
             nonce: None,
             proof: None,
+            meta: None,
+            meta_version: 0,
         },
         Nonce([4; 32]),
     );

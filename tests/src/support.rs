@@ -244,6 +244,8 @@ pub async fn raw_join<R: Runtime>(
         key: None,
         nonce: None,
         proof: None,
+        meta: None,
+        meta_version: 0,
     };
     let identity = Identity::from_bytes(
         fastrand::u64(..)

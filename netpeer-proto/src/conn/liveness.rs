@@ -153,4 +153,37 @@ impl Conn {
         }
         answered
     }
+
+    /// RTT: whether a timed `Ping` may go now: none is in flight, or the one in
+    /// flight went `give_up` ago or more (it will not be answered).
+    pub(crate) fn rtt_idle(&self, now: Instant, give_up: Duration) -> bool {
+        self.rtt_ping.is_none_or(|(_, at)| now >= at + give_up)
+    }
+
+    /// RTT: a timed `Ping` with `nonce` goes now.
+    pub(crate) fn rtt_sent(&mut self, nonce: u64, now: Instant) {
+        self.rtt_ping = Some((nonce, now));
+    }
+
+    /// RTT: a `Pong` arrived; if it answers the timed `Ping` in flight, the sample
+    /// goes into the smoothed RTT (7/8 old, 1/8 new, the first sample as it is).
+    pub(crate) fn rtt_answered(&mut self, nonce: u64, now: Instant) {
+        let Some((sent_nonce, at)) = self.rtt_ping else {
+            return;
+        };
+        if sent_nonce != nonce {
+            return;
+        }
+        self.rtt_ping = None;
+        let sample = now.saturating_duration_since(at);
+        self.srtt = Some(match self.srtt {
+            None => sample,
+            Some(old) => (old * 7 + sample) / 8,
+        });
+    }
+
+    /// The smoothed round-trip time, once a timed `Ping` was answered.
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
 }

@@ -20,6 +20,7 @@ use crate::{
     config::Config,
     event::{ConnId, Output},
     secure::SecureChannel,
+    stats::Traffic,
     wire::{FrameDecoder, Hello, Nonce},
 };
 
@@ -117,6 +118,14 @@ pub(crate) struct Conn {
     /// A congestion clock started since the table last looked (its deadline may be
     /// earlier than its timer entry).
     started_congestion: bool,
+    /// Frames and bytes through this connection.
+    traffic: Traffic,
+    /// The smoothed round-trip time, once a timed `Ping` was answered.
+    srtt: Option<std::time::Duration>,
+    /// The timed `Ping` in flight: its nonce and when it went.
+    rtt_ping: Option<(u64, Instant)>,
+    /// Our epoch or metadata changed during the handshake: our `Hello` is out of date.
+    stale_hello: bool,
 }
 
 impl Conn {
@@ -151,6 +160,10 @@ impl Conn {
             congested_since: None,
             slow_warned: false,
             started_congestion: false,
+            traffic: Traffic::default(),
+            srtt: None,
+            rtt_ping: None,
+            stale_hello: false,
         }
     }
 
@@ -192,6 +205,17 @@ impl Conn {
     /// Bytes handed out and not yet reported transmitted.
     pub(crate) fn queued(&self) -> usize {
         self.queued
+    }
+
+    /// Our `Hello` on it is out of date (our epoch or metadata changed meanwhile); it
+    /// is restated once the session is established.
+    pub(crate) fn take_stale_hello(&mut self) -> bool {
+        std::mem::take(&mut self.stale_hello)
+    }
+
+    /// Frames and bytes through this connection so far.
+    pub(crate) fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     // ------------------------------------------------------------ handshake
@@ -255,6 +279,7 @@ impl Conn {
             return Err(Overflow);
         }
         let first = self.plain_out.is_empty();
+        self.traffic.frames_out += 1;
         self.plain_out.extend_from_slice(&bytes);
         self.queued += bytes.len();
         self.last_send = now;
@@ -275,6 +300,7 @@ impl Conn {
             return Err(Overflow);
         }
         self.queued += bytes.len();
+        self.traffic.frames_out += 1;
         self.last_send = now;
         self.started_congestion |= self.track_congestion(config, now, false);
         out.push_back(Output::Send { conn: id, bytes });
@@ -305,6 +331,7 @@ impl Conn {
     /// `n` bytes handed out were written to the transport (progress, for flow
     /// control, when `n > 0`).
     pub(crate) fn transmitted(&mut self, n: usize, config: &Config, now: Instant) {
+        self.traffic.bytes_out += n.min(self.queued) as u64;
         self.queued = self.queued.saturating_sub(n);
         self.track_congestion(config, now, n > 0);
     }
@@ -317,6 +344,12 @@ impl Conn {
     /// Whether plaintext waits for encryption (a secure session).
     fn has_plain_out(&self) -> bool {
         !self.plain_out.is_empty()
+    }
+
+    /// The channel binding the identity proofs sign: a private room's Noise handshake
+    /// hash; empty in an open room.
+    fn binding(&self) -> &[u8] {
+        self.secure.as_ref().map_or(&[], SecureChannel::binding)
     }
 
     /// Whether the connection's Noise handshake is complete (private rooms).

@@ -18,6 +18,8 @@ use crate::{
 };
 
 /// What a connection read means for the room.
+// `Frame` is as large as a `Hello`; a frame on the data path is moved, never boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     /// The dialer's `Hello` (inbound, before its proof): the room screens it and
@@ -29,7 +31,7 @@ pub(crate) enum ConnEvent {
     /// whether we want this session before we prove ours.
     AcceptorHello(Box<Hello>),
     /// The acceptor (whose key we checked) admitted us, with a welcome if we joined.
-    Accepted(Box<Hello>, Option<Welcome>),
+    Accepted(Box<Hello>, Option<Box<Welcome>>),
     /// A frame on an established session (never a handshake frame).
     Frame(Frame),
     /// The remote refused our handshake.
@@ -67,10 +69,11 @@ impl Scratch {
 impl Conn {
     /// Bytes arrive: whether the connection reads them (a connection still dialling
     /// ignores them). Any byte counts as life.
-    pub(crate) fn begin_read(&mut self, now: Instant) -> bool {
+    pub(crate) fn begin_read(&mut self, now: Instant, len: usize) -> bool {
         if self.phase == Phase::Connecting {
             return false;
         }
+        self.traffic.bytes_in += len as u64;
         self.last_recv = now;
         true
     }
@@ -117,6 +120,7 @@ impl Conn {
                 Err(_) => return Some(ConnEvent::Violation(CloseReason::ProtocolViolation)),
             };
             self.frame_started = None;
+            self.traffic.frames_in += 1;
             match self.on_frame(id, frame, config, now, out) {
                 Some(event) => return Some(event),
                 // Handled here (a Noise message, a key proof): go on reading.
@@ -163,7 +167,7 @@ impl Conn {
             (Phase::Handshake, Frame::Hello(hello)) => self.on_acceptor_hello(hello, config),
             (Phase::Proving, Frame::Proof(proof)) if inbound => self.on_proof(&proof),
             (Phase::Proving, Frame::Accept) if !inbound => self.accepted(None),
-            (Phase::Proving, Frame::Welcome(w)) if !inbound => self.accepted(Some(w)),
+            (Phase::Proving, Frame::Welcome(w)) if !inbound => self.accepted(Some(Box::new(w))),
             (Phase::Handshake | Phase::Proving, Frame::Reject(r)) if !inbound => {
                 Some(ConnEvent::Refused(r.reason))
             }
@@ -184,7 +188,8 @@ impl Conn {
         let (Some(proof), Some(_), Some(_)) = (hello.proof, hello.key, hello.nonce) else {
             return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
         };
-        if !wire::verify(&hello, &proof, &identity.public_key(), &self.nonce) {
+        let binding = self.binding();
+        if !wire::verify_bound(&hello, &proof, &identity.public_key(), &self.nonce, binding) {
             return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
         }
         self.phase = Phase::Proving;
@@ -210,7 +215,7 @@ impl Conn {
         let (Some(key), Some(nonce)) = (theirs.key, theirs.nonce) else {
             return Ok(());
         };
-        let proof = wire::prove(identity, &ours, &key, &nonce);
+        let proof = wire::prove_bound(identity, &ours, &key, &nonce, self.binding());
         let frame = encode_frame(&Frame::Proof(proof), config.max_frame_len).expect("small");
         self.queue(id, frame, config, now, out).map(|_| ())
     }
@@ -222,13 +227,13 @@ impl Conn {
         let Some(our_key) = ours.key else {
             return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
         };
-        if !wire::verify(&hello, proof, &our_key, &self.nonce) {
+        if !wire::verify_bound(&hello, proof, &our_key, &self.nonce, self.binding()) {
             return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
         }
         Some(ConnEvent::Proven(hello))
     }
 
-    fn accepted(&mut self, welcome: Option<Welcome>) -> Option<ConnEvent> {
+    fn accepted(&mut self, welcome: Option<Box<Welcome>>) -> Option<ConnEvent> {
         let hello = self.theirs.take()?;
         Some(ConnEvent::Accepted(hello, welcome))
     }
@@ -311,7 +316,13 @@ impl Conn {
         };
         hello.key = Some(identity.public_key());
         hello.nonce = Some(self.nonce);
-        hello.proof = Some(wire::prove(identity, &hello, &key, &nonce));
+        hello.proof = Some(wire::prove_bound(
+            identity,
+            &hello,
+            &key,
+            &nonce,
+            self.binding(),
+        ));
         let frame =
             encode_frame(&Frame::Hello(hello.clone()), config.max_frame_len).expect("a Hello fits");
         self.phase = Phase::Proving;
@@ -348,6 +359,8 @@ mod tests {
             key: None,
             nonce: None,
             proof: None,
+            meta: None,
+            meta_version: 0,
         })
     }
 
@@ -367,7 +380,7 @@ mod tests {
             (crate::Outbox::new(), Scratch::default(), Instant::now());
         let mut seen = Vec::new();
         for mut input in bytes.chunks(chunk) {
-            assert!(conn.begin_read(now));
+            assert!(conn.begin_read(now, 0));
             scratch.reset();
             while let Some(e) =
                 conn.next_event(ConnId(1), &mut input, &mut scratch, &config, now, &mut out)
@@ -477,6 +490,6 @@ mod tests {
             &Config::new("alice"),
             Instant::now(),
         );
-        assert!(!dialling.begin_read(Instant::now()));
+        assert!(!dialling.begin_read(Instant::now(), 0));
     }
 }

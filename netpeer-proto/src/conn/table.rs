@@ -15,6 +15,7 @@ use crate::{
     error::AcceptError,
     event::{ConnId, Output},
     secure::session_seed,
+    stats::Traffic,
     timer::{TimerKey, TimerTable},
     wire::{Frame, Hello, Nonce, encode_frame},
 };
@@ -32,6 +33,8 @@ pub(crate) struct Conns {
     /// Connections whose congestion clock started: their timer entries are made exact
     /// before the table is next read.
     rearm: Vec<ConnId>,
+    /// Frames and bytes of the connections removed so far.
+    removed_traffic: Traffic,
 }
 
 impl Conns {
@@ -133,6 +136,7 @@ impl Conns {
     ) -> Option<Conn> {
         let mut conn = self.map.remove(&id)?;
         conn.flush_secure(id, config, now, out);
+        self.removed_traffic.add(conn.traffic());
         if conn.is_established() {
             self.established -= 1;
         } else if conn.is_inbound() {
@@ -358,5 +362,22 @@ impl Conns {
 
     pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    /// What our `Hello` says changed: every connection still in its handshake must
+    /// restate it once established.
+    pub(crate) fn hellos_stale(&mut self) {
+        for c in self.map.values_mut().filter(|c| !c.is_established()) {
+            c.stale_hello = true;
+        }
+    }
+
+    /// Frames and bytes of every connection, removed ones included.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let mut t = self.removed_traffic;
+        for c in self.map.values() {
+            t.add(c.traffic());
+        }
+        t
     }
 }

@@ -37,6 +37,8 @@ fn hello(name: &str, k: u8, incarnation: u64, epoch: u64) -> Hello {
         key: Some(key(k)),
         nonce: Some(crate::wire::Nonce([1; 32])),
         proof: None,
+        meta: None,
+        meta_version: 0,
     }
 }
 

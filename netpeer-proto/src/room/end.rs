@@ -108,7 +108,7 @@ impl Room {
             return;
         }
         if let Some(Purpose::Member(name)) = s.purpose() {
-            self.member_dial_ended(io, name, conn, &cause);
+            self.member_dial_ended(io, name, (conn, s.addr()), &cause);
         }
     }
 
@@ -117,7 +117,7 @@ impl Room {
         &mut self,
         io: &mut Io<'_>,
         name: &str,
-        conn: ConnId,
+        (conn, addr): (ConnId, std::net::SocketAddr),
         cause: &Cause,
     ) {
         match cause {
@@ -161,6 +161,14 @@ impl Room {
             return;
         }
         let superseded = matches!(cause, Cause::Local(CloseReason::Duplicate));
+        if !superseded {
+            // Bounds: one backoff per address, whoever was meant to be there.
+            let unit = self.unit_random();
+            let (config, max) = (io.config, 2 * io.config.max_members);
+            self.addr_backoff.failed(addr, io.now, max, |attempt| {
+                super::mesh::backoff(config.redial_initial, config.redial_max, attempt - 1, unit)
+            });
+        }
         self.dial_failed(io, name, conn, superseded);
     }
 
@@ -170,6 +178,7 @@ impl Room {
         for conn in io.conns.ids() {
             if io.conns.get(conn).is_some_and(|c| c.is_established()) {
                 self.send_frame(io, conn, &Frame::Leave(Leave { expelled }));
+                self.counters.closed(LeaveReason::Left);
             }
             if self.take_session(io, conn).is_some() {
                 io.out.push_back(Output::Close {
@@ -185,6 +194,8 @@ impl Room {
         self.next_seq = 0;
         self.departed = true;
         self.drop_early();
+        self.requests_of_leave(io);
+        self.host_may_change();
     }
 
     /// Tombstones a member's current identity (`left`: it left by itself).
@@ -221,6 +232,9 @@ impl Room {
         };
         let reason = cause.leave_reason();
         let has_addr = m.addr().is_some();
+        self.counters
+            .closed(reason.unwrap_or(LeaveReason::Disconnected));
+        self.host_may_change();
         if reported {
             // A reported member that goes for a reason of ours (our join through it
             // timed out) has, for the application, disconnected.
@@ -229,6 +243,8 @@ impl Room {
                 reason: reason.unwrap_or(LeaveReason::Disconnected),
             });
         }
+        // Requests: the member is gone from our view; ours to it end now.
+        self.requests_of_gone(io, name);
         match reason {
             Some(LeaveReason::Disconnected | LeaveReason::TimedOut | LeaveReason::SlowConsumer)
                 if has_addr =>
@@ -247,7 +263,7 @@ impl Room {
             self.release_held(io, h);
         }
         if let Some(ch) = challenger {
-            self.learn(io, ch, true);
+            self.learn(io, ch, true, None);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Cause, Io, JoinPhase, Room};
+use super::{Cause, Early, Io, JoinPhase, Room};
 use crate::{
     config::MAX_KIND_LEN,
     conn::{ConnEvent, Scratch},
@@ -25,7 +25,7 @@ impl Room {
         let Some(c) = io.conns.get_mut(conn) else {
             return;
         };
-        if !c.begin_read(io.now) {
+        if !c.begin_read(io.now, data.len()) {
             return;
         }
         scratch.reset();
@@ -47,7 +47,7 @@ impl Room {
                 self.on_hello(io, conn, hello);
                 let established = io.conns.get(conn).is_some_and(|c| c.is_established());
                 if let (Some(w), true) = (welcome, established) {
-                    self.on_session_frame(io, conn, Frame::Welcome(w));
+                    self.on_session_frame(io, conn, Frame::Welcome(*w));
                 }
             }
             ConnEvent::Frame(frame) => self.on_session_frame(io, conn, frame),
@@ -87,7 +87,15 @@ impl Room {
             Frame::Data(d) => self.on_data(io, conn, d),
             Frame::State(u) => self.on_state(io, conn, u),
             Frame::Ping(nonce) => self.send_frame(io, conn, &Frame::Pong(nonce)),
+            Frame::Pong(nonce) if nonce & super::presence::RTT_NONCE != 0 => {
+                if let Some(c) = io.conns.get_mut(conn) {
+                    c.rtt_answered(nonce, io.now);
+                }
+            }
             Frame::Pong(nonce) => self.on_pong(io, conn, nonce),
+            Frame::Meta(update) => self.on_meta(io, conn, update),
+            Frame::Request(r) => self.on_request(io, conn, r),
+            Frame::Response(r) => self.on_response(io, conn, r),
             Frame::Leave(l) => self.drop_session(
                 io,
                 conn,
@@ -118,6 +126,7 @@ impl Room {
             return;
         };
         if !m.accept_seq(conn, data.seq) {
+            self.counters.duplicates += 1;
             return;
         }
         let message = Message {
@@ -128,10 +137,11 @@ impl Room {
             direct: data.to.is_some(),
         };
         if m.reported() {
+            self.counters.delivered += 1;
             io.out.push_back(Output::Deliver(message));
         } else if self.is_joining() && self.early.len() < io.config.max_early_messages {
             // Membership before messages: held until `Entered` reports its sender.
-            self.early.push_back(message);
+            self.early.push_back(Early::Message(message));
         } else {
             self.dropped_early += 1;
         }
@@ -140,15 +150,17 @@ impl Room {
     /// After `Entered`: the held messages of members now reported, in order; the
     /// others (a sender that came and went while we entered) are dropped.
     pub(super) fn release_early(&mut self, io: &mut Io<'_>) {
-        for message in std::mem::take(&mut self.early) {
-            if self
-                .members
-                .get(&message.from)
-                .is_some_and(|m| m.reported())
-            {
-                io.out.push_back(Output::Deliver(message));
-            } else {
+        for early in std::mem::take(&mut self.early) {
+            if !self.members.get(early.from()).is_some_and(|m| m.reported()) {
                 self.dropped_early += 1;
+                continue;
+            }
+            match early {
+                Early::Message(message) => {
+                    self.counters.delivered += 1;
+                    io.out.push_back(Output::Deliver(message));
+                }
+                Early::Request(request, wait) => self.deliver_request(io, request, wait),
             }
         }
     }

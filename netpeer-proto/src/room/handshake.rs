@@ -93,6 +93,14 @@ impl Room {
     /// before the acceptor admits anything (so a dial we do not keep makes no noise
     /// on the other side).
     pub(crate) fn on_acceptor_hello(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>) {
+        // Identity: a dial meant for one member that reaches another (an address that
+        // changed hands, or a member list that lied about it and relays to someone
+        // else) proves nothing and ends here; the dial failed.
+        let wrong = matches!(io.conns.get(conn).and_then(|c| c.purpose()),
+            Some(Purpose::Member(name)) if *name != hello.name);
+        if wrong {
+            return self.drop_session(io, conn, Cause::Local(CloseReason::WrongPeer));
+        }
         let decision = admission::decide(&self.admission_view(io, conn, &hello), &hello);
         if !matches!(decision.verdict, Verdict::Admit { .. }) {
             return self.on_hello(io, conn, hello);
@@ -188,6 +196,7 @@ impl Room {
                 let silent = matches!(replace, Some(Replace::Duplicate(_)));
                 match replace {
                     Some(Replace::Duplicate(old)) => {
+                        self.counters.sessions_replaced += 1;
                         self.close_quietly(io, old, CloseReason::Duplicate);
                         if let Some(m) = self.members.get_mut(&hello.name) {
                             m.clear_session();
@@ -303,6 +312,9 @@ impl Room {
         } else {
             Some(c.addr())
         };
+        if !inbound {
+            self.addr_backoff.reached(c.addr());
+        }
         // Placeholder until the member's own copy of the name is known below.
         io.conns
             .establish(conn, Arc::from(hello.name.as_str()), io.config, io.timers);
@@ -326,6 +338,17 @@ impl Room {
             addr,
         };
         let known = self.record_session(io, conn, &info);
+        // Presence: the member's metadata comes with its Hello.
+        match self.meta_from_hello(io, &hello.name, hello.meta_version, hello.meta.clone()) {
+            Err(()) => {
+                let cause = Cause::Local(CloseReason::ProtocolViolation);
+                return self.drop_session(io, conn, cause);
+            }
+            Ok(true) if silent => io.notify(Event::MetaChanged {
+                name: hello.name.clone(),
+            }),
+            Ok(_) => {}
+        }
         self.after_admission(io, conn, &hello, &info, known, silent);
     }
 
@@ -345,8 +368,10 @@ impl Room {
         // A newcomer asked us for a welcome: we are in a room again, and one without
         // a rank (we left, or lost our name) opens it younger than anyone it has seen.
         self.departed = false;
-        if !self.epoch.is_ranked() {
-            self.epoch = self.epochs.tick();
+        let reopened = !self.epoch.is_ranked();
+        if reopened {
+            let epoch = self.epochs.tick();
+            self.set_epoch(io, epoch);
         }
         let welcome = Welcome {
             join_epoch: self.epochs.tick().to_wire(),
@@ -355,6 +380,11 @@ impl Room {
             state_version: self.state_version.clone(),
         };
         self.send_frame(io, conn, &Frame::Welcome(welcome));
+        if reopened {
+            // Our Hello went out unranked: the newcomer ranks us as we rank ourselves.
+            let me = Frame::Announce(vec![self.own_info(io)]);
+            self.send_frame(io, conn, &me);
+        }
         io.conns.contains(conn)
     }
 
@@ -368,7 +398,8 @@ impl Room {
         let m = self.members.entry(info);
         m.reidentify(info);
         m.set_addr(info.addr);
-        let stale_dial = m.connect(conn);
+        let stale_dial = m.connect(conn, io.now);
+        self.counters.sessions_opened += 1;
         let name = m.name().clone();
         if let Some(c) = io.conns.get_mut(conn) {
             c.set_remote(name);
@@ -396,6 +427,15 @@ impl Room {
     ) {
         let joining = self.is_joining();
         let name = &info.name;
+        self.host_may_change();
+        // RTT: a first sample right away.
+        self.rtt_ping(io, conn);
+        // Our Hello went out before our epoch or metadata last changed: restate them.
+        if io.conns.get_mut(conn).is_some_and(|c| c.take_stale_hello()) {
+            let me = Frame::Announce(vec![self.own_info(io)]);
+            self.send_frame(io, conn, &me);
+            self.send_meta(io, conn);
+        }
         if !silent && self.reports_membership(conn) {
             if let Some(m) = self.members.get_mut(name) {
                 m.set_reported(true);

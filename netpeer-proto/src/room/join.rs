@@ -61,8 +61,13 @@ impl Room {
         if self.is_joining() {
             return Err(JoinError::AlreadyJoining);
         }
-        // We mean to be in a room again: sessions are welcome.
+        // We mean to be in a room again: sessions are welcome. Alone, we have no rank
+        // until the welcome (identity): the room we join assigns it. In a room, we
+        // keep ours until then.
         self.departed = false;
+        if self.members.view_len() == 0 {
+            self.set_epoch(io, Epoch::Unranked);
+        }
         let addr = normalize(addr);
         let contact = io.conns.open_outbound(
             (Purpose::Join, addr),
@@ -91,7 +96,7 @@ impl Room {
         if w.members.len() > io.config.max_members || !epoch.is_ranked() || !state_fits {
             return self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation));
         }
-        self.epoch = epoch;
+        self.set_epoch(io, epoch);
         self.epochs.see(epoch);
         if self.state_version != w.state_version {
             self.state = w.state;
@@ -108,7 +113,13 @@ impl Room {
             if let JoinPhase::Entering { pending, .. } = &mut self.join {
                 pending.insert(info.name.clone());
             }
-            self.learn(io, info, true);
+            let contact = io
+                .conns
+                .get(conn)
+                .and_then(|c| c.remote())
+                .and_then(|n| self.members.get(n))
+                .map_or(Epoch::Unranked, |m| m.rank().epoch);
+            self.learn(io, info, true, Some(contact));
         }
         self.check_entered(io);
     }
@@ -126,6 +137,7 @@ impl Room {
         }
         let failed = std::mem::take(failed).into_iter().collect();
         self.join = JoinPhase::Idle;
+        self.host_may_change();
         for m in self.members.iter_mut() {
             let in_view = m.in_view();
             m.set_reported(in_view);

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+
 use crate::{
     event::ConnId,
     identity::PublicKey,
@@ -63,6 +65,11 @@ pub(crate) struct Member {
     /// The application was told it is in the room (`Joined` or `Entered`) and not
     /// told since that it left.
     reported: bool,
+    /// Its presence metadata and version, once its own `Hello` or update told us.
+    meta: Option<Bytes>,
+    meta_version: Option<u64>,
+    /// When its session was established.
+    since: Option<Instant>,
 }
 
 impl Member {
@@ -80,6 +87,9 @@ impl Member {
             last_seq: 0,
             challenger: None,
             reported: false,
+            meta: None,
+            meta_version: None,
+            since: None,
         }
     }
 
@@ -157,9 +167,17 @@ impl Member {
             self.last_seq = 0;
             self.challenger = None;
             self.epoch = epoch;
+            self.meta = None;
+            self.meta_version = None;
         } else if epoch.is_ranked() {
             self.epoch = epoch;
         }
+    }
+
+    /// The member itself told us its epoch changed (it entered a room, or started
+    /// joining one): its own word on its own session, as its `Hello` is.
+    pub(crate) fn restate_epoch(&mut self, epoch: Epoch) {
+        self.epoch = epoch;
     }
 
     /// A member we met while it was still joining has its epoch now.
@@ -185,8 +203,9 @@ impl Member {
 
     /// `conn` became the member's session: it is in our view and needs no redial.
     /// Returns a different dial that was in progress (now stale).
-    pub(crate) fn connect(&mut self, conn: ConnId) -> Option<ConnId> {
+    pub(crate) fn connect(&mut self, conn: ConnId, now: Instant) -> Option<ConnId> {
         self.conn = Some(conn);
+        self.since = Some(now);
         self.redial = None;
         self.dialing.take().filter(|d| *d != conn)
     }
@@ -290,6 +309,31 @@ impl Member {
         })
     }
 
+    /// Presence: the member's metadata at `version` (from its `Hello` or an update);
+    /// taken if it is the first we hear of, or newer than what we have (the version
+    /// we have again changes nothing). Returns `None` if it was older (dropped), else
+    /// whether the metadata changed.
+    pub(crate) fn see_meta(&mut self, version: u64, meta: Option<Bytes>) -> Option<bool> {
+        match self.meta_version {
+            Some(v) if version < v => return None,
+            Some(v) if version == v => return Some(false),
+            _ => {}
+        }
+        self.meta_version = Some(version);
+        let changed = self.meta != meta;
+        self.meta = meta;
+        Some(changed)
+    }
+
+    pub(crate) fn meta(&self) -> Option<&Bytes> {
+        self.meta.as_ref()
+    }
+
+    /// When its current session was established.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
     /// Whether the application was told it is in the room.
     pub(crate) fn reported(&self) -> bool {
         self.reported
@@ -389,7 +433,7 @@ mod tests {
         m.start_dial(ConnId(3));
         m.set_reported(true);
         assert_eq!(
-            m.connect(ConnId(4)),
+            m.connect(ConnId(4), Instant::now()),
             Some(ConnId(3)),
             "the other dial is stale"
         );
@@ -402,7 +446,7 @@ mod tests {
     #[test]
     fn sequence_numbers_are_accepted_once_in_order_and_reset_by_a_restart() {
         let mut m = Member::new(&info("b", 1, 2));
-        m.connect(ConnId(1));
+        m.connect(ConnId(1), Instant::now());
         assert!(m.accept_seq(ConnId(1), 1));
         assert!(!m.accept_seq(ConnId(1), 1));
         assert!(m.accept_seq(ConnId(1), 5));
@@ -422,7 +466,9 @@ mod tests {
         {
             t.insert(Member::new(&info(name, inc, epoch)));
             if name != "d" {
-                t.get_mut(name).unwrap().connect(ConnId(i as u64));
+                t.get_mut(name)
+                    .unwrap()
+                    .connect(ConnId(i as u64), Instant::now());
             }
         }
         assert_eq!(t.view_len(), 3);

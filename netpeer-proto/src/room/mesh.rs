@@ -41,15 +41,74 @@ impl Room {
         if list.len() > io.config.max_members {
             return self.drop_session(io, conn, Cause::Local(CloseReason::ProtocolViolation));
         }
+        let sender = io.conns.get(conn).and_then(|c| c.remote().cloned());
+        let lister = sender
+            .as_deref()
+            .and_then(|s| self.members.get(s))
+            .map_or(Epoch::Unranked, |m| m.rank().epoch);
         for info in list {
-            self.learn(io, info, immediate);
+            if sender.as_deref() == Some(info.name.as_str()) {
+                self.restated(io, info);
+                continue;
+            }
+            self.learn(io, info, immediate, Some(lister));
+        }
+    }
+
+    /// A member's word on its own epoch, on its own session (it changed): the record
+    /// follows, so that every member ranks it as it ranks itself.
+    fn restated(&mut self, _io: &mut Io<'_>, info: MemberInfo) {
+        let Some(m) = self.members.get_mut(&info.name) else {
+            return;
+        };
+        if m.is(&info.key, info.incarnation) {
+            let epoch = Epoch::from_wire(info.join_epoch);
+            m.restate_epoch(epoch);
+            self.epochs.see(epoch);
+            self.host_may_change();
+        }
+    }
+
+    /// Our own epoch changes: every member we have a session with is told (an
+    /// announce of ourselves), so that each ranks us as we rank ourselves (the host,
+    /// name conflicts).
+    pub(super) fn set_epoch(&mut self, io: &mut Io<'_>, epoch: Epoch) {
+        if self.epoch == epoch {
+            return;
+        }
+        self.epoch = epoch;
+        self.host_may_change();
+        io.conns.hellos_stale();
+        let me = self.own_info(io);
+        self.send_to_sessions(io, &Frame::Announce(vec![me]), None);
+    }
+
+    /// Ourselves as a member list tells of us (our epoch as we rank ourselves).
+    pub(super) fn own_info(&self, io: &Io<'_>) -> MemberInfo {
+        MemberInfo {
+            name: io.config.name.clone(),
+            key: io.config.identity.as_ref().expect("set").public_key(),
+            incarnation: self.incarnation,
+            join_epoch: self.epoch.to_wire(),
+            addr: None,
         }
     }
 
     /// We heard of a member from another member: a new one is dialled (at once, or
     /// after `mesh_dial_delay` when announced, since it dials us itself); another
     /// incarnation of a member in view is probed (identity).
-    pub(super) fn learn(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
+    ///
+    /// `lister` is the epoch of the member whose list told us (`None`: a challenger we
+    /// kept ourselves). A member vouches only for ranks after its own: a rank earlier
+    /// than the lister's never challenges a live member (identity), so a member that
+    /// lies in its lists cannot evict anyone who entered the room before it.
+    pub(super) fn learn(
+        &mut self,
+        io: &mut Io<'_>,
+        info: MemberInfo,
+        immediate: bool,
+        lister: Option<Epoch>,
+    ) {
         if info.name == io.config.name
             || validate_name(&info.name).is_err()
             || self.tombstones.is_buried(&info.name, info.incarnation)
@@ -65,7 +124,9 @@ impl Room {
                 m.fill_addr(info.addr);
                 // It was still joining when we met it; now it has its epoch.
                 m.rank_if_unranked(epoch);
-                if immediate && m.conn().is_none() && m.dialing().is_none() {
+                let dial = immediate && m.conn().is_none() && m.dialing().is_none();
+                self.host_may_change();
+                if dial {
                     self.dial(io, &name);
                 }
             }
@@ -75,7 +136,12 @@ impl Room {
                     // claimant without a rank (a newcomer not yet welcomed) never
                     // challenges: if the holder is gone, the newcomer enters through
                     // its contact and dials us; if the holder answers, it is refused.
-                    if epoch.is_ranked() && m.key() != info.key {
+                    let vouched = match (lister, epoch) {
+                        (None, _) => epoch.is_ranked(),
+                        (Some(Epoch::Ranked(l)), Epoch::Ranked(e)) => e > l,
+                        _ => false,
+                    };
+                    if vouched && m.key() != info.key {
                         m.challenge(info);
                     }
                     self.start_probe(io, conn);
@@ -139,7 +205,7 @@ impl Room {
             .members
             .view()
             .any(|m| m.addr() == Some(addr) && &**m.name() != name);
-        if taken || io.conns.dialling(addr) {
+        if taken || io.conns.dialling(addr) || self.addr_backoff.waits(addr, io.now) {
             return self.address_busy(io, name);
         }
         let purpose = Purpose::Member(name.to_owned());

@@ -6,10 +6,12 @@
 //! `handshake.rs` (carrying admission out), `probe.rs` (the identity rule's probes and
 //! expulsions), `mesh.rs` (mesh convergence and healing), `join.rs` (our own join),
 //! `frames.rs` (what an established session says; the messages rule), `state.rs` (the
-//! state rule), `timers.rs` (what happens when time passes), `end.rs` (how a session
+//! state rule), `presence.rs` (metadata, the host, RTT), `requests.rs` (requests and
+//! their answers), `timers.rs` (what happens when time passes), `end.rs` (how a session
 //! ends), `members.rs` and `tombstones.rs` (who we know). This file holds the room
 //! itself and how it sends.
 
+mod addr_backoff;
 mod admission;
 mod end;
 mod frames;
@@ -17,7 +19,9 @@ mod handshake;
 mod join;
 mod members;
 mod mesh;
+mod presence;
 mod probe;
+mod requests;
 mod state;
 mod timers;
 mod tombstones;
@@ -101,12 +105,39 @@ pub(crate) struct Room {
     /// We left (or were expelled from) our room and are in none since: the sessions
     /// of its members are refused, so that nobody pulls us back in.
     departed: bool,
-    /// Messages from members the application has not been told of yet (while we
-    /// join), released after `Entered`.
-    early: VecDeque<crate::Message>,
+    /// Messages and requests from members the application has not been told of yet
+    /// (while we join), released after `Entered`.
+    early: VecDeque<Early>,
     /// Messages dropped: beyond the bound of `early`, or from a sender that was never
     /// reported as a member.
     dropped_early: u64,
+    /// Our presence metadata and the number of its updates.
+    meta: Option<Bytes>,
+    meta_version: u64,
+    /// The host last reported, and whether it may have changed since.
+    reported_host: Option<String>,
+    host_stale: bool,
+    next_rtt_nonce: u64,
+    requests: requests::Requests,
+    counters: crate::stats::RoomCounters,
+    /// Bounds: one backoff per address for member dials.
+    addr_backoff: addr_backoff::AddrBackoff,
+}
+
+/// What a member said before the application was told of it (held while we join).
+#[derive(Debug)]
+enum Early {
+    Message(crate::Message),
+    Request(crate::IncomingRequest, std::time::Duration),
+}
+
+impl Early {
+    fn from(&self) -> &str {
+        match self {
+            Early::Message(m) => &m.from,
+            Early::Request(r, _) => &r.from,
+        }
+    }
 }
 
 impl Room {
@@ -127,12 +158,21 @@ impl Room {
             state_version: StateVersion {
                 counter: 0,
                 writer: config.name.clone(),
+                incarnation,
             },
             next_digest: now + config.digest_interval,
             held: BTreeMap::new(),
             departed: false,
             early: VecDeque::new(),
             dropped_early: 0,
+            meta: config.meta.clone(),
+            meta_version: 0,
+            reported_host: Some(config.name.clone()),
+            host_stale: false,
+            next_rtt_nonce: 0,
+            requests: requests::Requests::default(),
+            counters: crate::stats::RoomCounters::default(),
+            addr_backoff: addr_backoff::AddrBackoff::default(),
         }
     }
 
@@ -180,6 +220,36 @@ impl Room {
         self.dropped_early
     }
 
+    /// The room's counters, with `traffic` (the connections') and `roster`.
+    pub(crate) fn stats(
+        &self,
+        traffic: crate::stats::Traffic,
+        members: Vec<crate::Member>,
+    ) -> crate::Stats {
+        let c = &self.counters;
+        crate::Stats {
+            frames_in: traffic.frames_in,
+            frames_out: traffic.frames_out,
+            bytes_in: traffic.bytes_in,
+            bytes_out: traffic.bytes_out,
+            delivered: c.delivered,
+            duplicates: c.duplicates,
+            dropped_early: self.dropped_early,
+            dropped_responses: c.dropped_responses,
+            refused_requests: c.refused_requests,
+            stale_meta: c.stale_meta,
+            sessions_opened: c.sessions_opened,
+            sessions_closed: c.sessions_closed.clone(),
+            sessions_replaced: c.sessions_replaced,
+            members,
+        }
+    }
+
+    /// Requests of ours waiting for an answer, and of others waiting for ours.
+    pub(crate) fn pending_requests(&self) -> (usize, usize) {
+        (self.requests.pending(), self.requests.waiting())
+    }
+
     /// The identity key of a member in view.
     pub(crate) fn member_key(&self, name: &str) -> Option<crate::PublicKey> {
         self.members
@@ -196,12 +266,9 @@ impl Room {
 
     /// Our `Hello` for a connection to `observed`.
     fn hello(&self, config: &Config, observed: SocketAddr, wants_welcome: bool) -> Hello {
-        // Identity: until its welcome, a joining peer has no rank in name conflicts.
-        let epoch = if matches!(self.join, JoinPhase::Joining { .. }) {
-            Epoch::Unranked
-        } else {
-            self.epoch
-        };
+        // Identity: a peer that joins alone has no rank until its welcome (its epoch
+        // is unranked then); every member ranks us as we rank ourselves.
+        let epoch = self.epoch;
         Hello {
             versions: config.versions,
             network: config.network.clone(),
@@ -217,6 +284,8 @@ impl Room {
             key: None,
             nonce: None,
             proof: None,
+            meta: self.meta.clone(),
+            meta_version: self.meta_version,
         }
     }
 

@@ -65,10 +65,12 @@ impl Room {
         }
         if state_is_newer(&update.version, &self.state_version) {
             self.state = update.state.clone();
-            self.state_version = update.version;
             io.notify(Event::StateChanged {
                 state: update.state,
+                by: update.version.writer.clone(),
+                version: update.version.counter,
             });
+            self.state_version = update.version;
         }
     }
 
@@ -85,6 +87,7 @@ impl Room {
             // A hostile member may have pushed the counter to its end: saturate.
             counter: self.state_version.counter.saturating_add(1),
             writer: io.config.name.clone(),
+            incarnation: self.incarnation,
         };
         self.state = state;
         let frame = self.state_frame();
@@ -104,6 +107,7 @@ mod tests {
         let v = |c, w: &str| StateVersion {
             counter: c,
             writer: w.into(),
+            incarnation: 0,
         };
         assert!(state_is_newer(&v(2, "a"), &v(1, "z")));
         assert!(state_is_newer(&v(2, "b"), &v(2, "a")));

@@ -27,6 +27,7 @@ impl Room {
             TimerKey::Join => self.join.deadline(),
             TimerKey::Digest => conns.any_established().then_some(self.next_digest),
             TimerKey::Redial(name) => self.members.get(name).and_then(|m| m.redial_due()),
+            TimerKey::Requests => self.requests.deadline(),
         }
     }
 
@@ -52,6 +53,9 @@ impl Room {
                 min(at);
             }
         }
+        if let Some(at) = self.requests.deadline() {
+            min(at);
+        }
         t
     }
 
@@ -70,9 +74,12 @@ impl Room {
         if now >= self.next_digest {
             self.next_digest = now + io.config.digest_interval;
             self.tombstones.prune(now);
+            self.addr_backoff.prune(now);
             self.gossip_digest(io);
+            self.rtt_round(io);
         }
         self.redial_due(io);
+        self.request_deadlines(io);
     }
 
     /// Flow control (bounds): a member above the high-water mark that took nothing
@@ -142,7 +149,12 @@ impl Room {
                 self.drop_session(io, conn, Cause::Local(CloseReason::SlowConsumer))
             }
             TimerVerdict::SlowWarning => self.slow_member(io, conn),
-            TimerVerdict::Heartbeat => self.send_frame(io, conn, &Frame::Ping(0)),
+            TimerVerdict::Heartbeat => {
+                // A heartbeat is timed for the RTT unless a timed one is in flight.
+                if !self.rtt_ping(io, conn) {
+                    self.send_frame(io, conn, &Frame::Ping(0));
+                }
+            }
         }
         if let Some(c) = io.conns.get(conn) {
             io.timers

@@ -51,6 +51,7 @@ impl Sim {
         peer.timer = None;
         peer.event_view.clear();
         peer.conns.clear();
+        peer.asked.clear();
         for l in self.links.values_mut() {
             let had = |side: usize| {
                 l.peer(side) == p && (l.ends[side].conn.is_some() || (side == 1 && l.syn_acked))
@@ -74,6 +75,7 @@ impl Sim {
         let peer = &mut self.peers[p.0];
         peer.machine = Some(machine);
         peer.restarts += 1;
+        peer.observed_at_start = peer.observed.len();
         self.log(p, "restart");
         self.drain(p);
     }

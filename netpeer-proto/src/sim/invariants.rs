@@ -38,7 +38,7 @@ impl Sim {
     }
 
     /// Records what was watched at `p`, and marks it in the trace.
-    fn notice(&mut self, p: PeerId, what: Watched) {
+    pub(super) fn notice(&mut self, p: PeerId, what: Watched) {
         let (at, peer) = (self.now, self.peers[p.0].name.clone());
         self.trace.push(format!(
             "{:>12.6} ! at {at:?} {peer}: {what}",
@@ -142,6 +142,7 @@ impl Sim {
 
     /// Watched on every event: the room the application builds from events alone.
     pub(super) fn track_event(&mut self, p: PeerId, event: &Event) {
+        self.track_request(p, event);
         let now = self.now;
         let alone = self.peers[p.0]
             .machine
@@ -437,14 +438,16 @@ impl Sim {
     }
 
     /// Everything: [`check_running`](Self::check_running), symmetry, delivery, bounds,
-    /// event views; then, among running peers that are in a room (non-empty view), one
-    /// full mesh.
+    /// event views, [requests](Self::check_requests); then, among running peers that are
+    /// in a room (non-empty view), one full mesh that
+    /// [agrees](Self::check_agreement) on metadata, host and state.
     pub fn check_all(&self) -> Result<(), Violation> {
         self.check_running()?;
         self.check_symmetry()?;
         self.check_delivery()?;
         self.check_bounds()?;
         self.check_event_views()?;
+        self.check_requests()?;
         let in_room: Vec<PeerId> = self
             .peer_ids()
             .into_iter()
@@ -452,6 +455,7 @@ impl Sim {
             .collect();
         if !in_room.is_empty() {
             self.check_full_mesh(&in_room)?;
+            self.check_agreement(&in_room)?;
         }
         Ok(())
     }

@@ -65,6 +65,7 @@ mod faults;
 mod invariants;
 mod network;
 mod peers;
+mod room;
 pub mod schedule;
 mod scheduler;
 mod trace;

@@ -73,7 +73,22 @@ pub(super) fn describe(event: &Event) -> String {
             "entered members={members:?} failed={failed:?} state={:016x}",
             fnv(state)
         ),
-        Event::StateChanged { state } => format!("state {:016x}", fnv(state)),
+        Event::StateChanged { state, by, version } => {
+            format!("state {:016x} by {by} v{version}", fnv(state))
+        }
+        Event::MetaChanged { name } => format!("meta {name}"),
+        Event::HostChanged { host } => format!("host {host}"),
+        Event::Request(r) => format!(
+            "request {} #{} {} {:016x}",
+            r.from,
+            r.id,
+            r.kind,
+            fnv(&r.payload)
+        ),
+        Event::RequestDone { id, outcome } => match outcome {
+            crate::RequestOutcome::Answered(p) => format!("request #{id} answered {:016x}", fnv(p)),
+            other => format!("request #{id} {other:?}"),
+        },
         Event::Joined { name } => format!("joined {name}"),
         Event::Left { name, reason } => format!("left {name} {reason:?}"),
         Event::Rejected { reason } => format!("rejected {reason:?}"),

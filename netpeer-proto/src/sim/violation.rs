@@ -33,6 +33,56 @@ pub struct Violation {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ViolationKind {
+    /// [`check_requests`](super::Sim::check_requests): a request's timeout passed and
+    /// it has not ended.
+    #[error("{peer}: request #{id} is past its timeout and has not ended")]
+    RequestNotEnded {
+        /// The requester.
+        peer: String,
+        /// The request's id.
+        id: u64,
+    },
+    /// [`check_requests`](super::Sim::check_requests): the requests not ended are not
+    /// the ones the machine waits for.
+    #[error("{peer}: {open} requests have not ended, the machine waits for {pending}")]
+    RequestsMiscounted {
+        /// The requester.
+        peer: String,
+        /// Requests made and not ended.
+        open: usize,
+        /// What `pending_requests` says.
+        pending: usize,
+    },
+    /// [`check_agreement`](super::Sim::check_agreement): a peer sees another member's
+    /// metadata differently from that member's own.
+    #[error("{peer} sees other metadata for {member} than {member} has")]
+    MetaDiffers {
+        /// The peer.
+        peer: String,
+        /// The member.
+        member: String,
+    },
+    /// [`check_agreement`](super::Sim::check_agreement): two peers name different hosts.
+    #[error("{peer} names host {host:?}, {other} names {other_host:?}")]
+    HostDiffers {
+        /// One peer.
+        peer: String,
+        /// Its host.
+        host: Option<String>,
+        /// The other peer.
+        other: String,
+        /// Its host.
+        other_host: Option<String>,
+    },
+    /// [`check_agreement`](super::Sim::check_agreement): two peers have different
+    /// states.
+    #[error("{peer} and {other} have different states")]
+    StateDiffers {
+        /// One peer.
+        peer: String,
+        /// The other.
+        other: String,
+    },
     /// [`check_running`](super::Sim::check_running): something watched while the
     /// simulation ran (see [`Watched`]); the first of `count`.
     #[error("at {at:?} {peer}: {what} ({count} violation(s) in all)")]
@@ -316,6 +366,18 @@ pub enum Watched {
         /// Where the read started.
         got: u64,
     },
+    /// A `RequestDone` for an id the peer's machine never returned from `request`.
+    #[error("RequestDone for request #{id}, which was never made")]
+    UnknownRequestEnded {
+        /// The id.
+        id: u64,
+    },
+    /// A second `RequestDone` for the same request.
+    #[error("request #{id} ended twice")]
+    RequestEndedTwice {
+        /// The id.
+        id: u64,
+    },
     /// A FIN on `link` reached its end before every byte sent before it did (a fault of
     /// the network model).
     #[error("link {link}: FIN after {sent} bytes arrived after only {arrived}")]
@@ -330,10 +392,25 @@ pub enum Watched {
 }
 
 impl Violation {
+    fn room_peer(&self) -> Option<&str> {
+        use ViolationKind as K;
+        match &self.kind {
+            K::RequestNotEnded { peer, .. }
+            | K::RequestsMiscounted { peer, .. }
+            | K::MetaDiffers { peer, .. }
+            | K::HostDiffers { peer, .. }
+            | K::StateDiffers { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
     /// The peer the violation is about, by name (of two peers, the first); `None` if it
     /// is about the whole run.
     pub fn peer(&self) -> Option<&str> {
         use ViolationKind as K;
+        if let Some(peer) = self.room_peer() {
+            return Some(peer);
+        }
         match &self.kind {
             K::WhileRunning { peer, .. }
             | K::EventView { peer, .. }
@@ -355,6 +432,7 @@ impl Violation {
             K::ConnectionCount { a, .. } | K::DifferentConnections { a, .. } => Some(a),
             K::DuplicateNames { .. } | K::NotQuiet { .. } | K::NotHealed { .. } => None,
             K::NobodyInRoom => None,
+            _ => None,
         }
     }
 

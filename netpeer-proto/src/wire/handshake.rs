@@ -14,13 +14,9 @@ use crate::identity::Identity;
 /// The dialing side of the handshake.
 ///
 /// ```
-/// use netpeer_proto::{Identity, wire::{DialerHandshake, AcceptorHandshake, Frame, Hello, Nonce, StateVersion}};
+/// use netpeer_proto::{Identity, wire::{DialerHandshake, AcceptorHandshake, Frame, Hello, Nonce}};
 ///
-/// # fn hello(name: &str) -> Hello { Hello {
-/// #     versions: netpeer_proto::PROTOCOL_VERSIONS, network: "netpeer".into(), name: name.into(),
-/// #     incarnation: 1, join_epoch: 0, listen_port: 1, advertise_ip: None, observed_addr: None,
-/// #     wants_welcome: false, state_version: StateVersion::default(),
-/// #     key: None, nonce: None, proof: None } }
+/// # fn hello(name: &str) -> Hello { Hello::new("netpeer", name, 1) }
 /// let dialer = DialerHandshake::new(Identity::from_bytes([1; 32]), hello("bob"), Nonce([7; 32]));
 /// let acceptor = AcceptorHandshake::new(Identity::from_bytes([2; 32]), hello("ana"), Nonce([9; 32]));
 /// let answer = acceptor.answer(dialer.hello()).unwrap();

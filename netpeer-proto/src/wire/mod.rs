@@ -7,16 +7,18 @@
 
 mod codec;
 mod handshake;
+mod proof;
 
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Identity, PublicKey};
+use crate::identity::PublicKey;
 
 pub use codec::{DecodeError, FrameDecoder, encode_frame};
 pub use handshake::{AcceptorHandshake, DialerHandshake};
+pub use proof::{Nonce, Proof, prove, prove_bound, verify, verify_bound};
 
 /// CBOR `null`: the state of a room nobody has set a state for.
 pub const NULL_STATE: Bytes = Bytes::from_static(&[0xf6]);
@@ -25,6 +27,9 @@ pub const NULL_STATE: Bytes = Bytes::from_static(&[0xf6]);
 pub const PREFIX_LEN: usize = 4;
 
 /// One protocol frame.
+// A `Hello` (once per connection) is the largest frame by far; it stays inline so that
+// raw clients and tests build frames as plain values.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame on every connection, in both directions.
@@ -53,6 +58,12 @@ pub enum Frame {
     Proof(Proof),
     /// The acceptor admits the dialer (a joiner gets a [`Welcome`] instead).
     Accept,
+    /// The sender's new presence metadata.
+    Meta(MetaUpdate),
+    /// A request the receiver answers with a [`Frame::Response`] of the same id.
+    Request(Request),
+    /// The answer to a [`Frame::Request`].
+    Response(Response),
 }
 
 impl Frame {
@@ -72,6 +83,9 @@ impl Frame {
             Frame::Noise(_) => "Noise",
             Frame::Proof(_) => "Proof",
             Frame::Accept => "Accept",
+            Frame::Meta(_) => "Meta",
+            Frame::Request(_) => "Request",
+            Frame::Response(_) => "Response",
         }
     }
 }
@@ -109,76 +123,38 @@ pub struct Hello {
     /// (see [`prove`]); the dialer proves its key with a [`Frame::Proof`].
     #[serde(default)]
     pub proof: Option<Proof>,
+    /// The sender's presence metadata (a CBOR value of its own; `None`: none set).
+    #[serde(default, with = "payload_opt")]
+    pub meta: Option<Bytes>,
+    /// Version of `meta` (the sender counts its updates).
+    #[serde(default)]
+    pub meta_version: u64,
 }
 
-/// A handshake nonce: 32 random bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Nonce(pub [u8; 32]);
-
-/// A proof of identity: an Ed25519 signature (see [`prove`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proof(pub [u8; 64]);
-
-impl Serialize for Nonce {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+impl Hello {
+    /// The `Hello` of a member called `name` of `network` with this `incarnation`,
+    /// speaking this build's [`PROTOCOL_VERSIONS`](crate::PROTOCOL_VERSIONS), in no
+    /// room yet (unranked), not listening, with no metadata; the handshake fills in
+    /// the key, nonce and proof.
+    pub fn new(network: &str, name: &str, incarnation: u64) -> Self {
+        Hello {
+            versions: crate::PROTOCOL_VERSIONS,
+            network: network.to_owned(),
+            name: name.to_owned(),
+            incarnation,
+            join_epoch: u64::MAX,
+            listen_port: 0,
+            advertise_ip: None,
+            observed_addr: None,
+            wants_welcome: false,
+            state_version: StateVersion::default(),
+            key: None,
+            nonce: None,
+            proof: None,
+            meta: None,
+            meta_version: 0,
+        }
     }
-}
-
-impl<'de> Deserialize<'de> for Nonce {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::identity::fixed_bytes::<D, 32>(d).map(Nonce)
-    }
-}
-
-impl Serialize for Proof {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Proof {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::identity::fixed_bytes::<D, 64>(d).map(Proof)
-    }
-}
-
-/// What a peer signs to prove its key on one connection: a domain separator, the
-/// other side's nonce, both keys, and the identity it claims (name, incarnation) in
-/// the network.
-fn proof_message(
-    peer_nonce: &Nonce,
-    signer: &PublicKey,
-    peer: &PublicKey,
-    hello: &Hello,
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(192);
-    m.extend_from_slice(b"netpeer/2 identity proof\0");
-    m.extend_from_slice(&peer_nonce.0);
-    m.extend_from_slice(signer.as_bytes());
-    m.extend_from_slice(peer.as_bytes());
-    m.extend_from_slice(&hello.incarnation.to_be_bytes());
-    for text in [&hello.name, &hello.network] {
-        m.extend_from_slice(&(text.len() as u32).to_be_bytes());
-        m.extend_from_slice(text.as_bytes());
-    }
-    m
-}
-
-/// The proof that `identity`, introduced by its own `hello`, holds its key on a
-/// connection whose other side has key `peer` and sent `peer_nonce`.
-pub fn prove(identity: &Identity, hello: &Hello, peer: &PublicKey, peer_nonce: &Nonce) -> Proof {
-    let message = proof_message(peer_nonce, &identity.public_key(), peer, hello);
-    Proof(identity.sign(&message))
-}
-
-/// Whether `proof` proves the key of `hello` (its sender) to a receiver with key `ours`
-/// that sent `our_nonce`.
-pub fn verify(hello: &Hello, proof: &Proof, ours: &PublicKey, our_nonce: &Nonce) -> bool {
-    let Some(key) = hello.key else {
-        return false;
-    };
-    key.verifies(&proof_message(our_nonce, &key, ours, hello), &proof.0)
 }
 
 /// The answer to a newcomer.
@@ -258,13 +234,17 @@ pub struct MemberInfo {
     pub addr: Option<SocketAddr>,
 }
 
-/// Version of the shared state: higher counter wins, then the writer's name.
+/// Version of the shared state: higher counter wins, then the writer's name, then the
+/// writer's incarnation (two incarnations of one name never write the same version).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StateVersion {
     /// Number of updates since the room's first state.
     pub counter: u64,
     /// Name of the member that wrote this version.
     pub writer: String,
+    /// The writer's incarnation when it wrote it.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A member digest: the sender's view and its state version.
@@ -321,6 +301,43 @@ pub struct Leave {
     pub expelled: bool,
 }
 
+/// A member's presence metadata, newer than every earlier one of the same member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaUpdate {
+    /// Its version (the sender counts its updates).
+    pub version: u64,
+    /// The metadata (a CBOR value).
+    #[serde(with = "payload")]
+    pub meta: Bytes,
+}
+
+/// A request to the receiver alone. The sender is the session's member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the sender, unique among its pending requests.
+    pub id: u64,
+    /// The application kind.
+    pub kind: String,
+    /// How long the sender waits for the answer, in milliseconds (the receiver waits
+    /// at most its own `max_request_timeout`).
+    pub timeout_ms: u64,
+    /// The request (usually a CBOR value).
+    #[serde(with = "payload")]
+    pub payload: Bytes,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// The answer (usually a CBOR value); empty when `rejected`.
+    #[serde(with = "payload")]
+    pub payload: Bytes,
+    /// Why the request was refused, if it was.
+    pub rejected: Option<String>,
+}
+
 /// `Bytes` as a CBOR byte string (serde_bytes on the way in, `serialize_bytes` out).
 mod payload {
     use bytes::Bytes;
@@ -332,5 +349,22 @@ mod payload {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    }
+}
+
+/// `Option<Bytes>` as an optional CBOR byte string.
+mod payload_opt {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        Option::<serde_bytes::ByteBuf>::deserialize(d).map(|b| b.map(|b| Bytes::from(b.into_vec())))
     }
 }

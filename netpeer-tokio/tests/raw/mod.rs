@@ -31,6 +31,8 @@ pub(crate) fn dialer(peer: &Peer, name: &str) -> DialerHandshake {
         key: None,
         nonce: None,
         proof: None,
+        meta: None,
+        meta_version: 0,
     };
     let secret: [u8; 32] = fastrand::u64(..)
         .to_be_bytes()

@@ -254,7 +254,7 @@ async fn main() -> ExitCode {
                 }
                 _ => println!("error bad burst {n:?} {size:?}"),
             },
-            ["members"] => println!("members {}", list(&peer.members())),
+            ["members"] => println!("members {}", list(&peer.member_names())),
             ["join", addr] => match peer.join(addr).await {
                 Ok(e) => println!("{}", entered_line(&e)),
                 Err(e) => println!("{}", join_error_line(&e)),

@@ -330,7 +330,7 @@ async fn full_mesh<R: Runtime>(rt: &R, peers: &[Peer<R>], limit: Duration) -> Re
         let missing = peers
             .iter()
             .zip(&want)
-            .filter(|(p, w)| p.members().into_iter().collect::<BTreeSet<_>>() != **w)
+            .filter(|(p, w)| p.member_names().into_iter().collect::<BTreeSet<_>>() != **w)
             .count();
         if missing == 0 {
             return Ok(());
@@ -1087,7 +1087,7 @@ async fn member_process_rss<R: Runtime>(
         let deadline = Instant::now() + Duration::from_secs(30);
         while peers
             .iter()
-            .any(|p| !p.members().iter().any(|m| m == "idle"))
+            .any(|p| !p.member_names().iter().any(|m| m == "idle"))
         {
             if Instant::now() > deadline {
                 return Err("the member process never met the whole room".into());

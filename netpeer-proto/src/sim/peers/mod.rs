@@ -36,6 +36,10 @@ pub(super) struct SimPeer {
     pub(super) departures: Vec<Duration>,
     /// Reads handed to the machine.
     pub(super) reads: u64,
+    /// Where the current machine's observations start in `observed`.
+    pub(super) observed_at_start: usize,
+    /// The current machine's requests.
+    pub(super) asked: super::room::AskedTable,
 }
 
 impl Sim {
@@ -75,6 +79,8 @@ impl Sim {
             event_view: BTreeSet::new(),
             departures: Vec::new(),
             reads: 0,
+            observed_at_start: 0,
+            asked: Default::default(),
         });
         self.log(id, "start");
         self.drain(id);

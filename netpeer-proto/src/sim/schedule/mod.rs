@@ -133,6 +133,34 @@ pub enum Op {
         /// Contact (chosen as for [`Op::Join`]).
         via: usize,
     },
+    /// `peer` sets its presence metadata to a unique value of about `size` bytes
+    /// (at most `max_meta_len`).
+    SetMeta {
+        /// The member.
+        peer: usize,
+        /// Size in bytes (at least 9).
+        size: usize,
+    },
+    /// `from` asks `to` (by name), waiting at most `timeout_ms`.
+    Request {
+        /// Requester.
+        from: usize,
+        /// Target.
+        to: usize,
+        /// Timeout in milliseconds.
+        timeout_ms: u32,
+    },
+    /// `peer` answers (or, with `reject`, refuses) the `pick`-th request it received
+    /// (modulo their number; answered ones may be picked again and are refused by the
+    /// machine).
+    Answer {
+        /// The answering member.
+        peer: usize,
+        /// Which request.
+        pick: usize,
+        /// Refuse it instead.
+        reject: bool,
+    },
 }
 
 /// The outcome of one run.
@@ -237,7 +265,7 @@ impl Op {
         let n = peers.max(1);
         let mut peer = || (rng.next_u64() as usize) % n;
         let (a, b) = (peer(), peer());
-        let roll = rng.next_u64() % 100;
+        let roll = rng.next_u64() % 110;
         match roll {
             0..30 => {
                 // Mostly short steps, sometimes long enough for timeouts.
@@ -286,7 +314,21 @@ impl Op {
                     _ => Listener::BlackHole,
                 },
             },
-            _ => Op::Impostor { peer: a, via: b },
+            98..100 => Op::Impostor { peer: a, via: b },
+            100..103 => Op::SetMeta {
+                peer: a,
+                size: 9 + (rng.next_u64() % 1000) as usize,
+            },
+            103..107 => Op::Request {
+                from: a,
+                to: b,
+                timeout_ms: (rng.next_u64() % 3000) as u32,
+            },
+            _ => Op::Answer {
+                peer: a,
+                pick: (rng.next_u64() % 8) as usize,
+                reject: rng.next_u64() % 4 == 0,
+            },
         }
     }
 }

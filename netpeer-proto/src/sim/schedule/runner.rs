@@ -119,6 +119,37 @@ impl Runner {
             Op::Restore => self.restore_links(),
             Op::Listen { peer, mode } => self.listen(self.p(peer), mode),
             Op::Impostor { peer, via } => self.impostor(peer, via),
+            Op::SetMeta { peer, size } => {
+                let peer = self.p(peer);
+                let meta = self.payload(peer, size.min(1024));
+                let _ = self.sim.set_meta(peer, meta);
+            }
+            Op::Request {
+                from,
+                to,
+                timeout_ms,
+            } => {
+                let (from, to) = (self.p(from), self.sim.name(self.p(to)).to_owned());
+                let payload = self.payload(from, 16);
+                let timeout = Duration::from_millis(u64::from(timeout_ms));
+                let _ = self.sim.request(from, &to, KIND_OP, payload, timeout);
+            }
+            Op::Answer { peer, pick, reject } => self.answer(self.p(peer), pick, reject),
+        }
+    }
+
+    /// `peer` answers the `pick`-th request it received (modulo their number).
+    fn answer(&mut self, peer: PeerId, pick: usize, reject: bool) {
+        let received = self.sim.requests_received(peer);
+        if received.is_empty() {
+            return;
+        }
+        let (from, id) = received[pick % received.len()].clone();
+        if reject {
+            let _ = self.sim.reject_request(peer, &from, id, "no");
+        } else {
+            let payload = self.payload(peer, 16);
+            let _ = self.sim.respond(peer, &from, id, payload);
         }
     }
 

@@ -2,6 +2,8 @@
 //! connection table, the timer table or the [room](crate::room) and hands their
 //! outputs to the driver; it decides nothing itself.
 
+mod room_api;
+
 use std::{net::SocketAddr, time::Instant};
 
 use bytes::Bytes;
@@ -205,6 +207,10 @@ impl PeerMachine {
 
     /// The next output, if any. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.room.host_stale() {
+            let (room, mut io) = self.parts();
+            room.report_host(&mut io);
+        }
         if self.conns.has_dirty() {
             self.conns
                 .flush_dirty(&self.config, self.now, &mut self.outputs);
@@ -385,6 +391,15 @@ impl PeerMachine {
     }
 
     /// Replaces the room's shared state (CBOR bytes) and sends it to every member.
+    ///
+    /// The state is last-writer-wins: each version is a counter (one more than the
+    /// version it replaces) and the writer's name. Of two members that set it at
+    /// once, the higher counter wins, and at equal counters the greater writer name
+    /// (byte order): every member ends with the same state. A member that was
+    /// partitioned away catches up when it reconnects, and loses its concurrent
+    /// update by the same rule. Other members hear
+    /// [`StateChanged`](crate::Event::StateChanged) with who set it and its version;
+    /// we do not hear our own.
     pub fn set_state(&mut self, state: Bytes, now: Instant) -> Result<(), SendError> {
         self.tick(now);
         let (room, mut io) = self.parts();
