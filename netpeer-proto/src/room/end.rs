@@ -130,8 +130,20 @@ impl Room {
             // member that left is never redialled. Neither is our own address.
             Cause::RemoteRejected(RejectReason::NameTaken | RejectReason::Departed)
             | Cause::Local(CloseReason::SelfConnection) => {
+                // Identity: a member that entered before us and that we lost (this is a
+                // redial) holds our name for another member now: it gave the name away
+                // after it lost us. The room decided, and we are out, as a member of
+                // its age could have expelled us.
+                let elder = self.members.get(name).is_some_and(|m| {
+                    m.redial().is_some()
+                        && m.rank().epoch.is_ranked()
+                        && m.rank().epoch < self.epoch
+                });
                 if let Some(m) = self.members.get_mut(name) {
                     m.end_dial(conn);
+                }
+                if elder && matches!(cause, Cause::RemoteRejected(RejectReason::NameTaken)) {
+                    return self.expelled(io, RejectReason::NameTaken);
                 }
                 if matches!(cause, Cause::RemoteRejected(RejectReason::Departed)) {
                     self.bury(io, name, true);

@@ -397,6 +397,10 @@ impl Room {
             .is_some_and(|m| m.is(&info.key, info.incarnation));
         let m = self.members.entry(info);
         m.reidentify(info);
+        // The member's own word on its epoch, on its own session (identity): a member
+        // that lost its rank since we last met (it is joining again, alone) is ranked
+        // as it ranks itself, or the two of us would name different hosts.
+        m.restate_epoch(Epoch::from_wire(info.join_epoch));
         m.set_addr(info.addr);
         let stale_dial = m.connect(conn, io.now);
         self.counters.sessions_opened += 1;

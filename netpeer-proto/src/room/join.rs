@@ -107,8 +107,17 @@ impl Room {
             if info.name == io.config.name || validate_name(&info.name).is_err() {
                 continue;
             }
-            if self.members.get(&info.name).is_some_and(|m| m.in_view()) {
-                continue;
+            if let Some(m) = self.members.get(&info.name).filter(|m| m.in_view()) {
+                // Identity: joining while in a room merges two rooms, and the room we
+                // join decides who holds a name: a member we bring along under a name
+                // it has for another key is expelled (the epochs of the two rooms were
+                // counted by different clocks and say nothing of who came first).
+                if m.key() == info.key {
+                    continue;
+                }
+                if let Some(holder) = m.conn() {
+                    self.expel(io, holder, RejectReason::NameTaken);
+                }
             }
             if let JoinPhase::Entering { pending, .. } = &mut self.join {
                 pending.insert(info.name.clone());

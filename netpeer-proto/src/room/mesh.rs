@@ -99,9 +99,9 @@ impl Room {
     /// incarnation of a member in view is probed (identity).
     ///
     /// `lister` is the epoch of the member whose list told us (`None`: a challenger we
-    /// kept ourselves). A member vouches only for ranks after its own: a rank earlier
-    /// than the lister's never challenges a live member (identity), so a member that
-    /// lies in its lists cannot evict anyone who entered the room before it.
+    /// kept ourselves). A member list challenges a live member only if its lister
+    /// entered the room before that member (identity): a member that lies in its lists
+    /// cannot evict anyone who entered before it, and a newcomer can evict nobody.
     pub(super) fn learn(
         &mut self,
         io: &mut Io<'_>,
@@ -136,11 +136,8 @@ impl Room {
                     // claimant without a rank (a newcomer not yet welcomed) never
                     // challenges: if the holder is gone, the newcomer enters through
                     // its contact and dials us; if the holder answers, it is refused.
-                    let vouched = match (lister, epoch) {
-                        (None, _) => epoch.is_ranked(),
-                        (Some(Epoch::Ranked(l)), Epoch::Ranked(e)) => e > l,
-                        _ => false,
-                    };
+                    let vouched = epoch.is_ranked()
+                        && lister.is_none_or(|l| l.is_ranked() && l <= m.rank().epoch);
                     if vouched && m.key() != info.key {
                         m.challenge(info);
                     }
