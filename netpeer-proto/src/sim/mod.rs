@@ -65,6 +65,8 @@ mod faults;
 mod invariants;
 mod network;
 mod peers;
+mod rogue;
+mod rules;
 pub mod schedule;
 mod scheduler;
 mod trace;
@@ -84,6 +86,7 @@ use rand_core::SeedableRng;
 use crate::{Event, Message};
 
 pub use network::{Listener, NetConfig, UnknownHost, resolve_host};
+pub use rogue::{Answer, Claim, Prove, Rogue, RogueInfo};
 pub use violation::{Violation, ViolationKind, Watched};
 
 use invariants::Noticed;
@@ -109,6 +112,8 @@ pub enum Observed {
 pub(super) struct SentRecord {
     pub(super) from: PeerId,
     pub(super) from_name: String,
+    /// The sender's identity key when it was sent.
+    pub(super) from_key: crate::PublicKey,
     pub(super) kind: String,
     pub(super) payload: Bytes,
     pub(super) to: Option<String>,
@@ -139,6 +144,11 @@ pub struct Sim {
     last_activity: Duration,
     events_processed: u64,
     sent: Vec<SentRecord>,
+    /// Every sent message by sender identity, kind and payload hash (for the
+    /// [`Watched::ForgedSender`] watch).
+    sent_index: BTreeSet<(String, crate::PublicKey, String, u64)>,
+    /// The link end a machine is reading from right now, if it is.
+    reading: Option<(u64, usize)>,
     /// A fault happened (crash, partition, cut, freeze, restart, slow link): the
     /// "no fault" delivery invariant no longer applies.
     faulted: bool,
@@ -183,6 +193,8 @@ impl Sim {
             last_activity: Duration::ZERO,
             events_processed: 0,
             sent: Vec::new(),
+            sent_index: BTreeSet::new(),
+            reading: None,
             faulted: false,
             captured: Vec::new(),
             bandwidth: BTreeMap::new(),

@@ -200,6 +200,27 @@ pub enum ViolationKind {
         /// The `max_run` of the network.
         after: Duration,
     },
+    /// [`check_identities`](super::Sim::check_identities): a peer is in a room it did
+    /// not join (it left one, or was expelled, and neither joined nor welcomed a
+    /// newcomer since).
+    #[error("{peer} is in a room it did not join: its view is {view:?}")]
+    NotJoined {
+        /// The peer.
+        peer: String,
+        /// Its view.
+        view: Vec<String>,
+    },
+    /// [`check_identities`](super::Sim::check_identities): a member holds the name of
+    /// an honest live peer of its room under a rogue's key.
+    #[error("{peer} holds {name} under a rogue's key, while {holder} (in its room) has the name")]
+    RogueInView {
+        /// The member.
+        peer: String,
+        /// The name.
+        name: String,
+        /// The honest peer with that name.
+        holder: String,
+    },
     /// A schedule: once the faults stopped, more than one room holds peers that never
     /// lost their memory of the room.
     #[error("the room did not heal: rooms {rooms:?}")]
@@ -280,15 +301,63 @@ pub enum Watched {
     /// A message before its sender's membership event: it was delivered as from
     /// `from` while `from` was not in the room as the receiver's application sees it
     /// from the events before it (no `Entered` listing it or `Joined` for it, or a
-    /// `Left` since), or `from` is the receiver itself. Not watched while the
-    /// receiver's join is pending (messages from members met on the way come before
-    /// the `Entered` that reports them).
+    /// `Left` since), or `from` is the receiver itself. Watched while the receiver's
+    /// join is pending too: messages from members met on the way wait for the
+    /// `Entered` that reports them.
     #[error("message of kind {kind:?} from {from} before its membership event")]
     MessageBeforeMembership {
         /// The message kind.
         kind: String,
         /// The sender it is attributed to.
         from: String,
+    },
+    /// A message delivered as from the identity `from` with `key` that never sent it
+    /// (the trace names its kind, its payload's hash and who wrote it):
+    /// no machine sent it (a command) and no rogue sent it under an identity it proved
+    /// there, and it did not come from the process that holds `key`. A peer's own bytes written around its machine ([`write_raw`]) are not
+    /// watched ([`check_delivery`] reports them as never sent), nor is a message held
+    /// while its receiver joined and released by a later input (the read it came in
+    /// is not known then: [`check_delivery`] covers it).
+    ///
+    /// [`write_raw`]: super::Sim::write_raw
+    /// [`check_delivery`]: super::Sim::check_delivery
+    #[error("message from {from} (key {key}) that it never sent")]
+    ForgedSender {
+        /// The sender it is attributed to.
+        from: String,
+        /// The key it is attributed to.
+        key: crate::PublicKey,
+    },
+    /// `Joined` (or `Entered`) reports `member` to a peer that is in no room it joined:
+    /// it left its room (by `leave`, or it was expelled: `Rejected` with `NameTaken` or
+    /// `RoomFull`) and has neither joined again (the `join` command) nor welcomed a
+    /// newcomer (sent a `Welcome`) since — a member pulled it back in. A start or a
+    /// restart counts as a join. Not watched for peers with a room key (the simulator
+    /// cannot read their `Welcome`s).
+    #[error("{member} joined the room of a peer that left it and did not join again")]
+    NotJoined {
+        /// The member reported.
+        member: String,
+    },
+    /// An honest member admitted a rogue under `name` — a rogue's key that no honest
+    /// member welcomed the rogue with as a newcomer under that name — while an honest
+    /// live peer called `name` (`holder`) was in its room (reached through sessions
+    /// between honest live peers). A rogue that was welcomed under the name is a
+    /// newcomer in a name conflict like any other, which recorded ranks decide.
+    #[error("a rogue entered the view under {name}, held by {holder} in the same room")]
+    RogueNamesake {
+        /// The name.
+        name: String,
+        /// The honest peer that holds it.
+        holder: String,
+    },
+    /// An honest peer in a room was expelled (`Rejected(NameTaken)`) while the member
+    /// `by` held its name under a rogue's key that no honest member welcomed the
+    /// rogue with: the rogue evicted it.
+    #[error("expelled while {by} held its name under a rogue's key")]
+    EvictedByRogue {
+        /// A member holding the name under the rogue's key.
+        by: String,
     },
     /// `Joined` for a member already in the application's view.
     #[error("Joined {name}, which was in view already")]
@@ -347,6 +416,8 @@ impl Violation {
             | K::QueueOverBound { peer, .. }
             | K::QueueMismatch { peer, .. }
             | K::TooManyMembers { peer, .. }
+            | K::NotJoined { peer, .. }
+            | K::RogueInView { peer, .. }
             | K::Alone { peer, .. }
             | K::AloneNotRejected { peer, .. }
             | K::FinalBroadcastFailed { peer, .. }
