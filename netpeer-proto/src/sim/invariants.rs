@@ -24,7 +24,7 @@ use super::{PeerId, Sim, Violation, ViolationKind, Watched};
 pub(super) struct Noticed {
     at: Duration,
     peer: String,
-    what: Watched,
+    pub(super) what: Watched,
 }
 
 impl Sim {

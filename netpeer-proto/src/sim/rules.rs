@@ -238,3 +238,7 @@ impl Sim {
         names
     }
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -98,6 +98,11 @@ impl Sim {
         id
     }
 
+    /// The configuration the peer was added with.
+    pub(super) fn config_of(&self, p: PeerId) -> &Config {
+        &self.peers[p.0].config
+    }
+
     /// All peers, in order of creation.
     pub fn peer_ids(&self) -> Vec<PeerId> {
         (0..self.peers.len()).map(PeerId).collect()

@@ -56,7 +56,7 @@ const MAX_FRAME: u32 = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub(in crate::sim) struct RogueState {
     /// Its own identity first, then the throwaway ones it made.
-    ids: Vec<Identity>,
+    pub(in crate::sim) ids: Vec<Identity>,
     rng: ChaCha8Rng,
     next_conn: u64,
     conns: BTreeMap<ConnId, RConn>,
@@ -71,7 +71,7 @@ pub(in crate::sim) struct RogueState {
     /// How it answers dials.
     answer: Answer,
     /// Identities (name, key) an honest member welcomed as a newcomer.
-    welcomed: BTreeSet<(String, PublicKey)>,
+    pub(in crate::sim) welcomed: BTreeSet<(String, PublicKey)>,
     network: String,
     port: u16,
 }
