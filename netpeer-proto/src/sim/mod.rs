@@ -18,6 +18,14 @@
 //! `localhost` is `127.0.0.1`), and a dual-stack listener ([`NetConfig::dual_stack`])
 //! sees IPv4 dialers as IPv4-mapped IPv6 addresses.
 //!
+//! Rogue actors ([`Sim::add_rogue`], acting through [`Rogue`], read through
+//! [`RogueInfo`]) are participants with no machine that speak the wire format by
+//! hand: they join once under a throwaway name to learn the room, then forge
+//! `Hello`s with learned names, keys, incarnations and epochs, wrong or replayed
+//! proofs, member lists with forged entries, relay connections, dribble frames and
+//! flood; the checks watch that no rogue takes a live member's name and that no
+//! message is delivered from an identity that did not send it.
+//!
 //! Every run keeps a [trace](Sim::trace) of what each peer did and observed, and
 //! records what the invariants need (among them, that every connection's bytes arrive
 //! in order: [`Sim::check_streams`]); the checks ([`Sim::check_all`] and the `check_*`

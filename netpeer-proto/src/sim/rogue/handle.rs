@@ -78,7 +78,24 @@ pub enum Claim {
 }
 
 /// A rogue actor of the simulation, borrowed from the [`Sim`] to act
-/// ([`Sim::rogue`]). See the [module docs](super).
+/// ([`Sim::rogue`]; [`Sim::rogue_info`] reads what it knows).
+///
+/// A rogue is a participant of the simulated network with no
+/// [`PeerMachine`](crate::PeerMachine) behind it: it listens (at `127.0.0.1:20000 +
+/// index`, like a peer) and dials like any peer, and writes whatever it is told to,
+/// frame by frame. By itself it only does what a hostile process would automate: it
+/// completes the handshakes it starts with the proof it was told to give
+/// ([`Prove`]), answers `Ping`s so that its sessions stay up
+/// ([`answer_pings`](Self::answer_pings)), answers the dials it receives as told
+/// ([`Answer`]), dribbles, and remembers what the room tells it: the members of every
+/// `Welcome`, `Digest` and `Announce`, the departures digests carry, and every
+/// `Hello`, proof included, it was answered with.
+///
+/// Its bytes are nobody's machine's, like [`Sim::write_raw`]'s, and count as a fault
+/// ([`Sim::faulted`]). Messages it sends with [`say`](Self::say) under an identity it
+/// proved (its name and key on that session) are recorded as sent by that identity;
+/// frames it injects into a relayed connection are not: delivered, they are
+/// forgeries ([`Watched::ForgedSender`](crate::sim::Watched::ForgedSender)).
 ///
 /// ```
 /// use std::time::Duration;

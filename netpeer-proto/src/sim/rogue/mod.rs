@@ -1,23 +1,8 @@
-//! Rogue actors: participants of the simulated network with no
-//! [`PeerMachine`](crate::PeerMachine) behind them, that speak the wire format by hand.
-//!
-//! A rogue has an address (it listens, like a peer, at `127.0.0.1:20000 + index`) and
-//! opens and accepts connections on the simulated network like any peer; what it
-//! writes is whatever its script says, frame by frame ([`Rogue`] is its handle). It
-//! does the few things a hostile process would automate — it completes the handshakes
-//! it starts (with the proof it was told to give), answers `Ping`s so that its
-//! sessions stay up, answers the dials it receives as it was told ([`Answer`]: as some
-//! name with its own key, with a replayed `Hello`, as a relay to the real member, or
-//! not at all), dribbles frames one byte at a time, and remembers everything the room
-//! tells it: the members of every `Welcome`, `Digest` and `Announce`, the departures
-//! digests carry, and every `Hello` (with its proof) it was answered with.
-//!
-//! Its bytes are [`write_raw`](super::Sim::write_raw)-like: they are nobody's machine's,
-//! and they count as a fault ([`Sim::faulted`](super::Sim::faulted)). Messages it sends
-//! under an identity it proved (its name and key on that connection) are recorded as
-//! sent by that identity, so the delivery checks know them; frames it injects into a
-//! relayed stream are not: delivered, they are forgeries
-//! ([`Watched::ForgedSender`](super::Watched::ForgedSender)).
+//! Rogue actors: participants of the simulated network with no machine, that speak
+//! the wire format by hand (see [`Rogue`]): their state and connections here, what
+//! they do by themselves in `script.rs`, the handle that makes them act in
+//! `handle.rs`, what they know in `info.rs`, and their place on the network in
+//! `net.rs`.
 
 mod handle;
 mod info;
