@@ -105,6 +105,26 @@ impl Core {
     }
 }
 
+/// The runtime's clock ([`Runtime::now`](crate::Runtime::now)), for commands that run in
+/// the caller's task.
+pub(crate) struct Clock(Box<dyn Fn() -> Instant + Send + Sync>);
+
+impl Clock {
+    pub(crate) fn new(now: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        Clock(Box::new(now))
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Shared by every handle of one peer and its driver.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -118,6 +138,7 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     finished: AtomicBool,
     finished_event: Notify,
+    clock: Clock,
 }
 
 impl Shared {
@@ -126,6 +147,7 @@ impl Shared {
         event_capacity: usize,
         overflow: Overflow,
         flow: FlowControl,
+        clock: Clock,
     ) -> Self {
         let signal = Arc::new(Signal::default());
         Shared {
@@ -144,7 +166,13 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             finished_event: Notify::new(),
+            clock,
         }
+    }
+
+    /// The time now, on the runtime's clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
@@ -206,7 +234,7 @@ impl Shared {
         kind: &str,
         payload: Bytes,
     ) -> Result<(), Error> {
-        let now = Instant::now();
+        let now = self.now();
         let result = match to {
             None => core.machine.broadcast(kind, payload, now).map(drop),
             Some(to) => core.machine.send_to(to, kind, payload, now),
@@ -221,7 +249,7 @@ impl Shared {
         if core.closed {
             return Err(Error::Closed);
         }
-        core.machine.set_state(state, Instant::now())?;
+        core.machine.set_state(state, self.now())?;
         drop(core);
         self.signal.wake();
         Ok(())
@@ -243,7 +271,7 @@ impl Shared {
             ));
         }
         core.machine
-            .join(addr, Instant::now())
+            .join(addr, self.now())
             .map_err(JoinError::NotStarted)?;
         core.next_join += 1;
         let id = core.next_join;
@@ -262,7 +290,7 @@ impl Shared {
             return; // answered already
         }
         core.join = None;
-        if !core.machine.cancel_join(Instant::now()) {
+        if !core.machine.cancel_join(self.now()) {
             // The machine ended this join already; its outcome is still queued.
             core.stale_outcomes += 1;
         }
@@ -277,7 +305,7 @@ impl Shared {
             return Err(Error::Closed);
         }
         let joining = core.machine.is_joining();
-        core.machine.leave(Instant::now());
+        core.machine.leave(self.now());
         if let Some(w) = core.join.take() {
             if !joining {
                 core.stale_outcomes += 1;
@@ -431,7 +459,13 @@ mod tests {
         while m.poll_output().is_some() {}
         assert_eq!(m.members(), [name]);
         (
-            Shared::new(m, 64, Overflow::DropOldest, FlowControl::Wait),
+            Shared::new(
+                m,
+                64,
+                Overflow::DropOldest,
+                FlowControl::Wait,
+                Clock::new(Instant::now),
+            ),
             conn,
         )
     }
@@ -548,7 +582,13 @@ mod tests {
     #[test]
     fn join_outcomes_reach_the_join_they_belong_to() {
         let machine = PeerMachine::new(Config::new("a"), Instant::now()).unwrap();
-        let s = Shared::new(machine, 8, Overflow::DropOldest, FlowControl::Wait);
+        let s = Shared::new(
+            machine,
+            8,
+            Overflow::DropOldest,
+            FlowControl::Wait,
+            Clock::new(Instant::now),
+        );
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (id, outcome) = s.start_join(addr).unwrap();
         assert!(matches!(

@@ -213,6 +213,14 @@ impl<R: netpeer_driver::Runtime> netpeer_driver::Runtime for Lagging<R> {
     fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
         self.inner.resolve(host_port)
     }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.random_bytes(buf)
+    }
 }
 
 /// [`tokio()`], and an [`Isolated`] current-thread tokio runtime.
