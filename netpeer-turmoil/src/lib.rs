@@ -114,7 +114,10 @@
 //!
 //! The same seed gives the same run: [`seed`] seeds the peers' random source (keys,
 //! nonces, protocol jitter) as `rng_seed` seeds turmoil's, and [`check_seeds`] calls it
-//! before each run. The repository's `netpeer-turmoil/tests/application.rs` is a larger
+//! before each run. The application's own code must be deterministic too: no
+//! `HashMap` iteration deciding what it sends, no wall clock, and `biased;` in
+//! `tokio::select!` (tokio picks among ready branches at random, from a source turmoil
+//! seeds only in builds with `--cfg tokio_unstable`). The repository's `netpeer-turmoil/tests/application.rs` is a larger
 //! example: a tally on five hosts through a network split, a crash and restart and a
 //! held link, the same trace from the same seed, and a buggy variant caught, named
 //! by its seed and replayed.
