@@ -73,7 +73,7 @@
 //!
 //! // In a test file of your crate, with #[test] on it:
 //! fn the_room_heals_after_a_partition() {
-//!     // Each seed fixes the latencies, the order hosts run in, and the peers' keys;
+//!     // Each seed fixes the network's latencies and the peers' keys and jitter;
 //!     // a failure names its seed: NETPEER_TURMOIL_SEED=<seed> cargo test replays it.
 //!     check_seeds(0..4, |seed| {
 //!         let rosters = Rosters::default();
@@ -209,7 +209,8 @@ pub fn seed(seed: u64) {
 ///
 /// Before each run it calls [`seed`] with that seed; `run` builds its simulation with
 /// `turmoil::Builder::new().rng_seed(seed)`, so that one number fixes the network's
-/// random choices (latencies, which host runs first) and the peers'.
+/// random choices (latencies; the order hosts run in, with `enable_random_order`) and
+/// the peers'.
 ///
 /// # Panics
 ///
