@@ -19,7 +19,7 @@
 //! 5. waiting sends are told to check again (flow control).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     future::Future,
     io,
     net::SocketAddr,
@@ -143,7 +143,7 @@ impl<R: Runtime> Conn<R> {
 
 /// A `leave` waiting for the connections it closed to flush.
 struct LeaveWait {
-    conns: HashSet<ConnId>,
+    conns: BTreeSet<ConnId>,
     deadline: Instant,
     reply: async_channel::Sender<()>,
 }
@@ -181,8 +181,8 @@ struct Driver<R: Runtime> {
     shared: Arc<Shared>,
     io_tx: async_channel::Sender<Io<R>>,
     io_rx: async_channel::Receiver<Io<R>>,
-    conns: HashMap<ConnId, Conn<R>>,
-    connecting: HashMap<ConnId, R::Task>,
+    conns: BTreeMap<ConnId, Conn<R>>,
+    connecting: BTreeMap<ConnId, R::Task>,
     accept: Option<R::Task>,
     tasks: Arc<Tasks>,
     buf: Vec<u8>,
@@ -212,8 +212,8 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             shared,
             io_tx: io_tx.clone(),
             io_rx,
-            conns: HashMap::new(),
-            connecting: HashMap::new(),
+            conns: BTreeMap::new(),
+            connecting: BTreeMap::new(),
             accept: None,
             tasks: Arc::default(),
             buf: vec![0; READ_BUF],
@@ -245,8 +245,7 @@ async fn accept_loop<R: Runtime>(rt: R, listener: R::Listener, io: async_channel
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 warn!(error = %e, "accept failed");
-                rt.sleep_until(Instant::now() + Duration::from_millis(50))
-                    .await;
+                rt.sleep_until(rt.now() + Duration::from_millis(50)).await;
             }
         }
     }
@@ -268,7 +267,7 @@ impl<R: Runtime> Driver<R> {
             // Settling after a stall, the driver waits for the reactor, not the timer.
             let wake_at = self.settle.or(timer);
             self.wait(self.deadline(wake_at)).await;
-            let now = Instant::now();
+            let now = self.rt.now();
             let due = timer.is_some_and(|t| t <= now);
             let paused = self.shared.subscribers.must_pause();
             if self.paused && !paused {
@@ -298,14 +297,14 @@ impl<R: Runtime> Driver<R> {
                                 core.machine.input_waiting(*id, c.held_at);
                             }
                         }
-                        core.machine.handle_timeout(Instant::now());
+                        core.machine.handle_timeout(self.rt.now());
                     }
                 }
             } else {
                 self.settle = None;
             }
             self.route();
-            self.linger(Instant::now());
+            self.linger(self.rt.now());
             self.shared.progress.notify(usize::MAX);
         }
     }
@@ -406,7 +405,7 @@ impl<R: Runtime> Driver<R> {
                     self.shared
                         .lock()
                         .machine
-                        .receive(id, &c.held, Instant::now());
+                        .receive(id, &c.held, self.rt.now());
                 }
                 // Its buffer stays for the next pause (one read: at most 64 KiB).
                 c.held.clear();
@@ -430,9 +429,9 @@ impl<R: Runtime> Driver<R> {
                         if c.closing.is_some() {
                         } else if paused {
                             c.held.extend_from_slice(&self.buf[..n]);
-                            c.held_at = Instant::now();
+                            c.held_at = self.rt.now();
                         } else {
-                            let now = Instant::now();
+                            let now = self.rt.now();
                             self.shared.lock().machine.receive(id, &self.buf[..n], now);
                         }
                     }
@@ -453,7 +452,7 @@ impl<R: Runtime> Driver<R> {
         if let Outcome::Closed { closing } = outcome {
             self.drop_conn(id);
             if !closing {
-                self.shared.lock().machine.closed(id, Instant::now());
+                self.shared.lock().machine.closed(id, self.rt.now());
             }
         }
     }
@@ -469,7 +468,7 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn io(&mut self, io: Io<R>) {
-        let now = Instant::now();
+        let now = self.rt.now();
         match io {
             Io::Accepted(stream, addr) => {
                 let accepted = self.shared.lock().machine.accept(addr, now);
@@ -542,7 +541,7 @@ impl<R: Runtime> Driver<R> {
                 writer,
                 closing: None,
                 held: Vec::new(),
-                held_at: Instant::now(),
+                held_at: self.rt.now(),
             },
         );
     }
@@ -598,13 +597,13 @@ impl<R: Runtime> Driver<R> {
             let _ = reply.try_send(result);
         }
         if !leaves.is_empty() {
-            let conns: HashSet<ConnId> = self
+            let conns: BTreeSet<ConnId> = self
                 .conns
                 .iter()
                 .filter(|(_, c)| c.closing.as_ref().is_some_and(|c| !c.flushed))
                 .map(|(id, _)| *id)
                 .collect();
-            let deadline = Instant::now() + LINGER;
+            let deadline = self.rt.now() + LINGER;
             for reply in leaves {
                 self.leaves.push(LeaveWait {
                     conns: conns.clone(),
@@ -666,7 +665,7 @@ impl<R: Runtime> Driver<R> {
         c.tx = None;
         c.closing = Some(Closing {
             flushed: false,
-            deadline: Instant::now() + LINGER,
+            deadline: self.rt.now() + LINGER,
         });
     }
 
@@ -709,7 +708,7 @@ impl<R: Runtime> Driver<R> {
         let reply = {
             let mut core = self.shared.lock();
             let reply = core.close();
-            core.machine.leave(Instant::now());
+            core.machine.leave(self.rt.now());
             reply
         };
         if let Some(reply) = reply {
@@ -719,7 +718,7 @@ impl<R: Runtime> Driver<R> {
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
-        for (_, task) in self.connecting.drain() {
+        for (_, task) in std::mem::take(&mut self.connecting) {
             task.abort();
         }
         let open: Vec<ConnId> = self
@@ -732,13 +731,13 @@ impl<R: Runtime> Driver<R> {
             self.close(id, true);
         }
         self.shared.progress.notify(usize::MAX);
-        let deadline = Instant::now() + LINGER;
-        while !self.conns.is_empty() && Instant::now() < deadline {
+        let deadline = self.rt.now() + LINGER;
+        while !self.conns.is_empty() && self.rt.now() < deadline {
             let next = self.deadline(Some(deadline));
             self.wait(next).await;
             self.read_input(false);
             self.drain_io();
-            self.linger(Instant::now());
+            self.linger(self.rt.now());
         }
         for id in self.conns.keys().copied().collect::<Vec<_>>() {
             self.drop_conn(id);
@@ -750,7 +749,7 @@ impl<R: Runtime> Driver<R> {
             let _ = reply.try_send(());
         }
         // Every task it spawned has ended (the listener is dropped with its task).
-        let deadline = Instant::now() + LINGER;
+        let deadline = self.rt.now() + LINGER;
         while self.tasks.alive.load(Ordering::Acquire) > 0 {
             let ended = self.tasks.ended.listen();
             if self.tasks.alive.load(Ordering::Acquire) == 0 {

@@ -7,7 +7,8 @@
 //! leaves and stops everything. Routing the machine's outputs, reading every socket
 //! before firing timers, per-connection write queues with coalescing and bounded work
 //! per wake-up exist once, here. An adapter supplies a [`Runtime`]: spawning, sockets,
-//! timers and name resolution.
+//! timers and name resolution, and, if it is a simulation, its virtual clock and a
+//! reproducible random source ([`Runtime::now`], [`Runtime::random_bytes`]).
 //!
 //! Users pick an adapter crate (`netpeer-tokio`, `netpeer-smol`) and never name this
 //! one; its types appear there as `Peer`, `Events`, `PeerEvent`, ...

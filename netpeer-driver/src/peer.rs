@@ -1,12 +1,6 @@
 //! The application's handle: [`Peer`] and its [`Builder`].
 
-use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use netpeer_proto::{Config, Identity, Member, PeerMachine, PublicKey, RoomKey, SendError, Stats};
@@ -18,7 +12,7 @@ use crate::{
     error::{Error, JoinError, RequestError},
     events::{Entered, Events, Overflow},
     runtime::{Runtime, Task},
-    shared::{FlowControl, Shared},
+    shared::{Clock, FlowControl, Shared},
 };
 
 /// Builds a [`Peer`]: `Peer::builder("alice").network("room").listen("127.0.0.1:0")`.
@@ -117,7 +111,8 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Fixes the seed of the peer's random choices (tests); by default it is random.
+    /// Fixes the seed of the peer's random choices (tests); by default it is drawn from
+    /// the runtime's random source ([`Runtime::random_bytes`]).
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
         self.seeded = true;
@@ -167,29 +162,33 @@ impl<R: Runtime> Builder<R> {
             let listener = self.rt.bind(addr).await?;
             let local_addr = R::local_addr(&listener)?;
             self.config.listen_port = local_addr.port();
+            // The seed of the machine's random choices, its handshake nonces and Noise
+            // ephemeral keys, and a fresh identity come from the runtime's random source
+            // (the operating system's, unless the runtime is a simulation).
             if !self.seeded {
-                self.config.seed = fastrand::u64(..);
+                let mut seed = [0u8; 8];
+                self.rt.random_bytes(&mut seed)?;
+                self.config.seed = u64::from_le_bytes(seed);
             }
-            // Handshake nonces, Noise ephemeral keys and a fresh identity come from the
-            // operating system's random source.
             let random = || {
                 let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map(|()| bytes)
+                self.rt.random_bytes(&mut bytes).map(|()| bytes)
             };
-            let os = |e| Error::Io(io::Error::other(e));
             if self.config.crypto_seed.is_none() {
-                self.config.crypto_seed = Some(random().map_err(os)?);
+                self.config.crypto_seed = Some(random()?);
             }
             if self.config.identity.is_none() {
-                self.config.identity = Some(Identity::from_bytes(random().map_err(os)?));
+                self.config.identity = Some(Identity::from_bytes(random()?));
             }
-            let machine = PeerMachine::new(self.config, Instant::now())?;
+            let machine = PeerMachine::new(self.config, self.rt.now())?;
             let config = machine.config().clone();
+            let rt = self.rt.clone();
             let shared = Arc::new(Shared::new(
                 machine,
                 self.event_capacity,
                 self.overflow,
                 self.flow,
+                Clock::new(move || rt.now()),
             ));
             self.rt
                 .spawn(driver::run(self.rt.clone(), shared.clone(), listener))
@@ -338,7 +337,7 @@ impl<R: Runtime> Peer<R> {
         if core.closed {
             return Err(Error::Closed);
         }
-        core.machine.set_meta(meta, Instant::now())?;
+        core.machine.set_meta(meta, shared.now())?;
         drop(core);
         shared.signal.wake();
         Ok(())

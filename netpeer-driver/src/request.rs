@@ -1,11 +1,7 @@
 //! Request/response on top of the machine's requests: [`Request`], what a member asked
 //! us, and the waiting side of [`Peer::request`](crate::Peer::request).
 
-use std::{
-    fmt,
-    sync::Weak,
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Weak, time::Duration};
 
 use bytes::Bytes;
 use netpeer_proto::{DecodeValueError, IncomingRequest, RequestOutcome};
@@ -103,7 +99,7 @@ impl Request {
         if core.closed {
             return Err(Error::Closed);
         }
-        let (from, id, now) = (&*self.inner.from, self.inner.id, Instant::now());
+        let (from, id, now) = (&*self.inner.from, self.inner.id, shared.now());
         let result = match answer {
             Ok(payload) => core.machine.respond(from, id, payload, now),
             Err(reason) => core.machine.reject_request(from, id, reason, now),
@@ -155,8 +151,9 @@ impl Shared {
                     FlowControl::Ignore => true,
                 };
                 if ready {
+                    let now = self.now();
                     let machine = &mut core.machine;
-                    let id = machine.request(to, kind, payload, timeout, Instant::now())?;
+                    let id = machine.request(to, kind, payload, timeout, now)?;
                     let (reply, outcome) = async_channel::bounded(1);
                     core.requests.insert(id, reply);
                     drop(core);
@@ -192,7 +189,7 @@ pub(crate) fn decode_answer<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Req
 
 /// The reply of a request the driver saw end.
 pub(crate) fn finished(
-    requests: &mut std::collections::HashMap<u64, RequestReply>,
+    requests: &mut std::collections::BTreeMap<u64, RequestReply>,
     id: u64,
     outcome: RequestOutcome,
 ) {
@@ -202,6 +199,6 @@ pub(crate) fn finished(
 }
 
 /// The requests of a peer that closes end with `Closed` (their senders dropped).
-pub(crate) fn close_all(requests: &mut std::collections::HashMap<u64, RequestReply>) {
+pub(crate) fn close_all(requests: &mut std::collections::BTreeMap<u64, RequestReply>) {
     requests.clear();
 }

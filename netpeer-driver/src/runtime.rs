@@ -1,5 +1,5 @@
-//! What a runtime must provide: spawning, sockets, timers, name resolution. Nothing
-//! else differs between executors.
+//! What a runtime must provide: spawning, sockets, timers, name resolution, and (with
+//! defaults) the clock and the random source. Nothing else differs between executors.
 
 use std::{future::Future, io, net::SocketAddr, time::Instant};
 
@@ -49,6 +49,23 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Resolves `host:port`.
     fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+
+    /// The time now, on the clock [`sleep_until`](Self::sleep_until) counts by: every
+    /// instant the driver hands the protocol machine comes from here. The default is
+    /// `Instant::now()`; a runtime with a virtual clock (a simulation) returns its
+    /// virtual time.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Fills `buf` with random bytes. A peer draws from it when it starts: the seed of
+    /// its random choices (unless [`Builder::seed`](crate::Builder::seed) fixed it), the
+    /// seed of its handshake nonces and Noise keys, and a fresh identity key (unless
+    /// [`Builder::identity`](crate::Builder::identity) gave one). The default is the
+    /// operating system's random source; a simulation returns reproducible bytes.
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+        getrandom::fill(buf).map_err(io::Error::other)
+    }
 }
 
 /// A handle to a spawned task.

@@ -72,7 +72,7 @@ pub(crate) struct Core {
     /// `leave` calls waiting for their connections to flush.
     pub(crate) leaves: Vec<async_channel::Sender<()>>,
     /// Requests of ours whose caller waits for the outcome, by id.
-    pub(crate) requests: std::collections::HashMap<u64, crate::request::RequestReply>,
+    pub(crate) requests: std::collections::BTreeMap<u64, crate::request::RequestReply>,
 }
 
 impl Core {
@@ -108,6 +108,26 @@ impl Core {
     }
 }
 
+/// The runtime's clock ([`Runtime::now`](crate::Runtime::now)), for commands that run in
+/// the caller's task.
+pub(crate) struct Clock(Box<dyn Fn() -> Instant + Send + Sync>);
+
+impl Clock {
+    pub(crate) fn new(now: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        Clock(Box::new(now))
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Shared by every handle of one peer and its driver.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -121,6 +141,7 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     finished: AtomicBool,
     finished_event: Notify,
+    clock: Clock,
 }
 
 impl Shared {
@@ -129,6 +150,7 @@ impl Shared {
         event_capacity: usize,
         overflow: Overflow,
         flow: FlowControl,
+        clock: Clock,
     ) -> Self {
         let signal = Arc::new(Signal::default());
         Shared {
@@ -139,7 +161,7 @@ impl Shared {
                 next_join: 0,
                 stale_outcomes: 0,
                 leaves: Vec::new(),
-                requests: std::collections::HashMap::new(),
+                requests: std::collections::BTreeMap::new(),
             }),
             subscribers: Subscribers::new(event_capacity, overflow, signal.clone()),
             signal,
@@ -148,7 +170,13 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             finished_event: Notify::new(),
+            clock,
         }
+    }
+
+    /// The time now, on the runtime's clock.
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
@@ -210,7 +238,7 @@ impl Shared {
         kind: &str,
         payload: Bytes,
     ) -> Result<(), Error> {
-        let now = Instant::now();
+        let now = self.now();
         let result = match to {
             None => core.machine.broadcast(kind, payload, now).map(drop),
             Some(to) => core.machine.send_to(to, kind, payload, now),
@@ -225,7 +253,7 @@ impl Shared {
         if core.closed {
             return Err(Error::Closed);
         }
-        core.machine.set_state(state, Instant::now())?;
+        core.machine.set_state(state, self.now())?;
         drop(core);
         self.signal.wake();
         Ok(())
@@ -247,7 +275,7 @@ impl Shared {
             ));
         }
         core.machine
-            .join(addr, Instant::now())
+            .join(addr, self.now())
             .map_err(JoinError::NotStarted)?;
         core.next_join += 1;
         let id = core.next_join;
@@ -266,7 +294,7 @@ impl Shared {
             return; // answered already
         }
         core.join = None;
-        if !core.machine.cancel_join(Instant::now()) {
+        if !core.machine.cancel_join(self.now()) {
             // The machine ended this join already; its outcome is still queued.
             core.stale_outcomes += 1;
         }
@@ -281,7 +309,7 @@ impl Shared {
             return Err(Error::Closed);
         }
         let joining = core.machine.is_joining();
-        core.machine.leave(Instant::now());
+        core.machine.leave(self.now());
         if let Some(w) = core.join.take() {
             if !joining {
                 core.stale_outcomes += 1;
@@ -448,7 +476,13 @@ mod tests {
         while m.poll_output().is_some() {}
         assert_eq!(m.members(), [name]);
         (
-            Shared::new(m, 64, Overflow::DropOldest, FlowControl::Wait),
+            Shared::new(
+                m,
+                64,
+                Overflow::DropOldest,
+                FlowControl::Wait,
+                Clock::new(Instant::now),
+            ),
             conn,
         )
     }
@@ -565,7 +599,13 @@ mod tests {
     #[test]
     fn join_outcomes_reach_the_join_they_belong_to() {
         let machine = PeerMachine::new(Config::new("a"), Instant::now()).unwrap();
-        let s = Shared::new(machine, 8, Overflow::DropOldest, FlowControl::Wait);
+        let s = Shared::new(
+            machine,
+            8,
+            Overflow::DropOldest,
+            FlowControl::Wait,
+            Clock::new(Instant::now),
+        );
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (id, outcome) = s.start_join(addr).unwrap();
         assert!(matches!(

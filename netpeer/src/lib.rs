@@ -45,3 +45,21 @@ pub mod smol {
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 #[doc(inline)]
 pub use netpeer_proto::sim;
+
+/// Peers on [turmoil](https://docs.rs/turmoil)'s simulated network, to test an
+/// application's own async code under partitions, crashes and restarts, held links and
+/// virtual time, reproducibly from one seed (see "Testing your application under
+/// faults" above, and [`netpeer_turmoil`] for the whole guide).
+///
+/// [`Peer`](turmoil::Peer) here is the `Peer` of every runtime, run by the
+/// [`Turmoil`](turmoil::Turmoil) runtime inside a turmoil host; [`turmoil::turmoil`]
+/// is the turmoil it is built on (build the `Sim` with it). [`check_seeds`](turmoil::check_seeds)
+/// runs a test over seeds and names the one that fails; `NETPEER_TURMOIL_SEED`
+/// replays it.
+#[cfg(feature = "turmoil")]
+#[cfg_attr(docsrs, doc(cfg(feature = "turmoil")))]
+pub mod turmoil {
+    pub use netpeer_turmoil::{
+        Builder, Peer, SEED_ENV, Turmoil, TurmoilListener, TurmoilTask, check_seeds, seed, turmoil,
+    };
+}

@@ -301,7 +301,7 @@ pub async fn garbage_client<R: Runtime>(rt: R) {
 
     // The silent one first: it stays pending while everything else happens.
     let (mut silent, mut silent_w) = raw_client(&rt, target).await;
-    let silent_since = Instant::now();
+    let silent_since = rt.now();
 
     let ping_first = netpeer_driver::proto::wire::encode_frame(
         &netpeer_driver::proto::wire::Frame::Ping(1),
@@ -331,9 +331,9 @@ pub async fn garbage_client<R: Runtime>(rt: R) {
     assert_fully_closed(&rt, &mut silent_w, "the silent client's socket dropped").await;
     let handshake_timeout = a.config().handshake_timeout;
     assert!(
-        silent_since.elapsed() >= handshake_timeout / 2,
+        (rt.now() - silent_since) >= handshake_timeout / 2,
         "the silent client was closed after {:?}, before the handshake timeout {handshake_timeout:?}",
-        silent_since.elapsed()
+        (rt.now() - silent_since)
     );
 
     // None of them ever counted as a member.
@@ -387,7 +387,7 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
     joined(&rt, &mut ea, &["slow"]).await;
     assert_eq!(a.member_names(), ["b", "slow"]);
 
-    let started = Instant::now();
+    let started = rt.now();
     let mut reason = None;
     let mut sent = 0;
     while reason.is_none() {
@@ -396,7 +396,7 @@ pub async fn slow_consumer<R: Runtime>(rt: R) {
             "slow was never closed after {sent} messages"
         );
         assert!(
-            started.elapsed() < WAIT * 2,
+            (rt.now() - started) < WAIT * 2,
             "slow was never closed in time"
         );
         let mut payload = vec![0u8; CHUNK];
@@ -707,8 +707,7 @@ pub async fn broadcast_waits_for_a_member_that_does_not_read<R: Runtime>(rt: R) 
         let ping = ping_frame();
         while !cut.load(Ordering::Acquire) {
             raw_write(&rt, &mut slow_w, &ping).await;
-            rt.sleep_until(Instant::now() + Duration::from_millis(100))
-                .await;
+            rt.sleep_until(rt.now() + Duration::from_millis(100)).await;
         }
     };
     let sender = async {
@@ -721,7 +720,7 @@ pub async fn broadcast_waits_for_a_member_that_does_not_read<R: Runtime>(rt: R) 
             a.broadcast_bytes("fill", payload.into())
                 .await
                 .expect("broadcast");
-            done_at.push(Instant::now());
+            done_at.push(rt.now());
             sent.store(i + 1, Ordering::Release);
         }
     };
@@ -735,7 +734,7 @@ pub async fn broadcast_waits_for_a_member_that_does_not_read<R: Runtime>(rt: R) 
         };
         assert_eq!(name, "slow");
         assert!(queued > 128 * 1024, "{queued}");
-        warned = Some(Instant::now());
+        warned = Some(rt.now());
         let err = a
             .try_broadcast("try", &())
             .expect_err("slow is still above the mark");
@@ -805,7 +804,7 @@ pub async fn join_is_cancel_safe<R: Runtime>(rt: R) {
     let a = peer(&rt, "a").await;
     let p = peer(&rt, "p").await;
     let mut ep = p.subscribe();
-    let deadline = Instant::now() + Duration::from_millis(300);
+    let deadline = rt.now() + Duration::from_millis(300);
     let given_up = future::or(async { Some(p.join(hole_addr).await) }, async {
         rt.sleep_until(deadline).await;
         None
@@ -1128,8 +1127,7 @@ pub async fn backpressure_reaches_the_sender<R: Runtime>(rt: R) {
             };
             assert_eq!(m.payload[..4], i.to_be_bytes(), "in order, none lost");
             // A slow application.
-            rt.sleep_until(Instant::now() + Duration::from_millis(1))
-                .await;
+            rt.sleep_until(rt.now() + Duration::from_millis(1)).await;
         }
     };
     within(

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
     net::SocketAddr,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
@@ -68,7 +68,7 @@ pub async fn enter<T: Runtime, R: Runtime, C: Runtime>(
 
 /// `fut`, or a panic naming `what` if it takes longer than [`WAIT`] (timed by `rt`).
 pub async fn within<R: Runtime, T>(rt: &R, what: &str, fut: impl Future<Output = T>) -> T {
-    let deadline = Instant::now() + WAIT;
+    let deadline = rt.now() + WAIT;
     let timeout = async {
         rt.sleep_until(deadline).await;
         None
@@ -330,8 +330,7 @@ pub async fn assert_fully_closed<R: Runtime>(rt: &R, writer: &mut R::Writer, wha
             if writer.write_all(b"x").await.is_err() || writer.flush().await.is_err() {
                 return;
             }
-            rt.sleep_until(Instant::now() + Duration::from_millis(5))
-                .await;
+            rt.sleep_until(rt.now() + Duration::from_millis(5)).await;
         }
     })
     .await;

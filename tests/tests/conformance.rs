@@ -18,6 +18,16 @@ mod async_std {
     );
 }
 
+/// In virtual time on turmoil's simulated network (see `conformance_suite!` for the
+/// case it cannot run).
+mod turmoil {
+    netpeer_tests::conformance_suite!(
+        netpeer_tests::run::turmoil,
+        netpeer_tests::run::turmoil_isolated;
+        without slow_consumer
+    );
+}
+
 #[test]
 fn mixed_room() {
     netpeer_tests::run::mixed(netpeer_tests::cases::mixed_room);
