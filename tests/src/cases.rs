@@ -14,6 +14,13 @@ use netpeer_driver::{
     PeerEvent, RejectReason, Runtime, SendError,
 };
 
+mod room;
+
+pub use room::{
+    host_is_the_earliest_member, presence_meta, request_response, rtt_and_stats,
+    state_changed_says_who_and_which_version,
+};
+
 use crate::{
     run::Isolated,
     support::{
