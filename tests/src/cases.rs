@@ -17,8 +17,8 @@ use netpeer_driver::{
 mod room;
 
 pub use room::{
-    host_is_the_earliest_member, presence_meta, request_response, rtt_and_stats,
-    state_changed_says_who_and_which_version,
+    concurrent_state_writes_converge_by_version, host_is_the_earliest_member, presence_meta,
+    request_response, rtt_and_stats, state_changed_says_who_and_which_version,
 };
 
 use crate::{

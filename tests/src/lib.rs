@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             request_response,
             rtt_and_stats,
             state_changed_says_who_and_which_version,
+            concurrent_state_writes_converge_by_version,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {

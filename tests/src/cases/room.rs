@@ -370,3 +370,44 @@ pub async fn state_changed_says_who_and_which_version<R: Runtime>(rt: R) {
         }
     }
 }
+
+/// Last writer wins, by version: b then a set the state at once (back to back, each
+/// before it can hear the other). Every member ends with the same state, and it is the
+/// one with the higher version: b's if both wrote version 1 (equal counters: the
+/// greater name), a's only if a had already heard b's and wrote version 2. The loser
+/// hears the winner's update as `StateChanged`.
+pub async fn concurrent_state_writes_converge_by_version<R: Runtime>(rt: R) {
+    let [(a, mut ea), (b, mut eb), (c, mut ec)] = room(&rt, ["a", "b", "c"]).await;
+    b.set_state("from b").await.expect("set_state");
+    a.set_state("from a").await.expect("set_state");
+    let state = |p: &Peer<R>| p.state::<String>().expect("a string");
+    until(&rt, "one state everywhere", || {
+        state(&a) == state(&b) && state(&b) == state(&c)
+    })
+    .await;
+    let winner = state(&c);
+    let changed = |e: &PeerEvent| match e {
+        PeerEvent::StateChanged { state, by, version } => Some((
+            netpeer_driver::decode_value::<String>(state).expect("a string"),
+            by.clone(),
+            *version,
+        )),
+        _ => None,
+    };
+    let what = "the winning update at c";
+    let e = event(&rt, &mut ec, what, |e| {
+        changed(e).is_some_and(|(s, ..)| s == winner)
+    })
+    .await;
+    let (_, by, version) = changed(&e).expect("filtered");
+    assert!(
+        matches!((by.as_str(), version), ("b", 1) | ("a", 2)),
+        "{winner:?} won as ({by}, {version}): equal counters go to the greater name"
+    );
+    let loser = if by == "b" { &mut ea } else { &mut eb };
+    let e = event(&rt, loser, "the winning update at the loser", |e| {
+        changed(e).is_some()
+    })
+    .await;
+    assert_eq!(changed(&e), Some((winner, by, version)));
+}
