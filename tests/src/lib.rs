@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
             rtt_and_stats,
             state_changed_says_who_and_which_version,
             concurrent_state_writes_converge_by_version,
+            a_raw_member_cannot_forge_room_features,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {

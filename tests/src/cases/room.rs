@@ -1,14 +1,23 @@
 //! The room features on real sockets: presence metadata, the host, request/response,
 //! RTT and stats, and who set the state.
 
-use std::time::{Duration, Instant};
-
-use futures_lite::future;
-use netpeer_driver::{
-    Error, Events, LeaveReason, Peer, PeerEvent, RequestError, RespondError, Runtime, SendError,
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
 };
 
-use crate::support::{builder, enter, event, joined, message, peer, room, start, until, within};
+use futures_lite::{AsyncReadExt, future};
+use netpeer_driver::{
+    Error, Events, LeaveReason, Peer, PeerEvent, RequestError, RespondError, Runtime, SendError,
+    proto::wire::{
+        Frame, FrameDecoder, MetaUpdate, Request as WireRequest, Response, encode_frame,
+    },
+};
+
+use crate::support::{
+    builder, enter, event, joined, left, message, peer, raw_client, raw_join, raw_write,
+    read_until_closed, room, start, until, within,
+};
 
 /// `name`'s metadata in `peer`'s view, decoded as a string (`None`: none, or not a
 /// member).
@@ -380,12 +389,13 @@ pub async fn concurrent_state_writes_converge_by_version<R: Runtime>(rt: R) {
     let [(a, mut ea), (b, mut eb), (c, mut ec)] = room(&rt, ["a", "b", "c"]).await;
     b.set_state("from b").await.expect("set_state");
     a.set_state("from a").await.expect("set_state");
-    let state = |p: &Peer<R>| p.state::<String>().expect("a string");
+    // c's is null until an update reaches it.
+    let state = |p: &Peer<R>| p.state::<Option<String>>().expect("a string or null");
     until(&rt, "one state everywhere", || {
         state(&a) == state(&b) && state(&b) == state(&c)
     })
     .await;
-    let winner = state(&c);
+    let winner = state(&c).expect("a and b set it");
     let changed = |e: &PeerEvent| match e {
         PeerEvent::StateChanged { state, by, version } => Some((
             netpeer_driver::decode_value::<String>(state).expect("a string"),
@@ -410,4 +420,161 @@ pub async fn concurrent_state_writes_converge_by_version<R: Runtime>(rt: R) {
     })
     .await;
     assert_eq!(changed(&e), Some((winner, by, version)));
+}
+
+/// The frames a raw client reads, one at a time.
+struct RawFrames<R: Runtime> {
+    reader: R::Reader,
+    decoder: FrameDecoder,
+    pending: VecDeque<Frame>,
+}
+
+impl<R: Runtime> RawFrames<R> {
+    fn new(reader: R::Reader, already_read: &[u8]) -> Self {
+        let mut frames = RawFrames {
+            reader,
+            decoder: FrameDecoder::new(u32::MAX),
+            pending: VecDeque::new(),
+        };
+        frames.feed(already_read);
+        frames
+    }
+
+    fn feed(&mut self, mut input: &[u8]) {
+        while let Some(frame) = self.decoder.decode_next(&mut input).expect("valid frames") {
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// The first frame `pick` takes (others are skipped), within the bound.
+    async fn next<T>(&mut self, rt: &R, what: &str, mut pick: impl FnMut(Frame) -> Option<T>) -> T {
+        let mut buf = vec![0u8; 64 * 1024];
+        within(rt, what, async {
+            loop {
+                while let Some(frame) = self.pending.pop_front() {
+                    if let Some(found) = pick(frame) {
+                        return found;
+                    }
+                }
+                let n = self.reader.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed while waiting for {what}");
+                self.feed(&buf[..n]);
+            }
+        })
+        .await
+    }
+}
+
+/// A member speaking the wire format by hand cannot forge the room features: its
+/// metadata is reported once and an older update never replaces it; responses to
+/// requests it was not asked, and a second answer, are dropped and counted (the
+/// requester gets the first answer); its requests reach the application, whose answer
+/// reaches it on the wire; metadata over `max_meta_len` costs it its session
+/// (`ProtocolViolation`) and the room goes on.
+pub async fn a_raw_member_cannot_forge_room_features<R: Runtime>(rt: R) {
+    let [(a, mut ea), (b, mut eb)] = room(&rt, ["a", "b"]).await;
+    let (reader, mut w) = raw_client(&rt, a.local_addr()).await;
+    let mut reader = reader;
+    let rest = raw_join(&rt, &mut reader, &mut w, &a.config().network, "m").await;
+    let mut frames = RawFrames::<R>::new(reader, &rest);
+    joined(&rt, &mut ea, &["m"]).await;
+    let frame = |f: &Frame| encode_frame(f, u32::MAX).expect("no limit");
+    let meta = |version, value: &str| {
+        frame(&Frame::Meta(MetaUpdate {
+            version,
+            meta: netpeer_driver::encode_value(value).expect("encodes"),
+        }))
+    };
+
+    raw_write(&rt, &mut w, &meta(5, "spy")).await;
+    let e = event(&rt, &mut ea, "m's MetaChanged", |e| {
+        matches!(e, PeerEvent::MetaChanged { .. })
+    })
+    .await;
+    assert_eq!(e, PeerEvent::MetaChanged { name: "m".into() });
+    assert_eq!(meta_of(&a, "m").as_deref(), Some("spy"));
+
+    // Older and same-version updates, a response nobody asked for, then a request of
+    // its own: per-connection order says the first three were handled when the
+    // request is heard.
+    let s0 = a.stats();
+    let mut burst = Vec::new();
+    burst.extend_from_slice(&meta(4, "older"));
+    burst.extend_from_slice(&meta(5, "same version"));
+    burst.extend_from_slice(&frame(&Frame::Response(Response {
+        id: 777,
+        payload: netpeer_driver::encode_value(&1u32).expect("encodes"),
+        rejected: None,
+    })));
+    burst.extend_from_slice(&frame(&Frame::Request(WireRequest {
+        id: 1,
+        kind: "hello".into(),
+        timeout_ms: 5000,
+        payload: netpeer_driver::encode_value("from m").expect("encodes"),
+    })));
+    raw_write(&rt, &mut w, &burst).await;
+    let e = event(&rt, &mut ea, "m's request", |e| {
+        matches!(e, PeerEvent::Request(_) | PeerEvent::MetaChanged { .. })
+    })
+    .await;
+    let PeerEvent::Request(r) = e else {
+        panic!("a stale update was reported: {e:?}")
+    };
+    assert_eq!((r.from(), r.kind(), r.id()), ("m", "hello", 1));
+    assert_eq!(r.decode::<String>().expect("a string"), "from m");
+    assert_eq!(meta_of(&a, "m").as_deref(), Some("spy"), "the newest stays");
+    let s1 = a.stats();
+    assert_eq!(s1.stale_meta, s0.stale_meta + 1, "{s1:?}");
+    assert_eq!(s1.dropped_responses, s0.dropped_responses + 1, "{s1:?}");
+    r.respond(&"hi m").expect("respond");
+    let answer = frames
+        .next(&rt, "a's answer on the wire", |f| match f {
+            Frame::Response(resp) => Some(resp),
+            _ => None,
+        })
+        .await;
+    assert_eq!((answer.id, answer.rejected), (1, None));
+    let text: String = netpeer_driver::decode_value(&answer.payload).expect("a string");
+    assert_eq!(text, "hi m");
+
+    // a asks m: m answers a wrong id, then the right one twice; a gets the first.
+    let ask = a.request_with_timeout::<_, u32>("m", "q", &(), Duration::from_secs(5));
+    let answer = async {
+        let id = frames
+            .next(&rt, "a's request on the wire", |f| match f {
+                Frame::Request(req) if req.kind == "q" => Some(req.id),
+                _ => None,
+            })
+            .await;
+        let mut answers = Vec::new();
+        for (id, n) in [(id.wrapping_add(1), 6u32), (id, 7), (id, 8)] {
+            answers.extend_from_slice(&frame(&Frame::Response(Response {
+                id,
+                payload: netpeer_driver::encode_value(&n).expect("encodes"),
+                rejected: None,
+            })));
+        }
+        raw_write(&rt, &mut w, &answers).await;
+    };
+    let (got, ()) = future::zip(ask, answer).await;
+    assert_eq!(got.expect("answered"), 7);
+    until(&rt, "both extra answers counted", || {
+        a.stats().dropped_responses == s1.dropped_responses + 2
+    })
+    .await;
+    assert!(
+        a.member("m").is_some(),
+        "dropped answers are not a violation"
+    );
+
+    // Too large: the session goes, the room stays.
+    let big = "x".repeat(a.config().meta_limit() + 1);
+    raw_write(&rt, &mut w, &meta(6, &big)).await;
+    assert_eq!(
+        left(&rt, &mut ea, "m").await,
+        LeaveReason::ProtocolViolation
+    );
+    assert!(meta_of(&a, "m").is_none());
+    read_until_closed(&rt, &mut frames.reader, "m's connection closing").await;
+    crate::support::exchange(&rt, (&a, &mut ea), (&b, &mut eb)).await;
 }
