@@ -149,16 +149,20 @@ pub async fn host_is_the_earliest_member<R: Runtime>(rt: R) {
         assert_eq!(p.host().as_deref(), Some("b"), "at {}", p.name());
     }
     assert_eq!(next_host(&rt, &mut ea, "HostChanged at a").await, "b");
-    // b and c heard no other host change meanwhile.
-    b.broadcast("marker", &()).await.expect("broadcast");
-    let m = event(&rt, &mut ec, "b's marker at c", |e| {
-        matches!(e, PeerEvent::Message(_) | PeerEvent::HostChanged { .. })
-    })
-    .await;
-    assert!(
-        matches!(&m, PeerEvent::Message(m) if m.kind == "marker"),
-        "{m:?}"
-    );
+    // b and c heard no other host change meanwhile: each one's next such event is
+    // the other's marker.
+    for (from, to, events) in [(&b, &c, &mut ec), (&c, &b, &mut eb)] {
+        from.broadcast("marker", &()).await.expect("broadcast");
+        let what = format!("{}'s marker at {}", from.name(), to.name());
+        let m = event(&rt, events, &what, |e| {
+            matches!(e, PeerEvent::Message(_) | PeerEvent::HostChanged { .. })
+        })
+        .await;
+        assert!(
+            matches!(&m, PeerEvent::Message(m) if m.kind == "marker"),
+            "{what}: {m:?}"
+        );
+    }
 }
 
 /// What b's application does with requests: `add` is answered with the sum, `answer`
