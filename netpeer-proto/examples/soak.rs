@@ -7,8 +7,11 @@
 //!     [--ops K]      operations per schedule (default 40)
 //!     [--threads T]  worker threads (default: available parallelism)
 //!     [--trace]      print the schedule and the whole trace of every seed run
+//!     [--all-attacks] rogues also draw the attacks that succeed on today's protocol
 //! ```
 //!
+//! Schedules include rogue actors' attacks and leaves during partitions and freezes
+//! (`Op::Rogue`, `Op::LeaveInPartition`, `Op::LeaveWhileFrozen`); it counts them.
 //! It prints seeds per second, simulated events per second and virtual seconds per
 //! wall second, and every failing seed with the command that replays it; the exit
 //! status is non-zero if any seed failed. With `NETPEER_SIM_SEED=S` set, it runs that
@@ -23,7 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpeer_proto::sim::{Violation, schedule::Schedule};
+use netpeer_proto::sim::{
+    Violation,
+    schedule::{Attacks, Op, Schedule},
+};
 
 struct Args {
     seeds: u64,
@@ -32,10 +38,13 @@ struct Args {
     ops: usize,
     threads: usize,
     trace: bool,
+    attacks: Attacks,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak --seeds N --peers P [--start S] [--ops K] [--threads T] [--trace]");
+    eprintln!(
+        "usage: soak --seeds N --peers P [--start S] [--ops K] [--threads T] [--trace] [--all-attacks]"
+    );
     std::process::exit(2);
 }
 
@@ -47,6 +56,7 @@ fn parse() -> Args {
         ops: 40,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         trace: false,
+        attacks: Attacks::Withstood,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +68,7 @@ fn parse() -> Args {
             "--ops" => args.ops = value().parse().unwrap_or_else(|_| usage()),
             "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
             "--trace" => args.trace = true,
+            "--all-attacks" => args.attacks = Attacks::All,
             _ => usage(),
         }
     }
@@ -77,6 +88,8 @@ fn main() -> ExitCode {
     let end = args.start + args.seeds;
     let events = AtomicU64::new(0);
     let virtual_nanos = AtomicU64::new(0);
+    let rogue_ops = AtomicU64::new(0);
+    let fault_leaves = AtomicU64::new(0);
     let failures: Mutex<Vec<(u64, Violation)>> = Mutex::new(Vec::new());
     let threads = args.threads.min(args.seeds.max(1) as usize);
     let started = Instant::now();
@@ -88,7 +101,10 @@ fn main() -> ExitCode {
                     if seed >= end {
                         break;
                     }
-                    let schedule = Schedule::random(seed, args.peers, args.ops);
+                    let schedule = Schedule::random_with(seed, args.peers, args.ops, args.attacks);
+                    let (rogue, leaves) = counts(&schedule);
+                    rogue_ops.fetch_add(rogue, Ordering::Relaxed);
+                    fault_leaves.fetch_add(leaves, Ordering::Relaxed);
                     let (sim, result) = schedule.execute(seed);
                     if args.trace {
                         println!("seed {seed}, schedule of {schedule}");
@@ -130,6 +146,16 @@ fn main() -> ExitCode {
         virtual_time.as_secs_f64() / secs,
         virtual_time.as_secs_f64()
     );
+    println!(
+        "  rogue operations:         {} (at most {} a run)",
+        rogue_ops.into_inner(),
+        Schedule::MAX_ROGUE_ACTS
+    );
+    println!(
+        "  leaves in faults:         {} (at most {} a run)",
+        fault_leaves.into_inner(),
+        Schedule::MAX_FAULT_LEAVES
+    );
     println!("  failures:                 {}", failures.len());
     for (seed, _) in &failures {
         println!("    seed {seed}: {}", replay(*seed, &args));
@@ -141,9 +167,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Rogue operations and leaves during faults of `schedule` that can take effect (the
+/// runner caps each per run).
+fn counts(schedule: &Schedule) -> (u64, u64) {
+    let rogue = schedule
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::Rogue { .. }))
+        .count()
+        .min(Schedule::MAX_ROGUE_ACTS);
+    let leaves = schedule
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op,
+                Op::LeaveInPartition { .. } | Op::LeaveWhileFrozen { .. }
+            )
+        })
+        .count()
+        .min(Schedule::MAX_FAULT_LEAVES);
+    (rogue as u64, leaves as u64)
+}
+
 fn replay(seed: u64, args: &Args) -> String {
+    let all = match args.attacks {
+        Attacks::All => " --all-attacks",
+        _ => "",
+    };
     format!(
-        "cargo run --release -p netpeer-proto --features sim --example soak -- --seeds 1 --peers {} --ops {} --start {seed} --trace",
+        "cargo run --release -p netpeer-proto --features sim --example soak -- --seeds 1 --peers {} --ops {} --start {seed} --trace{all}",
         args.peers, args.ops
     )
 }

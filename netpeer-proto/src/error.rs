@@ -176,6 +176,13 @@ pub enum JoinError {
     /// A join is already in progress.
     #[error("a join is already in progress")]
     AlreadyJoining,
+    /// The address is that of a member we are in a room with already: there is no
+    /// other room to join there.
+    #[error("already in a room with {name}, the member at this address")]
+    AlreadyMember {
+        /// The member.
+        name: String,
+    },
 }
 
 /// An inbound connection refused before it gets a [`ConnId`](crate::ConnId).

@@ -1,7 +1,8 @@
 //! proptest over random schedules of operations and faults on the simulator: 2–16
 //! peers, any mix of joins, leaves, messages, state updates, crashes, restarts,
-//! partitions, cuts, freezes, slow links, refusing or black-holed listeners and
-//! impostors. After the faults stop, `Schedule::execute` heals everything, waits for
+//! partitions, cuts, freezes, slow links, refusing or black-holed listeners,
+//! impostors, leaves during partitions and freezes, and rogue actors' attacks (those
+//! the protocol withstands today: `Attacks::Withstood`). After the faults stop, `Schedule::execute` heals everything, waits for
 //! quiet and asserts the invariants (`Sim::check_all`, one room, a last broadcast from
 //! every member reaching every other). A failure shrinks to a minimal schedule.
 //!
@@ -9,8 +10,8 @@
 //! runs more.
 
 use netpeer_proto::sim::{
-    Listener,
-    schedule::{Op, Schedule},
+    Claim, Listener,
+    schedule::{Forgery, Op, RogueAct, Schedule},
 };
 use proptest::{collection::vec, prelude::*};
 
@@ -23,6 +24,31 @@ fn cases() -> u32 {
 
 fn peer() -> impl Strategy<Value = usize> {
     0usize..16
+}
+
+/// The attacks of `Attacks::Withstood`.
+fn rogue_act() -> impl Strategy<Value = RogueAct> {
+    prop_oneof![
+        3 => (
+            peer(),
+            peer(),
+            prop_oneof![Just(Claim::VictimKey), Just(Claim::Replay)]
+        )
+            .prop_map(|(target, via, how)| RogueAct::Claim { target, via, how }),
+        3 => (
+            peer(),
+            peer(),
+            prop_oneof![Just(Forgery::Departed), Just(Forgery::FalseDeparture)]
+        )
+            .prop_map(|(to, target, forgery)| RogueAct::Forge {
+                to,
+                target,
+                forgery
+            }),
+        1 => peer().prop_map(|to| RogueAct::Dribble { to }),
+        1 => peer().prop_map(|to| RogueAct::Flood { to }),
+        2 => peer().prop_map(|to| RogueAct::Speak { to }),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -62,6 +88,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(from, to, timeout_ms)| Op::Request { from, to, timeout_ms }),
         2 => (peer(), 0usize..8, any::<bool>())
             .prop_map(|(peer, pick, reject)| Op::Answer { peer, pick, reject }),
+        3 => (0usize..2, rogue_act()).prop_map(|(rogue, act)| Op::Rogue { rogue, act }),
+        1 => (peer(), any::<u16>()).prop_map(|(peer, mask)| Op::LeaveInPartition { peer, mask }),
+        1 => (peer(), peer()).prop_map(|(frozen, peer)| Op::LeaveWhileFrozen { frozen, peer }),
     ]
 }
 

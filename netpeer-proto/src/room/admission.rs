@@ -33,6 +33,8 @@ pub(crate) struct Holder {
     pub(crate) rank: Rank,
     /// Our dial to it in progress.
     pub(crate) dialing: Option<ConnId>,
+    /// We could dial it now (an address, not backing off, not busy).
+    pub(crate) dialable: bool,
     /// Another identity claiming the name that a member list told us of, with the
     /// rank it vouched for.
     pub(crate) challenger: Option<(PublicKey, Rank)>,
@@ -109,6 +111,14 @@ pub(crate) enum Verdict {
     ProbeHolder { holder: ConnId },
     /// Hold the connection until our own dial `dial` to the same peer resolves.
     AwaitDial(ConnId),
+    /// Another key claims the name of a member we lost but can dial: dial it now
+    /// and hold the claimant until that dial resolves (the member answering there
+    /// refuses it).
+    DialHolder,
+    /// A newcomer asks us for a welcome while we are joining a room alone: held
+    /// until our join ends (we have no room to welcome it into, nor a rank to give
+    /// it from).
+    AwaitJoin,
     /// Admit the connection as the member's session.
     Admit {
         /// A connection of the same name that it replaces.
@@ -131,7 +141,7 @@ pub(crate) struct Decision {
 
 impl Verdict {
     /// A plain admission.
-    fn admit() -> Self {
+    pub(crate) fn admit() -> Self {
         Verdict::Admit {
             replace: None,
             abandon_join: None,
@@ -140,7 +150,7 @@ impl Verdict {
 }
 
 impl Decision {
-    fn just(verdict: Verdict) -> Self {
+    pub(crate) fn just(verdict: Verdict) -> Self {
         Decision {
             make_room: None,
             drop_our_dial: None,
@@ -223,6 +233,20 @@ pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
     ) = view.holder
     {
         return decided(None, existing_session(view, hello, key, old, holder));
+    }
+    if let Some(holder) = view
+        .holder
+        .filter(|h| h.key != key && view.inbound && !hello.wants_welcome)
+    {
+        // Identity: the name of a member we lost is not given to another key that
+        // claims to be a member while the member may still answer where we knew it.
+        // (A newcomer with another key is the room's to weigh: its contact decides.)
+        if let Some(dial) = holder.dialing {
+            return Decision::just(Verdict::AwaitDial(dial));
+        }
+        if holder.dialable {
+            return Decision::just(Verdict::DialHolder);
+        }
     }
     if !view.inbound {
         return decided(None, Verdict::admit());
@@ -315,6 +339,9 @@ fn crossing(view: &View<'_>, hello: &Hello, key: PublicKey) -> (Option<ConnId>, 
                 abandon_join: Some(contact),
             };
             return (drop_our_dial, verdict);
+        }
+        if hello.wants_welcome && view.view_len == 0 {
+            return (drop_our_dial, Verdict::AwaitJoin);
         }
     }
     (drop_our_dial, Verdict::admit())

@@ -86,16 +86,26 @@ impl Room {
         if let Some(reason) = cause.close_reason() {
             io.out.push_back(Output::Close { conn, reason });
         }
-        if !s.is_established() && !s.is_inbound() {
-            // One connection per pair: connections held for this dial are answered now.
-            for h in self.held_for_dial(conn) {
-                self.release_held(io, h);
-            }
+        // One connection per pair: connections held for a dial that failed are
+        // decided again, once the failure is recorded (its backoff first).
+        let held = match !s.is_established() && !s.is_inbound() {
+            true => self.held_for_dial(conn),
+            false => Vec::new(),
+        };
+        self.session_ended(io, conn, &s, &cause);
+        for h in held {
+            self.release_held(io, h);
         }
+    }
+
+    /// What the end of connection `conn` (removed: `s`) means.
+    fn session_ended(&mut self, io: &mut Io<'_>, conn: ConnId, s: &Conn, cause: &Cause) {
         if let JoinPhase::Joining { contact, addr, .. } = self.join {
             if contact == conn {
                 self.join = JoinPhase::Idle;
-                self.join_failed(io, addr, &cause);
+                self.join_failed(io, addr, cause);
+                self.rank_in_room(io);
+                self.release_held_for_join(io);
                 if !s.is_established() {
                     return;
                 }
@@ -103,12 +113,12 @@ impl Room {
         }
         if s.is_established() {
             if let Some(name) = s.remote() {
-                self.member_lost(io, &name.clone(), conn, &cause);
+                self.member_lost(io, &name.clone(), conn, cause);
             }
             return;
         }
         if let Some(Purpose::Member(name)) = s.purpose() {
-            self.member_dial_ended(io, name, (conn, s.addr()), &cause);
+            self.member_dial_ended(io, name, (conn, s.addr()), cause);
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{
-    Cause, Held, Hold, Io, JoinPhase, Room,
+    Cause, Hold, Io, JoinPhase, Room,
     admission::{self, Decision, Holder, Joining, Replace, Verdict, View},
 };
 use crate::{
@@ -125,6 +125,8 @@ impl Room {
             incarnation: m.incarnation(),
             rank: m.rank(),
             dialing: m.dialing(),
+            dialable: m.conn().is_none()
+                && m.addr().is_some_and(|a| self.can_dial(io, &hello.name, a)),
             challenger: m.challenger_rank(),
         });
         View {
@@ -189,6 +191,15 @@ impl Room {
             }
             Verdict::ProbeHolder { holder } => self.probe_holder(io, conn, hello, holder),
             Verdict::AwaitDial(dial) => self.hold(io, conn, hello, Hold::Dial(dial)),
+            Verdict::AwaitJoin => self.hold(io, conn, hello, Hold::Join),
+            Verdict::DialHolder => {
+                self.dial(io, &hello.name);
+                match self.members.get(&hello.name).and_then(|m| m.dialing()) {
+                    Some(dial) => self.hold(io, conn, hello, Hold::Dial(dial)),
+                    // (Not reached: admission saw the member dialable.)
+                    None => self.carry_out(io, conn, hello, Decision::just(Verdict::admit())),
+                }
+            }
             Verdict::Admit {
                 replace,
                 abandon_join,
@@ -258,43 +269,6 @@ impl Room {
             self.send_frame(io, c, &announce);
         }
         self.hold(io, conn, hello, Hold::Probe);
-    }
-
-    fn hold(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>, hold: Hold) {
-        if let Some(c) = io.conns.get_mut(conn) {
-            c.hold();
-            self.held.insert(conn, Held { hello, hold });
-        }
-    }
-
-    /// Connections held for our dial `conn`.
-    pub(super) fn held_for_dial(&self, conn: ConnId) -> Vec<ConnId> {
-        self.held
-            .iter()
-            .filter(|(_, h)| h.hold == Hold::Dial(conn))
-            .map(|(c, _)| *c)
-            .collect()
-    }
-
-    /// Connections held while the holder of `name` is probed.
-    pub(super) fn held_for_probe(&self, name: &str) -> Vec<ConnId> {
-        self.held
-            .iter()
-            .filter(|(_, h)| h.hold == Hold::Probe && h.hello.name == name)
-            .map(|(c, _)| *c)
-            .collect()
-    }
-
-    /// Decides again on a held connection (released already: left alone).
-    pub(super) fn release_held(&mut self, io: &mut Io<'_>, conn: ConnId) {
-        let Some(c) = io.conns.get_mut(conn) else {
-            return;
-        };
-        let Some(Held { hello, .. }) = self.held.remove(&conn) else {
-            return;
-        };
-        c.release();
-        self.on_hello(io, conn, hello);
     }
 
     /// Completes a handshake: the connection becomes the member's session.
@@ -412,9 +386,13 @@ impl Room {
             self.close_quietly(io, d, CloseReason::Duplicate);
         }
         // One connection per pair: connections held while this dial was pending are
-        // duplicates.
+        // duplicates; another key that claimed the name meanwhile is refused (the
+        // member answered for it).
         for h in self.held_for_dial(conn) {
-            self.close_quietly(io, h, CloseReason::Duplicate);
+            match self.held.get(&h).and_then(|held| held.hello.key) {
+                Some(k) if k != info.key => self.reject(io, h, RejectReason::NameTaken),
+                _ => self.close_quietly(io, h, CloseReason::Duplicate),
+            }
         }
         known
     }
@@ -434,6 +412,7 @@ impl Room {
         self.host_may_change();
         // RTT: a first sample right away.
         self.rtt_ping(io, conn);
+        self.rank_in_room(io);
         // Our Hello went out before our epoch or metadata last changed: restate them.
         if io.conns.get_mut(conn).is_some_and(|c| c.take_stale_hello()) {
             let me = Frame::Announce(vec![self.own_info(io)]);
@@ -484,6 +463,7 @@ impl Room {
         };
         self.close_quietly(io, contact, CloseReason::Duplicate);
         self.join = JoinPhase::entering(deadline);
+        self.release_held_for_join(io);
     }
 
     /// Our digest: the members in view (`except` left out), our state version, and

@@ -64,11 +64,18 @@ impl Room {
         // We mean to be in a room again: sessions are welcome. Alone, we have no rank
         // until the welcome (identity): the room we join assigns it. In a room, we
         // keep ours until then.
+        let addr = normalize(addr);
+        if let Some(m) = self.members.view().find(|m| m.addr() == Some(addr)) {
+            // Joining through a member of our own room would only replace our session
+            // with it (and lose what is in flight on it).
+            return Err(JoinError::AlreadyMember {
+                name: m.name().to_string(),
+            });
+        }
         self.departed = false;
         if self.members.view_len() == 0 {
             self.set_epoch(io, Epoch::Unranked);
         }
-        let addr = normalize(addr);
         let contact = io.conns.open_outbound(
             (Purpose::Join, addr),
             io.config,
@@ -103,7 +110,52 @@ impl Room {
             self.state_version = w.state_version;
         }
         self.join = JoinPhase::entering(deadline);
-        for info in w.members {
+        let listed = self.listed(io, w.members);
+        // Every listed member is waited for before the first dial (one that fails at
+        // once must not end the join before the others are counted).
+        if let JoinPhase::Entering { pending, .. } = &mut self.join {
+            pending.extend(listed.iter().map(|info| info.name.clone()));
+        }
+        let contact = io
+            .conns
+            .get(conn)
+            .and_then(|c| c.remote())
+            .and_then(|n| self.members.get(n))
+            .map_or(Epoch::Unranked, |m| m.rank().epoch);
+        let mut unkept = Vec::new();
+        for info in listed {
+            let name = info.name.clone();
+            self.learn(io, info, true, Some(contact));
+            if self.members.get(&name).is_none() {
+                unkept.push(name);
+            }
+        }
+        // Listed but not kept (no address to dial, a full table): our join does not
+        // wait for them; they are named failed.
+        if let JoinPhase::Entering {
+            pending, failed, ..
+        } = &mut self.join
+        {
+            for name in unkept {
+                if pending.remove(&name) {
+                    failed.insert(name);
+                }
+            }
+        }
+        self.check_entered(io);
+        self.release_held_for_join(io);
+    }
+
+    /// The members a welcome lists that we are to meet (not ourselves, not those we
+    /// are connected to already); a member we bring along under a listed name with
+    /// another key is expelled.
+    fn listed(
+        &mut self,
+        io: &mut Io<'_>,
+        members: Vec<crate::wire::MemberInfo>,
+    ) -> Vec<crate::wire::MemberInfo> {
+        let mut listed = Vec::with_capacity(members.len());
+        for info in members {
             if info.name == io.config.name || validate_name(&info.name).is_err() {
                 continue;
             }
@@ -119,18 +171,9 @@ impl Room {
                     self.expel(io, holder, RejectReason::NameTaken);
                 }
             }
-            if let JoinPhase::Entering { pending, .. } = &mut self.join {
-                pending.insert(info.name.clone());
-            }
-            let contact = io
-                .conns
-                .get(conn)
-                .and_then(|c| c.remote())
-                .and_then(|n| self.members.get(n))
-                .map_or(Epoch::Unranked, |m| m.rank().epoch);
-            self.learn(io, info, true, Some(contact));
+            listed.push(info);
         }
-        self.check_entered(io);
+        listed
     }
 
     /// The join completes once nobody listed is pending: `Entered`.
@@ -177,6 +220,7 @@ impl Room {
                 // A reason of ours: the contact is forgotten, not redialled, and (never
                 // reported while we joined through it) leaves without an event.
                 self.drop_session(io, contact, Cause::Local(CloseReason::Leave));
+                self.release_held_for_join(io);
                 true
             }
             JoinPhase::Entering { .. } => {
@@ -200,6 +244,8 @@ impl Room {
                 self.drop_early();
                 self.drop_session(io, contact, Cause::Local(CloseReason::HandshakeTimeout));
                 io.notify(Event::JoinTimedOut { addr });
+                self.rank_in_room(io);
+                self.release_held_for_join(io);
             }
             JoinPhase::Entering {
                 pending,
@@ -210,6 +256,16 @@ impl Room {
                 self.check_entered(io);
             }
             _ => {}
+        }
+    }
+
+    /// In a room, not joining, and without a rank (a join that failed after members
+    /// met us, a member's dial while we had none): we rank ourselves after everyone
+    /// we have seen, as a member that reopens a room does (identity), and tell them.
+    pub(super) fn rank_in_room(&mut self, io: &mut Io<'_>) {
+        if !self.is_joining() && !self.epoch.is_ranked() && self.members.view_len() > 0 {
+            let epoch = self.epochs.tick();
+            self.set_epoch(io, epoch);
         }
     }
 

@@ -144,8 +144,16 @@ impl Room {
                     self.start_probe(io, conn);
                 } else {
                     // The one we knew is lost; the one we heard of is alive somewhere.
-                    m.reidentify(&info);
-                    m.set_addr(info.addr);
+                    // Addresses: where a member we know by its key lives is its own
+                    // word (its Hello), not a third party's: a member list never moves
+                    // it (one that did could route our dial through itself).
+                    if m.key() == info.key {
+                        m.reidentify(&info);
+                        m.fill_addr(info.addr);
+                    } else {
+                        m.reidentify(&info);
+                        m.set_addr(info.addr);
+                    }
                     if m.dialing().is_none() {
                         self.dial(io, &name);
                     }
@@ -187,10 +195,23 @@ impl Room {
         let Some(m) = self.members.get(name) else {
             return;
         };
-        let (None, None, Some(addr)) = (m.conn(), m.dialing(), m.addr()) else {
-            return;
-        };
-        self.dial_addr(io, name, addr);
+        match (m.conn(), m.dialing(), m.addr()) {
+            (None, None, Some(addr)) => self.dial_addr(io, name, addr),
+            // Nowhere to dial (it listens nowhere it told): our join does not wait
+            // for it (it is named failed; it may still dial us).
+            (None, None, None) => self.join_member_failed(io, name),
+            _ => {}
+        }
+    }
+
+    /// Whether a dial of `name` at `addr` would be made now (see
+    /// [`dial_addr`](Self::dial_addr)).
+    pub(super) fn can_dial(&self, io: &Io<'_>, name: &str, addr: SocketAddr) -> bool {
+        let taken = self
+            .members
+            .view()
+            .any(|m| m.addr() == Some(addr) && &**m.name() != name);
+        !taken && !io.conns.dialling(addr) && !self.addr_backoff.waits(addr, io.now)
     }
 
     /// Dials `name` at `addr` — unless a dial to that address is in progress, or a
@@ -198,11 +219,7 @@ impl Room {
     /// that no member list can make us hammer one address. Then the dial counts as
     /// failed (backoff, and named failed if our join waits for it).
     pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: SocketAddr) {
-        let taken = self
-            .members
-            .view()
-            .any(|m| m.addr() == Some(addr) && &**m.name() != name);
-        if taken || io.conns.dialling(addr) || self.addr_backoff.waits(addr, io.now) {
+        if !self.can_dial(io, name, addr) {
             return self.address_busy(io, name);
         }
         let purpose = Purpose::Member(name.to_owned());

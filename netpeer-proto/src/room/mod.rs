@@ -16,6 +16,7 @@ mod admission;
 mod end;
 mod frames;
 mod handshake;
+mod held;
 mod join;
 mod members;
 mod mesh;
@@ -83,6 +84,8 @@ enum Hold {
     Dial(ConnId),
     /// A live member holds the claimed name with another incarnation; it is probed.
     Probe,
+    /// A newcomer waits for our own join to end.
+    Join,
 }
 
 /// Our view of the room.

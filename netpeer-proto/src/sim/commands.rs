@@ -18,6 +18,9 @@ impl Sim {
     /// `p` joins the room through whoever listens at `addr`.
     pub fn join_addr(&mut self, p: PeerId, addr: SocketAddr) {
         self.log(p, &format!("join {addr}"));
+        if self.peers[p.0].machine.is_some() {
+            self.peers[p.0].may_be_in_room = true;
+        }
         self.with_machine(p, |m, now| m.join(addr, now).ok());
     }
 
@@ -90,6 +93,7 @@ impl Sim {
             let peer = &mut self.peers[p.0];
             peer.departures.push(now);
             peer.event_view.clear();
+            peer.may_be_in_room = false;
         }
         self.with_machine(p, |m, now| m.leave(now));
     }
@@ -102,15 +106,32 @@ impl Sim {
         to: Option<String>,
         view: Vec<String>,
     ) {
+        let Some(from_key) = self.machine(p).map(|m| m.identity()) else {
+            return;
+        };
         let record = SentRecord {
             from: p,
             from_name: self.peers[p.0].name.clone(),
+            from_key,
             kind: kind.to_owned(),
             payload: payload.clone(),
             to,
             view,
             at: self.now,
         };
+        self.record(record);
+    }
+
+    /// Records a message as sent by its sender's identity.
+    pub(super) fn record(&mut self, record: SentRecord) {
+        let hash = super::trace::fnv(&record.payload);
+        let key = (
+            record.from_name.clone(),
+            record.from_key,
+            record.kind.clone(),
+            hash,
+        );
+        self.sent_index.insert(key);
         self.sent.push(record);
     }
 }

@@ -42,6 +42,9 @@ impl Sim {
     /// still sends, and the ones its kernel accepted while it was frozen; only a dial
     /// still on its way to it may reach it again, once it restarts.
     pub fn crash(&mut self, p: PeerId) {
+        if self.is_rogue(p) {
+            return;
+        }
         self.faulted = true;
         self.log(p, "crash");
         let peer = &mut self.peers[p.0];
@@ -65,6 +68,9 @@ impl Sim {
     /// The peer starts again: same name, same address, new incarnation; alone in its
     /// room until it joins (or is redialled by members that lost it).
     pub fn restart(&mut self, p: PeerId) {
+        if self.is_rogue(p) {
+            return;
+        }
         self.faulted = true;
         if self.peers[p.0].machine.is_some() {
             self.crash(p);
@@ -83,6 +89,9 @@ impl Sim {
     /// The peer stops: it reads nothing and its timers do not fire; the kernel still
     /// accepts connections for it.
     pub fn freeze(&mut self, p: PeerId) {
+        if self.is_rogue(p) {
+            return;
+        }
         self.faulted = true;
         self.log(p, "freeze");
         self.peers[p.0].frozen = true;
@@ -123,7 +132,9 @@ impl Sim {
                 let Some(conn) = self.conn_at(peer, id, side) else {
                     continue; // that end is closed already
                 };
-                if self.peers[peer.0].frozen {
+                if self.is_rogue(peer) {
+                    self.rogue_lost(peer, conn);
+                } else if self.peers[peer.0].frozen {
                     // It learns of the reset when it reads again.
                     self.peers[peer.0]
                         .inbox

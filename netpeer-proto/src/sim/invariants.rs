@@ -2,10 +2,13 @@
 //! what broke.
 //!
 //! Some invariants are watched while the simulation runs (a message delivered before
-//! its sender's membership event, a send queue over its bound, a `Joined` for a member
-//! already in view or a `Left` for one that is not, a connection's bytes or FIN
-//! arriving out of order: [`Watched`]); what they find is reported by
-//! [`Sim::check_running`] and so by [`Sim::check_all`].
+//! its sender's membership event or from an identity that did not send it, a send
+//! queue over its bound, a `Joined` for a member already in view or a `Left` for one
+//! that is not, a member joining the room of a peer that left it and did not join
+//! again, a rogue entering a view under a live member's name or evicting one, a
+//! connection's bytes or FIN arriving out of order: [`Watched`]); what they find is
+//! reported by [`Sim::check_running`] and so by [`Sim::check_all`]. The identity and
+//! membership rules live in `rules.rs`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,7 +24,7 @@ use super::{PeerId, Sim, Violation, ViolationKind, Watched};
 pub(super) struct Noticed {
     at: Duration,
     peer: String,
-    what: Watched,
+    pub(super) what: Watched,
 }
 
 impl Sim {
@@ -177,9 +180,13 @@ impl Sim {
 
     /// What was watched while running: no message before its sender's membership event
     /// (the sender is in the room the application built from the events before the
-    /// delivery), every send queue within its bound at every send, events consistent
-    /// with the view (no `Joined` for a member in view, no `Left` for one not in view),
-    /// every connection FIFO (see [`check_streams`](Self::check_streams)).
+    /// delivery), none from an identity that did not send it
+    /// ([`Watched::ForgedSender`]), every send queue within its bound at every send,
+    /// events consistent with the view (no `Joined` for a member in view, no `Left` for
+    /// one not in view), no peer pulled into a room it left ([`Watched::NotJoined`]), no
+    /// rogue under a live member's name ([`Watched::RogueNamesake`],
+    /// [`Watched::EvictedByRogue`]), every connection FIFO (see
+    /// [`check_streams`](Self::check_streams)).
     pub fn check_running(&self) -> Result<(), Violation> {
         match self.violations.first() {
             Some(Noticed { at, peer, what }) => self.fail(ViolationKind::WhileRunning {
@@ -229,7 +236,8 @@ impl Sim {
         self.check_full_mesh(&live)
     }
 
-    /// The given peers form one full mesh: each one's view is exactly the others' names,
+    /// The given peers form one full mesh: each one's view (its sessions with rogues
+    /// aside) is exactly the others' names,
     /// names are unique, and each pair shares exactly one connection, the same one on
     /// both sides (mesh convergence, one connection per pair).
     pub fn check_full_mesh(&self, peers: &[PeerId]) -> Result<(), Violation> {
@@ -251,7 +259,7 @@ impl Sim {
                 .map(|q| self.name(*q).to_owned())
                 .collect();
             expected.sort();
-            let view = self.view(p);
+            let view = self.honest_view(p);
             if view != expected {
                 return self.fail(ViolationKind::WrongView {
                     peer: self.name(p).to_owned(),
@@ -293,7 +301,7 @@ impl Sim {
     }
 
     /// Views are symmetric: if `a` has `b` in view, `b` has `a` (among running peers;
-    /// with several peers of one name, one of them).
+    /// with several peers of one name, one of them; sessions with rogues aside).
     pub fn check_symmetry(&self) -> Result<(), Violation> {
         let mut by_name: BTreeMap<&str, Vec<PeerId>> = BTreeMap::new();
         for p in self.peer_ids().into_iter().filter(|p| self.is_live(*p)) {
@@ -301,14 +309,17 @@ impl Sim {
         }
         for (&name, holders) in &by_name {
             for &p in holders {
-                for other in self.view(p) {
+                for other in self.honest_view(p) {
                     let Some(qs) = by_name.get(other.as_str()) else {
                         return self.fail(ViolationKind::SeesStopped {
                             peer: name.to_owned(),
                             other,
                         });
                     };
-                    if !qs.iter().any(|q| self.view(*q).iter().any(|n| n == name)) {
+                    if !qs
+                        .iter()
+                        .any(|q| self.honest_view(*q).iter().any(|n| n == name))
+                    {
                         return self.fail(ViolationKind::Asymmetric {
                             peer: name.to_owned(),
                             other,
@@ -321,7 +332,9 @@ impl Sim {
     }
 
     /// Delivery invariants (messages): every delivery matches a message that was sent by
-    /// the named sender (delivered ⊆ sent, no forged sender), no message is delivered
+    /// the sender's identity, its name and key (delivered ⊆ sent, no forged sender: a
+    /// machine sent it by a command, or a rogue under an identity it proved on its
+    /// session), no message is delivered
     /// twice, per sender delivery is FIFO, a direct message reaches only its target and
     /// a broadcast only members that were in the sender's view when it was sent; and,
     /// if no fault was injected, every message reached every member that was in the
@@ -333,15 +346,17 @@ impl Sim {
         let mut used_by: Vec<BTreeSet<usize>> = Vec::new();
         for r in self.peer_ids() {
             let rname = self.name(r).to_owned();
-            // Per sender: index of the last matched record.
-            let mut last: BTreeMap<String, usize> = BTreeMap::new();
+            // Per sender identity: index of the last matched record.
+            let mut last: BTreeMap<(String, crate::PublicKey), usize> = BTreeMap::new();
             let mut used: BTreeSet<usize> = BTreeSet::new();
             for msg in self.delivered(r) {
                 let from = msg.from.to_string();
-                let start = last.get(&from).map_or(0, |i| i + 1);
+                let identity = (from.clone(), msg.key);
+                let start = last.get(&identity).map_or(0, |i| i + 1);
                 let found = self.sent.iter().enumerate().skip(start).find(|(i, s)| {
                     !used.contains(i)
                         && s.from_name == from
+                        && s.from_key == msg.key
                         && s.kind == msg.kind
                         && s.payload == msg.payload
                         && s.to.is_some() == msg.direct
@@ -352,7 +367,10 @@ impl Sim {
                 });
                 let Some((i, _)) = found else {
                     let ever = self.sent.iter().any(|s| {
-                        s.from_name == from && s.kind == msg.kind && s.payload == msg.payload
+                        s.from_name == from
+                            && s.from_key == msg.key
+                            && s.kind == msg.kind
+                            && s.payload == msg.payload
                     });
                     let (peer, kind) = (rname, msg.kind.to_string());
                     return self.fail(if ever {
@@ -362,7 +380,7 @@ impl Sim {
                     });
                 };
                 used.insert(i);
-                last.insert(from, i);
+                last.insert(identity, i);
             }
             used_by.push(used);
         }
@@ -385,6 +403,7 @@ impl Sim {
                 let ok = holders.iter().any(|r| {
                     used_by[r.0].contains(&i)
                         || self.peers[r.0].departures.iter().any(|t| *t >= s.at)
+                        || self.out_of_room_at(*r, s.at)
                 });
                 if !holders.is_empty() && !ok {
                     return self.fail(ViolationKind::NotDelivered {
@@ -438,8 +457,9 @@ impl Sim {
     }
 
     /// Everything: [`check_running`](Self::check_running), symmetry, delivery, bounds,
-    /// event views, [requests](Self::check_requests); then, among running peers that are
-    /// in a room (non-empty view), one full mesh that
+    /// event views, identities ([`check_identities`](Self::check_identities)),
+    /// [requests](Self::check_requests); then, among running peers that are in a room
+    /// (a session with an honest peer), one full mesh that
     /// [agrees](Self::check_agreement) on metadata, host and state.
     pub fn check_all(&self) -> Result<(), Violation> {
         self.check_running()?;
@@ -448,10 +468,11 @@ impl Sim {
         self.check_bounds()?;
         self.check_event_views()?;
         self.check_requests()?;
+        self.check_identities()?;
         let in_room: Vec<PeerId> = self
             .peer_ids()
             .into_iter()
-            .filter(|p| self.is_live(*p) && !self.view(*p).is_empty())
+            .filter(|p| self.is_live(*p) && !self.honest_view(*p).is_empty())
             .collect();
         if !in_room.is_empty() {
             self.check_full_mesh(&in_room)?;

@@ -18,6 +18,14 @@
 //! `localhost` is `127.0.0.1`), and a dual-stack listener ([`NetConfig::dual_stack`])
 //! sees IPv4 dialers as IPv4-mapped IPv6 addresses.
 //!
+//! Rogue actors ([`Sim::add_rogue`], acting through [`Rogue`], read through
+//! [`RogueInfo`]) are participants with no machine that speak the wire format by
+//! hand: they join once under a throwaway name to learn the room, then forge
+//! `Hello`s with learned names, keys, incarnations and epochs, wrong or replayed
+//! proofs, member lists with forged entries, relay connections, dribble frames and
+//! flood; the checks watch that no rogue takes a live member's name and that no
+//! message is delivered from an identity that did not send it.
+//!
 //! Every run keeps a [trace](Sim::trace) of what each peer did and observed, and
 //! records what the invariants need (among them, that every connection's bytes arrive
 //! in order: [`Sim::check_streams`]); the checks ([`Sim::check_all`] and the `check_*`
@@ -65,11 +73,14 @@ mod faults;
 mod invariants;
 mod network;
 mod peers;
+mod rogue;
 mod room;
+mod rules;
 pub mod schedule;
 mod scheduler;
 mod trace;
 mod violation;
+mod watched;
 
 use std::{
     cmp::Reverse,
@@ -85,7 +96,9 @@ use rand_core::SeedableRng;
 use crate::{Event, Message};
 
 pub use network::{Listener, NetConfig, UnknownHost, resolve_host};
-pub use violation::{Violation, ViolationKind, Watched};
+pub use rogue::{Answer, Claim, Prove, Rogue, RogueInfo};
+pub use violation::{Violation, ViolationKind};
+pub use watched::Watched;
 
 use invariants::Noticed;
 use network::Link;
@@ -110,6 +123,8 @@ pub enum Observed {
 pub(super) struct SentRecord {
     pub(super) from: PeerId,
     pub(super) from_name: String,
+    /// The sender's identity key when it was sent.
+    pub(super) from_key: crate::PublicKey,
     pub(super) kind: String,
     pub(super) payload: Bytes,
     pub(super) to: Option<String>,
@@ -140,6 +155,11 @@ pub struct Sim {
     last_activity: Duration,
     events_processed: u64,
     sent: Vec<SentRecord>,
+    /// Every sent message by sender identity, kind and payload hash (for the
+    /// [`Watched::ForgedSender`] watch).
+    sent_index: BTreeSet<(String, crate::PublicKey, String, u64)>,
+    /// The link end a machine is reading from right now, if it is.
+    reading: Option<(u64, usize)>,
     /// A fault happened (crash, partition, cut, freeze, restart, slow link): the
     /// "no fault" delivery invariant no longer applies.
     faulted: bool,
@@ -184,6 +204,8 @@ impl Sim {
             last_activity: Duration::ZERO,
             events_processed: 0,
             sent: Vec::new(),
+            sent_index: BTreeSet::new(),
+            reading: None,
             faulted: false,
             captured: Vec::new(),
             bandwidth: BTreeMap::new(),

@@ -60,6 +60,11 @@ pub(super) enum Ev {
         peer: PeerId,
         at: Duration,
     },
+    /// A rogue's dribble on `conn` writes its next byte.
+    RogueTick {
+        peer: PeerId,
+        conn: crate::ConnId,
+    },
 }
 
 #[derive(Debug)]
@@ -167,7 +172,7 @@ impl Sim {
             | Ev::Release { link, to } => self.links.get(link).map(|l| l.peer(*to)),
             Ev::Transmitted { link, side, .. } => self.links.get(link).map(|l| l.peer(*side)),
             Ev::TxDone { link, to, .. } => self.links.get(link).map(|l| l.peer(1 - *to)),
-            Ev::Timer { peer, .. } => Some(*peer),
+            Ev::Timer { peer, .. } | Ev::RogueTick { peer, .. } => Some(*peer),
         }
     }
 
@@ -210,6 +215,16 @@ impl Sim {
         if let Ev::Release { link, to } = ev {
             self.release(link, to);
             return;
+        }
+        if self.peers[p.0].rogue.is_some() {
+            let ev = match from_network {
+                true => match self.across_partition(ev) {
+                    Some(ev) => ev,
+                    None => return,
+                },
+                false => ev,
+            };
+            return self.rogue_event(p, ev);
         }
         if self.peers[p.0].machine.is_none() {
             if let Ev::Syn { link } = ev {

@@ -4,9 +4,9 @@ use std::{fmt, time::Duration};
 
 use thiserror::Error;
 
-use crate::{ConnId, LeaveReason, SendError};
+use crate::{ConnId, SendError};
 
-use super::{PeerId, SEED_ENV};
+use super::{PeerId, SEED_ENV, Watched};
 
 /// An invariant found broken in the run from `seed`.
 ///
@@ -250,6 +250,27 @@ pub enum ViolationKind {
         /// The `max_run` of the network.
         after: Duration,
     },
+    /// [`check_identities`](super::Sim::check_identities): a peer is in a room it did
+    /// not join (it left one, or was expelled, and neither joined nor welcomed a
+    /// newcomer since).
+    #[error("{peer} is in a room it did not join: its view is {view:?}")]
+    NotJoined {
+        /// The peer.
+        peer: String,
+        /// Its view.
+        view: Vec<String>,
+    },
+    /// [`check_identities`](super::Sim::check_identities): a member holds the name of
+    /// an honest live peer of its room under a rogue's key.
+    #[error("{peer} holds {name} under a rogue's key, while {holder} (in its room) has the name")]
+    RogueInView {
+        /// The member.
+        peer: String,
+        /// The name.
+        name: String,
+        /// The honest peer with that name.
+        holder: String,
+    },
     /// A schedule: once the faults stopped, more than one room holds peers that never
     /// lost their memory of the room.
     #[error("the room did not heal: rooms {rooms:?}")]
@@ -311,86 +332,6 @@ pub enum ViolationKind {
     },
 }
 
-/// What the simulator watches on every send, delivery and event while it runs; found,
-/// it is recorded (and marked in the trace) and reported by
-/// [`check_running`](super::Sim::check_running).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum Watched {
-    /// A send queue is over `max_send_queue`.
-    #[error("send queue of {conn} holds {queued} > {max} bytes")]
-    SendQueue {
-        /// The connection.
-        conn: ConnId,
-        /// Bytes queued.
-        queued: usize,
-        /// The bound.
-        max: usize,
-    },
-    /// A message before its sender's membership event: it was delivered as from
-    /// `from` while `from` was not in the room as the receiver's application sees it
-    /// from the events before it (no `Entered` listing it or `Joined` for it, or a
-    /// `Left` since), or `from` is the receiver itself. Not watched while the
-    /// receiver's join is pending (messages from members met on the way come before
-    /// the `Entered` that reports them).
-    #[error("message of kind {kind:?} from {from} before its membership event")]
-    MessageBeforeMembership {
-        /// The message kind.
-        kind: String,
-        /// The sender it is attributed to.
-        from: String,
-    },
-    /// `Joined` for a member already in the application's view.
-    #[error("Joined {name}, which was in view already")]
-    JoinedInView {
-        /// The member.
-        name: String,
-    },
-    /// `Left` for a member not in the application's view.
-    #[error("Left {name} ({reason:?}), which was not in view")]
-    LeftNotInView {
-        /// The member.
-        name: String,
-        /// The reason given.
-        reason: LeaveReason,
-    },
-    /// A read on `link` did not start where the bytes that reached its end so far
-    /// stopped: the simulated connection reordered, lost or repeated bytes (a fault of
-    /// the network model; TCP is FIFO per direction).
-    #[error("link {link}: read at stream offset {got}, expected {expected}")]
-    StreamOutOfOrder {
-        /// The simulated connection.
-        link: u64,
-        /// The offset the stream had reached.
-        expected: u64,
-        /// Where the read started.
-        got: u64,
-    },
-    /// A `RequestDone` for an id the peer's machine never returned from `request`.
-    #[error("RequestDone for request #{id}, which was never made")]
-    UnknownRequestEnded {
-        /// The id.
-        id: u64,
-    },
-    /// A second `RequestDone` for the same request.
-    #[error("request #{id} ended twice")]
-    RequestEndedTwice {
-        /// The id.
-        id: u64,
-    },
-    /// A FIN on `link` reached its end before every byte sent before it did (a fault of
-    /// the network model).
-    #[error("link {link}: FIN after {sent} bytes arrived after only {arrived}")]
-    FinOutOfOrder {
-        /// The simulated connection.
-        link: u64,
-        /// Bytes that had reached the end.
-        arrived: u64,
-        /// Bytes sent before the FIN.
-        sent: u64,
-    },
-}
-
 impl Violation {
     fn room_peer(&self) -> Option<&str> {
         use ViolationKind as K;
@@ -424,6 +365,8 @@ impl Violation {
             | K::QueueOverBound { peer, .. }
             | K::QueueMismatch { peer, .. }
             | K::TooManyMembers { peer, .. }
+            | K::NotJoined { peer, .. }
+            | K::RogueInView { peer, .. }
             | K::Alone { peer, .. }
             | K::AloneNotRejected { peer, .. }
             | K::FinalBroadcastFailed { peer, .. }

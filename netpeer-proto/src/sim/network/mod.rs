@@ -170,7 +170,13 @@ impl Sim {
         // A dual-stack listener answers IPv4-mapped dials; compare canonical forms.
         let addr = normalize(addr);
         let target = self.peers.iter().position(|peer| peer.addr == addr);
-        let listener = target.map(|t| (self.peers[t].listener, self.peers[t].machine.is_some()));
+        let listener = target.map(|t| {
+            let peer = &self.peers[t];
+            (
+                peer.listener,
+                peer.machine.is_some() || peer.rogue.is_some(),
+            )
+        });
         match (target, listener) {
             (Some(t), Some((Listener::Open, true))) => {
                 self.links.get_mut(&link).unwrap().ends[1].peer = PeerId(t);

@@ -35,7 +35,7 @@ impl Sim {
                     self.with_machine(p, |m, _| m.transmitted(conn, n));
                 }
             }
-            Ev::TxDone { .. } | Ev::Release { .. } => {}
+            Ev::TxDone { .. } | Ev::Release { .. } | Ev::RogueTick { .. } => {}
             Ev::Timer { .. } => {
                 self.peers[p.0].timer = None;
                 self.with_machine(p, |m, now| m.handle_timeout(now));
@@ -119,7 +119,9 @@ impl Sim {
             return;
         };
         self.peers[p.0].reads += 1;
+        self.reading = Some((link, to));
         self.with_machine(p, |m, now| m.receive(conn, bytes, now));
+        self.reading = None;
     }
 
     /// A FIN or a reset reaches `p`'s end (`to`) of `link`.

@@ -40,6 +40,40 @@ pub(super) struct SimPeer {
     pub(super) observed_at_start: usize,
     /// The current machine's requests.
     pub(super) asked: super::room::AskedTable,
+    /// A rogue actor's state (it has no machine).
+    pub(super) rogue: Option<Box<super::rogue::RogueState>>,
+    /// The peer may be in a room: it has not left one (nor been expelled), or it
+    /// joined, or welcomed a newcomer, since. Watched:
+    /// [`Watched::NotJoined`](super::Watched::NotJoined).
+    pub(super) may_be_in_room: bool,
+    /// The dials its machine asked for: when, and where.
+    pub(super) dials: Vec<(Duration, SocketAddr)>,
+}
+
+impl SimPeer {
+    pub(super) fn new(config: Config, addr: SocketAddr, machine: Option<PeerMachine>) -> Self {
+        SimPeer {
+            name: config.name.clone(),
+            addr,
+            config,
+            machine,
+            frozen: false,
+            inbox: VecDeque::new(),
+            timer: None,
+            conns: BTreeMap::new(),
+            observed: Vec::new(),
+            restarts: 0,
+            listener: Listener::Open,
+            event_view: BTreeSet::new(),
+            departures: Vec::new(),
+            reads: 0,
+            rogue: None,
+            may_be_in_room: true,
+            dials: Vec::new(),
+            observed_at_start: 0,
+            asked: Default::default(),
+        }
+    }
 }
 
 impl Sim {
@@ -64,27 +98,15 @@ impl Sim {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let machine = PeerMachine::new(config.clone(), self.instant())
             .unwrap_or_else(|e| panic!("invalid config for {}: {e}", config.name));
-        self.peers.push(SimPeer {
-            name: config.name.clone(),
-            addr,
-            config,
-            machine: Some(machine),
-            frozen: false,
-            inbox: VecDeque::new(),
-            timer: None,
-            conns: BTreeMap::new(),
-            observed: Vec::new(),
-            restarts: 0,
-            listener: Listener::Open,
-            event_view: BTreeSet::new(),
-            departures: Vec::new(),
-            reads: 0,
-            observed_at_start: 0,
-            asked: Default::default(),
-        });
+        self.peers.push(SimPeer::new(config, addr, Some(machine)));
         self.log(id, "start");
         self.drain(id);
         id
+    }
+
+    /// The configuration the peer was added with.
+    pub(super) fn config_of(&self, p: PeerId) -> &Config {
+        &self.peers[p.0].config
     }
 
     /// All peers, in order of creation.
@@ -111,6 +133,11 @@ impl Sim {
     pub fn is_live(&self, p: PeerId) -> bool {
         let peer = &self.peers[p.0];
         peer.machine.is_some() && !peer.frozen
+    }
+
+    /// The dials the peer's machine asked for (`Output::Connect`), with virtual times.
+    pub fn dials(&self, p: PeerId) -> &[(Duration, SocketAddr)] {
+        &self.peers[p.0].dials
     }
 
     /// How many reads (calls of [`PeerMachine::receive`]) the peer got so far.

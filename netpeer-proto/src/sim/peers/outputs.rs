@@ -20,6 +20,8 @@ impl Sim {
                 Output::Send { conn, bytes } => self.send(p, conn, bytes),
                 Output::Connect { conn, addr } => {
                     self.activity(p, &format!("connect {conn} {addr}"));
+                    let now = self.now;
+                    self.peers[p.0].dials.push((now, addr));
                     self.connect(p, conn, addr);
                 }
                 Output::Close { conn, reason } => {
@@ -37,6 +39,7 @@ impl Sim {
 
     /// `p` writes `bytes` on `conn`: onto its link, or, if the link is gone, nowhere.
     fn send(&mut self, p: PeerId, conn: ConnId, bytes: bytes::Bytes) {
+        self.sniff_welcome(p, &bytes);
         if self.net.capture {
             self.captured.extend_from_slice(&bytes);
         }
@@ -59,6 +62,7 @@ impl Sim {
 
     /// A message reached `p`'s application.
     fn delivered_to(&mut self, p: PeerId, message: Message) {
+        let hash = fnv(&message.payload);
         self.activity(
             p,
             &format!(
@@ -67,10 +71,11 @@ impl Sim {
                 message.kind,
                 message.payload.len(),
                 if message.direct { " direct" } else { "" },
-                fnv(&message.payload)
+                hash
             ),
         );
         self.check_message_after_membership(p, &message);
+        self.check_sender(p, &message, hash);
         let now = self.now;
         self.peers[p.0]
             .observed
@@ -80,6 +85,7 @@ impl Sim {
     /// An event reached `p`'s application.
     fn notified(&mut self, p: PeerId, event: Event) {
         self.activity(p, &format!("event {}", describe(&event)));
+        self.check_event_rules(p, &event);
         self.track_event(p, &event);
         let now = self.now;
         self.peers[p.0].observed.push((now, Observed::Event(event)));

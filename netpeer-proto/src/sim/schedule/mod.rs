@@ -2,9 +2,10 @@
 //!
 //! A [`Schedule`] is a number of peers and a list of [`Op`]s. [`Schedule::execute`]
 //! starts the peers (`p0`, `p1`, ...; each joins through a random earlier one, the
-//! joins overlapping), applies the operations in order, then stops the faults: heals
-//! the partition, unfreezes, restores every link and listener, restarts crashed peers
-//! and lets peers that are alone join again; once the run is quiet it asserts the
+//! joins overlapping), applies the operations in order (among them rogue actors'
+//! attacks, [`Op::Rogue`], and leaves during partitions and freezes), then stops the
+//! faults: stops the rogues, heals the partition, unfreezes, restores every link and
+//! listener, restarts crashed peers and lets peers that are alone join again; once the run is quiet it asserts the
 //! invariants ([`Sim::check_all`], one room of every running name), then sends one
 //! last broadcast from every member and asserts that each reached every other member.
 //!
@@ -22,6 +23,7 @@
 //! assert_eq!(report.trace_hash, schedule.run(3).trace_hash);
 //! ```
 
+mod rogue;
 mod runner;
 
 use std::{fmt, time::Duration};
@@ -33,6 +35,8 @@ use super::{Listener, NetConfig, Sim, Violation};
 use crate::Config;
 
 use runner::Runner;
+
+pub use rogue::{Attacks, Forgery, RogueAct};
 
 /// One step of a schedule. Peer indices are taken modulo the number of peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +165,33 @@ pub enum Op {
         /// Refuse it instead.
         reject: bool,
     },
+    /// Rogue actor `rogue` (modulo [`Schedule::MAX_ROGUES`]) acts; the first operation
+    /// of each rogue is its join, under a throwaway name, through a member of the
+    /// largest room. At most [`Schedule::MAX_ROGUE_ACTS`] per run; the rogues stop when
+    /// the faults do.
+    Rogue {
+        /// Which rogue.
+        rogue: usize,
+        /// What it does.
+        act: RogueAct,
+    },
+    /// The peers of `mask` are cut off from the others (as [`Op::Partition`]); once
+    /// each side had time to time out the other, `peer` leaves. At most
+    /// [`Schedule::MAX_FAULT_LEAVES`] leaves during faults per run.
+    LeaveInPartition {
+        /// Leaver.
+        peer: usize,
+        /// Bit `i` set: peer `i` (modulo 16) is in the first group.
+        mask: u16,
+    },
+    /// `frozen` freezes (as [`Op::Freeze`]); once the others had time to time it out,
+    /// `peer` leaves. Counted with [`Op::LeaveInPartition`].
+    LeaveWhileFrozen {
+        /// Frozen peer.
+        frozen: usize,
+        /// Leaver.
+        peer: usize,
+    },
 }
 
 /// The outcome of one run.
@@ -216,10 +247,28 @@ impl Schedule {
     /// No partition starts within this long after a heal.
     pub const COOLDOWN: Duration = Duration::from_secs(10);
 
-    /// A random schedule of `len` operations on `peers` peers, from `seed`.
+    /// At most this many rogue actors in one run.
+    pub const MAX_ROGUES: usize = 2;
+
+    /// At most this many [`Op::Rogue`] operations take effect in one run.
+    pub const MAX_ROGUE_ACTS: usize = 10;
+
+    /// At most this many leaves during a partition or a freeze
+    /// ([`Op::LeaveInPartition`], [`Op::LeaveWhileFrozen`]) in one run.
+    pub const MAX_FAULT_LEAVES: usize = 3;
+
+    /// A random schedule of `len` operations on `peers` peers, from `seed`, its rogues
+    /// drawing the attacks the protocol withstands ([`Attacks::Withstood`]).
     pub fn random(seed: u64, peers: usize, len: usize) -> Self {
+        Self::random_with(seed, peers, len, Attacks::Withstood)
+    }
+
+    /// A random schedule whose rogues draw from `attacks`.
+    pub fn random_with(seed: u64, peers: usize, len: usize, attacks: Attacks) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5c4e_d01e_5eed_0f0f);
-        let ops = (0..len).map(|_| Op::random(&mut rng, peers)).collect();
+        let ops = (0..len)
+            .map(|_| Op::random_with(&mut rng, peers, attacks))
+            .collect();
         Schedule { peers, ops }
     }
 
@@ -260,12 +309,17 @@ impl Schedule {
 }
 
 impl Op {
-    /// A random operation for `peers` peers.
+    /// A random operation for `peers` peers (rogues draw [`Attacks::Withstood`]).
     pub fn random(rng: &mut ChaCha8Rng, peers: usize) -> Op {
+        Self::random_with(rng, peers, Attacks::Withstood)
+    }
+
+    /// A random operation for `peers` peers, rogues drawing from `attacks`.
+    pub fn random_with(rng: &mut ChaCha8Rng, peers: usize, attacks: Attacks) -> Op {
         let n = peers.max(1);
         let mut peer = || (rng.next_u64() as usize) % n;
         let (a, b) = (peer(), peer());
-        let roll = rng.next_u64() % 110;
+        let roll = rng.next_u64() % 126;
         match roll {
             0..30 => {
                 // Mostly short steps, sometimes long enough for timeouts.
@@ -324,11 +378,20 @@ impl Op {
                 to: b,
                 timeout_ms: (rng.next_u64() % 3000) as u32,
             },
-            _ => Op::Answer {
+            107..110 => Op::Answer {
                 peer: a,
                 pick: (rng.next_u64() % 8) as usize,
                 reject: rng.next_u64() % 4 == 0,
             },
+            110..120 => Op::Rogue {
+                rogue: a,
+                act: RogueAct::random(rng, peers, attacks),
+            },
+            120..123 => Op::LeaveInPartition {
+                peer: a,
+                mask: rng.next_u64() as u16,
+            },
+            _ => Op::LeaveWhileFrozen { frozen: a, peer: b },
         }
     }
 }

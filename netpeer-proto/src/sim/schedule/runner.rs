@@ -14,7 +14,7 @@ use crate::sim::{Listener, PeerId, Sim, Violation, ViolationKind};
 
 /// Executes one schedule.
 pub(super) struct Runner {
-    sim: Sim,
+    pub(super) sim: Sim,
     /// Peers of the schedule (impostors come after them).
     n: usize,
     counter: u64,
@@ -30,6 +30,12 @@ pub(super) struct Runner {
     reset: BTreeSet<PeerId>,
     /// Joins in flight: (joiner, contact).
     pending: Vec<(PeerId, PeerId)>,
+    /// The rogue actors, in order.
+    pub(super) rogues: Vec<PeerId>,
+    /// Rogue operations that took effect.
+    pub(super) rogue_acts: usize,
+    /// Leaves during a partition or a freeze.
+    fault_leaves: usize,
 }
 
 impl Runner {
@@ -52,6 +58,9 @@ impl Runner {
             impostors: 0,
             reset: BTreeSet::new(),
             pending: Vec::new(),
+            rogues: Vec::new(),
+            rogue_acts: 0,
+            fault_leaves: 0,
         }
     }
 
@@ -59,7 +68,7 @@ impl Runner {
         Err(self.sim.violation(kind))
     }
 
-    fn p(&self, i: usize) -> PeerId {
+    pub(super) fn p(&self, i: usize) -> PeerId {
         PeerId(i % self.n)
     }
 
@@ -135,6 +144,21 @@ impl Runner {
                 let _ = self.sim.request(from, &to, KIND_OP, payload, timeout);
             }
             Op::Answer { peer, pick, reject } => self.answer(self.p(peer), pick, reject),
+            Op::Rogue { rogue, ref act } => self.rogue(rogue, act),
+            Op::LeaveInPartition { peer, mask } => {
+                if self.fault_leaves < Schedule::MAX_FAULT_LEAVES {
+                    self.fault_leaves += 1;
+                    self.partition(mask);
+                    self.leave_later(self.p(peer));
+                }
+            }
+            Op::LeaveWhileFrozen { frozen, peer } => {
+                if self.fault_leaves < Schedule::MAX_FAULT_LEAVES {
+                    self.fault_leaves += 1;
+                    self.freeze(self.p(frozen));
+                    self.leave_later(self.p(peer));
+                }
+            }
         }
     }
 
@@ -151,6 +175,17 @@ impl Runner {
             let payload = self.payload(peer, 16);
             let _ = self.sim.respond(peer, &from, id, payload);
         }
+    }
+
+    /// Once the others had time to time out whoever a fault cut off (an idle timeout
+    /// and a heartbeat), `peer` leaves.
+    fn leave_later(&mut self, peer: PeerId) {
+        let config = self.sim.config_of(peer);
+        let wait = config.idle_timeout + config.heartbeat_interval;
+        let wait = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        self.advance(wait);
+        self.reset_peer(peer);
+        self.sim.leave(peer);
     }
 
     /// Lets `ms` milliseconds pass, but not beyond [`Schedule::MAX_TIME`].
@@ -255,7 +290,7 @@ impl Runner {
     }
 
     /// A payload no other operation of this run produces.
-    fn payload(&mut self, from: PeerId, size: usize) -> Bytes {
+    pub(super) fn payload(&mut self, from: PeerId, size: usize) -> Bytes {
         self.counter += 1;
         let mut b = BytesMut::with_capacity(size.max(9));
         b.put_u64(self.counter);
@@ -292,7 +327,7 @@ impl Runner {
     /// must not split the room itself, so a contact that is not in a room is replaced
     /// by a member of the largest room, or, if nobody is in a room, by the first
     /// running peer (every lone joiner then picks the same one).
-    fn contact(&self, peer: PeerId, via: PeerId) -> PeerId {
+    pub(super) fn contact(&self, peer: PeerId, via: PeerId) -> PeerId {
         let in_room = |q: PeerId| q != peer && self.sim.is_live(q) && !self.sim.view(q).is_empty();
         if in_room(via) {
             return via;

@@ -57,6 +57,9 @@ impl Runner {
 
     /// Faults stop; the room must come together and work.
     pub(super) fn settle(&mut self) -> Result<(), Violation> {
+        for r in self.rogues.clone() {
+            self.sim.rogue(r).stop();
+        }
         self.heal();
         for i in 0..self.n {
             self.unfreeze(PeerId(i));
