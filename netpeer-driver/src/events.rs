@@ -101,7 +101,8 @@ pub enum PeerEvent {
         /// The member that set it.
         by: String,
         /// Its version (updates since the room's first state). Of two concurrent
-        /// updates the higher version wins, then the greater `by`.
+        /// updates the higher version wins, then the greater `by` (see
+        /// [`Peer::set_state`](crate::Peer::set_state)).
         version: u64,
     },
     /// A member's presence metadata changed; read it from

@@ -307,17 +307,20 @@ impl<R: Runtime> Peer<R> {
         self.members().into_iter().find(|m| &*m.name == name)
     }
 
-    /// The room's host, the same on every member of a quiet room: the member that
-    /// entered the room first (the opener while it is there), then the next one
-    /// when it leaves or times out ([`PeerEvent::HostChanged`](crate::PeerEvent)
-    /// tells each change). `None` while a join is in progress.
+    /// The room's host: among this peer and the members in its view, the one with the
+    /// earliest join epoch (the member that entered the room first, so the opener
+    /// while it is there; ties go to the smaller incarnation, then the smaller name).
+    /// When it leaves or times out the next-earliest takes over;
+    /// [`PeerEvent::HostChanged`](crate::PeerEvent) tells each change. `None` while a
+    /// join is in progress; a peer alone is its own host.
     ///
-    /// The guarantee and its limit: every member computes the host from the same
-    /// recorded join epochs, so when every member is connected to every other (no
-    /// partition, nobody joining or leaving) all name the same host. During a
-    /// partition each side names its own, and while the mesh converges members may
-    /// briefly disagree; after the heal they agree again. Use it to pick who deals
-    /// turns or seeds a game, not as a lock.
+    /// The guarantee: in a quiet room with no partition (every member connected to
+    /// every other, nobody joining or leaving) every member names the same host, as
+    /// each computes it from the same recorded join epochs. Its limit: during a
+    /// partition each side names its own host (two hosts at once), and while the mesh
+    /// converges (a member just joined or left, a session is being re-established)
+    /// members may briefly disagree; after the heal they agree again. Use it to pick
+    /// who deals turns or seeds a game, not as a lock.
     pub fn host(&self) -> Option<String> {
         self.inner.shared.lock().machine.host()
     }
@@ -555,6 +558,18 @@ impl<R: Runtime> Peer<R> {
     }
 
     /// Replaces the room's shared state and sends it to every member (it never waits).
+    /// The others hear [`PeerEvent::StateChanged`](crate::PeerEvent) with our name and
+    /// the new version; we do not hear our own.
+    ///
+    /// Concurrent writes: the last writer wins, by version, not by clock. Each update
+    /// is stamped with one more than the version it replaces and with this member's
+    /// name, and a member adopts an update only if it is higher than its own: the
+    /// higher counter, at equal counters the greater writer name (byte order), at
+    /// equal names the greater incarnation. Two members that set the state at once
+    /// (neither having heard the other's) write the same counter, so the greater name
+    /// wins on every member, and the other hears the winner's update as
+    /// `StateChanged`. A side of a partition that updated the state more often wins
+    /// when the sides reconnect. Every member ends with the same state.
     pub async fn set_state<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let state = netpeer_proto::encode_value(value)?;
         self.inner.shared.set_state(state)

@@ -89,8 +89,9 @@ use futures_lite::future;
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
-    JoinError, KeyParseError, LeaveReason, Message, Overflow, PeerEvent, PublicKey, RejectReason,
-    RoomKey, SendError, ToAddrs, decode_value, encode_value, proto,
+    JoinError, KeyParseError, LeaveReason, Member, Message, Overflow, PeerEvent, PublicKey,
+    RejectReason, Request, RequestError, RespondError, RoomKey, SendError, Stats, ToAddrs,
+    decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by async-io. Build one with [`Smol::builder`].

@@ -4,8 +4,9 @@
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
-    JoinError, KeyParseError, LeaveReason, Message, Overflow, PeerEvent, PublicKey, RejectReason,
-    RoomKey, SendError, ToAddrs, decode_value, encode_value,
+    JoinError, KeyParseError, LeaveReason, Member, Message, Overflow, PeerEvent, PublicKey,
+    RejectReason, Request, RequestError, RespondError, RoomKey, SendError, Stats, ToAddrs,
+    decode_value, encode_value,
 };
 pub use netpeer_proto::RoomKeyError;
 

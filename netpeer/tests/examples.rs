@@ -111,11 +111,49 @@ fn simulator_finds_the_naive_ballot_and_passes_the_fixed_one() {
     );
 }
 
+#[test]
+fn lobby_deals_turns_by_request_and_lists_colours_and_rtts() {
+    let out = run("lobby", &[]);
+    assert_eq!(out.len(), 8, "{out:#?}");
+    assert_eq!(
+        out[..5],
+        [
+            "ana hosts; every player agrees",
+            "round 1: ana 2, ben 5, cleo 1",
+            "round 2: ana 1, ben 4, cleo sits this round out",
+            "round 3: ana 6, ben 1, cleo 5",
+            r#"scores {"ana": 9, "ben": 10, "cleo": 6}: ben wins with 10"#,
+        ]
+    );
+    // Each player sees the two others, with their colours and a measured RTT.
+    for (line, (me, others)) in out[5..].iter().zip([
+        ("ana", [("ben", "green"), ("cleo", "blue")]),
+        ("ben", [("ana", "red"), ("cleo", "blue")]),
+        ("cleo", [("ana", "red"), ("ben", "green")]),
+    ]) {
+        let rest = line.strip_prefix(&format!("{me} sees ")).expect(line);
+        let rest = rest.strip_suffix(" ms)").expect(line);
+        let seen: Vec<(&str, f64)> = rest
+            .split(" ms), ")
+            .map(|m| {
+                let (who, rtt) = m.split_once(", rtt ").expect(line);
+                (who, rtt.parse().expect(line))
+            })
+            .collect();
+        assert_eq!(seen.len(), 2, "{line}");
+        for ((who, rtt), (name, colour)) in seen.into_iter().zip(others) {
+            assert_eq!(who, format!("{name} ({colour}"), "{line}");
+            assert!(rtt > 0.0, "{line}");
+        }
+    }
+}
+
 /// The examples this file and `chat.rs` run, and the README lists.
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "async_std",
     "chat",
     "demo",
+    "lobby",
     "private",
     "simulator",
     "smol",

@@ -14,6 +14,14 @@ use netpeer_driver::{
     PeerEvent, RejectReason, Runtime, SendError,
 };
 
+mod room;
+
+pub use room::{
+    a_raw_member_cannot_forge_room_features, concurrent_state_writes_converge_by_version,
+    host_is_the_earliest_member, presence_meta, request_response, rtt_and_stats,
+    state_changed_says_who_and_which_version,
+};
+
 use crate::{
     run::Isolated,
     support::{

@@ -71,6 +71,13 @@ macro_rules! conformance_suite {
             outcomes_are_the_cores_types,
             join_takes_every_address_form,
             backpressure_reaches_the_sender,
+            presence_meta,
+            host_is_the_earliest_member,
+            request_response,
+            rtt_and_stats,
+            state_changed_says_who_and_which_version,
+            concurrent_state_writes_converge_by_version,
+            a_raw_member_cannot_forge_room_features,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {

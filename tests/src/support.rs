@@ -367,3 +367,14 @@ pub async fn raw_member<R: Runtime>(
     joined(rt, events, &[name]).await;
     (r, w)
 }
+
+/// Polls `cond` every 10 ms until it holds, for what events do not tell (an RTT, a
+/// counter); panics naming `what` if it does not within [`WAIT`].
+pub async fn until<R: Runtime>(rt: &R, what: &str, mut cond: impl FnMut() -> bool) {
+    within(rt, what, async {
+        while !cond() {
+            rt.sleep_until(rt.now() + Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
