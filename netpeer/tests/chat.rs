@@ -106,6 +106,7 @@ fn a_chat_expelled_from_the_room_says_why_and_exits() {
             join_epoch: 1,
             listen_port: 0,
             advertise_ip: None,
+            advertise_host: None,
             observed_addr: None,
             wants_welcome: false,
             state_version: StateVersion::default(),

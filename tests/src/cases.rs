@@ -1016,14 +1016,14 @@ pub async fn outcomes_are_the_cores_types<R: Runtime>(rt: R) {
         .await
         .expect_err("nobody listens");
     assert!(
-        matches!(&err, JoinError::Unreachable { addr, error: ConnectFailure::Refused } if *addr == nobody),
+        matches!(&err, JoinError::Unreachable { addr, error: ConnectFailure::Refused } if *addr == nobody.into()),
         "{err:?}"
     );
     let e = event(&rt, &mut es, "ConnectFailed", |_| true).await;
     assert_eq!(
         e,
         PeerEvent::ConnectFailed {
-            addr: nobody,
+            addr: nobody.into(),
             error: ConnectFailure::Refused
         }
     );

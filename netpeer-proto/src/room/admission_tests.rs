@@ -9,8 +9,13 @@ const DIAL: ConnId = ConnId(4);
 const CONTACT: ConnId = ConnId(5);
 const YOUNGEST: ConnId = ConnId(6);
 
-fn addr() -> SocketAddr {
-    "127.0.0.1:4000".parse().unwrap()
+static ADDR: DialAddr = DialAddr::Ip(std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(127, 0, 0, 1),
+    4000,
+)));
+
+fn addr() -> DialAddr {
+    ADDR.clone()
 }
 
 fn key(n: u8) -> PublicKey {
@@ -31,6 +36,7 @@ fn hello(name: &str, k: u8, incarnation: u64, epoch: u64) -> Hello {
         join_epoch: epoch,
         listen_port: 4000,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),
@@ -93,7 +99,7 @@ fn just(verdict: Verdict) -> Decision {
 fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
     let joining = Joining::Through {
         contact: CONTACT,
-        addr: addr(),
+        addr: &ADDR,
     };
     let welcome = |mut h: Hello| {
         h.wants_welcome = true;
@@ -184,13 +190,13 @@ fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
         ),
         (
             "a full room",
-            full,
+            full.clone(),
             welcome(hello("x", 1, 1, u64::MAX)),
             just(Verdict::Full),
         ),
         (
             "a full room: what it claims is not a rank",
-            full,
+            full.clone(),
             hello("x", 1, 9, 0),
             just(Verdict::Full),
         ),
@@ -201,7 +207,7 @@ fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
                     rank: rank(9, 9),
                     ..holder(None, 1, None).unwrap()
                 }),
-                ..full
+                ..full.clone()
             },
             hello("x", 1, 9, 0),
             just(Verdict::Full),
@@ -210,7 +216,7 @@ fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
             "a full room: recorded older, the youngest gives way",
             View {
                 holder: holder(None, 1, None),
-                ..full
+                ..full.clone()
             },
             hello("x", 1, 9, 4),
             Decision {
@@ -458,7 +464,7 @@ fn one_connection_per_pair_keeps_the_same_connection_on_both_sides() {
     // Our join's connection is never given up.
     let joining = |contact| Joining::Through {
         contact,
-        addr: addr(),
+        addr: &ADDR,
     };
     assert!(keep_new((a, true), (b, false), joining(b), false));
     assert!(!keep_new((a, false), (b, true), joining(a), false));

@@ -92,8 +92,12 @@ impl Room {
                 self.release_held(io, h);
             }
         }
-        if let JoinPhase::Joining { contact, addr, .. } = self.join {
+        if let JoinPhase::Joining {
+            contact, ref addr, ..
+        } = self.join
+        {
             if contact == conn {
+                let addr = addr.clone();
                 self.join = JoinPhase::Idle;
                 self.join_failed(io, addr, &cause);
                 if !s.is_established() {
@@ -108,7 +112,7 @@ impl Room {
             return;
         }
         if let Some(Purpose::Member(name)) = s.purpose() {
-            self.member_dial_ended(io, name, (conn, s.addr()), &cause);
+            self.member_dial_ended(io, name, (conn, s.addr().clone()), &cause);
         }
     }
 
@@ -117,7 +121,7 @@ impl Room {
         &mut self,
         io: &mut Io<'_>,
         name: &str,
-        (conn, addr): (ConnId, std::net::SocketAddr),
+        (conn, addr): (ConnId, crate::addr::DialAddr),
         cause: &Cause,
     ) {
         match cause {

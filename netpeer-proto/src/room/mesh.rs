@@ -2,7 +2,9 @@
 //! [healing](crate::spec#healing): learning of members from others, dialling them,
 //! backing off and redialling the lost, forgetting them, and the periodic digest.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
+
+use crate::addr::DialAddr;
 
 use rand_core::Rng;
 
@@ -91,6 +93,7 @@ impl Room {
             incarnation: self.incarnation,
             join_epoch: self.epoch.to_wire(),
             addr: None,
+            host: None,
         }
     }
 
@@ -121,7 +124,7 @@ impl Room {
         match self.members.get_mut(&name) {
             None => self.learn_new(io, info, immediate),
             Some(m) if m.is(&info.key, info.incarnation) => {
-                m.fill_addr(info.addr);
+                m.fill_addr(info.dial_addr());
                 // It was still joining when we met it; now it has its epoch.
                 m.rank_if_unranked(epoch);
                 let dial = immediate && m.conn().is_none() && m.dialing().is_none();
@@ -145,7 +148,7 @@ impl Room {
                 } else {
                     // The one we knew is lost; the one we heard of is alive somewhere.
                     m.reidentify(&info);
-                    m.set_addr(info.addr);
+                    m.set_addr(info.dial_addr());
                     if m.dialing().is_none() {
                         self.dial(io, &name);
                     }
@@ -156,7 +159,7 @@ impl Room {
 
     fn learn_new(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
         let max = io.config.max_members;
-        if info.addr.is_none() || self.members.len() >= 2 * max {
+        if (info.addr.is_none() && info.host.is_none()) || self.members.len() >= 2 * max {
             return;
         }
         let mut m = Member::new(&info);
@@ -187,7 +190,7 @@ impl Room {
         let Some(m) = self.members.get(name) else {
             return;
         };
-        let (None, None, Some(addr)) = (m.conn(), m.dialing(), m.addr()) else {
+        let (None, None, Some(addr)) = (m.conn(), m.dialing(), m.addr().cloned()) else {
             return;
         };
         self.dial_addr(io, name, addr);
@@ -197,12 +200,12 @@ impl Room {
     /// member in view lives there: bounds, one connection per address at a time, so
     /// that no member list can make us hammer one address. Then the dial counts as
     /// failed (backoff, and named failed if our join waits for it).
-    pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: SocketAddr) {
+    pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: DialAddr) {
         let taken = self
             .members
             .view()
-            .any(|m| m.addr() == Some(addr) && &**m.name() != name);
-        if taken || io.conns.dialling(addr) || self.addr_backoff.waits(addr, io.now) {
+            .any(|m| m.addr() == Some(&addr) && &**m.name() != name);
+        if taken || io.conns.dialling(&addr) || self.addr_backoff.waits(&addr, io.now) {
             return self.address_busy(io, name);
         }
         let purpose = Purpose::Member(name.to_owned());

@@ -56,10 +56,15 @@ impl Sim {
         self.add_peer_with(config)
     }
 
+    /// The port the next peer added will listen on (to advertise an address for it).
+    pub fn next_port(&self) -> u16 {
+        20_000 + self.peers.len() as u16
+    }
+
     /// Adds a listening peer with this configuration (its `listen_port` is set here).
     pub fn add_peer_with(&mut self, mut config: Config) -> PeerId {
         let id = PeerId(self.peers.len());
-        let port = 20_000 + id.0 as u16;
+        let port = self.next_port();
         config.listen_port = port;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let machine = PeerMachine::new(config.clone(), self.instant())
