@@ -1,6 +1,12 @@
 //! The conformance cases. Each is written once, generic over the runtime, and asserts
 //! what every adapter must do on real loopback sockets.
 
+mod invites;
+
+pub use invites::{
+    advertised_addresses_are_dialled, join_or_open_ends_in_one_room, tickets_invite_into_the_room,
+};
+
 use std::{
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, AtomicU32, Ordering},

@@ -58,6 +58,9 @@ macro_rules! conformance_suite {
             outcomes_are_the_cores_types,
             join_takes_every_address_form,
             backpressure_reaches_the_sender,
+            advertised_addresses_are_dialled,
+            tickets_invite_into_the_room,
+            join_or_open_ends_in_one_room,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {
