@@ -4,7 +4,8 @@
 mod invites;
 
 pub use invites::{
-    advertised_addresses_are_dialled, join_or_open_ends_in_one_room, tickets_invite_into_the_room,
+    advertised_addresses_are_dialled, hostile_host_names_are_cut_off,
+    join_or_open_ends_in_one_room, tickets_invite_into_the_room,
 };
 
 use std::{

@@ -61,6 +61,7 @@ macro_rules! conformance_suite {
             advertised_addresses_are_dialled,
             tickets_invite_into_the_room,
             join_or_open_ends_in_one_room,
+            hostile_host_names_are_cut_off,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {

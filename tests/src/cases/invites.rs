@@ -206,3 +206,66 @@ pub async fn join_or_open_ends_in_one_room<R: Runtime>(rt: R) {
         p.close().await;
     }
 }
+
+/// A `Hello` whose `advertise_host` is `host`, written by hand (the typed `Hello`
+/// cannot hold an invalid one): a valid placeholder encoded, then spliced out.
+fn hello_advertising(host: &str) -> Vec<u8> {
+    use netpeer_driver::proto::wire::{Frame, Hello, encode_frame};
+    let mut hello = Hello::new("netpeer", "mallory", 1);
+    hello.listen_port = 1;
+    hello.wants_welcome = true;
+    hello.advertise_host = Some(HostName::new("ok").expect("a host name"));
+    hello.key = Some(netpeer_driver::Identity::from_bytes([3; 32]).public_key());
+    hello.nonce = Some(netpeer_driver::proto::wire::Nonce([4; 32]));
+    let frame = encode_frame(&Frame::Hello(hello), u32::MAX).expect("no limit");
+    let at = frame
+        .windows(3)
+        .position(|w| w == b"\x62ok")
+        .expect("the placeholder");
+    let mut text = match host.len() {
+        n @ 0..=23 => vec![0x60 | n as u8],
+        n @ 24..=255 => vec![0x78, n as u8],
+        n => [&[0x79][..], &(n as u16).to_be_bytes()].concat(),
+    };
+    text.extend_from_slice(host.as_bytes());
+    let body = [&frame[4..at], &text, &frame[at + 3..]].concat();
+    [&(body.len() as u32).to_be_bytes()[..], &body].concat()
+}
+
+/// Remote input is hostile: a `Hello` advertising a host name that is too long, has a
+/// character DNS does not allow, an empty label, a hyphen at a label's edge, or is an
+/// IP address, is a malformed frame: the connection is cut before any answer, and the
+/// peer goes on admitting others.
+pub async fn hostile_host_names_are_cut_off<R: Runtime>(rt: R) {
+    use futures_lite::AsyncWriteExt;
+
+    use crate::support::{raw_client, raw_write, read_until_closed};
+    let a = peer(&rt, "a").await;
+    let long = "a".repeat(300);
+    let label = format!("{}.b", "a".repeat(64));
+    for host in [
+        long.as_str(),
+        &label,
+        "a/b",
+        "a..b",
+        "-a",
+        "10.0.0.1",
+        "",
+        "a b",
+    ] {
+        let (mut r, mut w) = raw_client(&rt, a.local_addr()).await;
+        raw_write(&rt, &mut w, &hello_advertising(host)).await;
+        let got = read_until_closed(&rt, &mut r, &format!("the close after {host:?}")).await;
+        assert!(
+            got.is_empty(),
+            "{host:?}: no answer, got {} bytes",
+            got.len()
+        );
+        let _ = w.close().await;
+    }
+    let b = peer(&rt, "b").await;
+    assert_eq!(enter(&rt, &b, &a).await.members, ["a"]);
+    for p in [a, b] {
+        p.close().await;
+    }
+}
