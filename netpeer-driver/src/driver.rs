@@ -36,7 +36,7 @@ use bytes::Bytes;
 use event_listener::Event as Notify;
 use futures_io::AsyncRead;
 use futures_lite::{AsyncWriteExt, future};
-use netpeer_proto::{ConnId, ConnectFailure, Output};
+use netpeer_proto::{ConnId, ConnectFailure, DialAddr, Output};
 use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 
 use crate::{
@@ -72,7 +72,7 @@ const GRACE: Duration = Duration::from_millis(200);
 /// What the socket tasks report.
 enum Io<R: Runtime> {
     Accepted(R::Stream, SocketAddr),
-    Connected(ConnId, io::Result<R::Stream>),
+    Connected(ConnId, Result<R::Stream, ConnectFailure>),
     Written(ConnId, usize),
     WriteFailed(ConnId),
     /// The writer flushed everything and shut the write side down.
@@ -487,8 +487,7 @@ impl<R: Runtime> Driver<R> {
                         self.start(conn, stream);
                         self.shared.lock().machine.connected(conn, now);
                     }
-                    Err(e) => {
-                        let failure = connect_failure(&e);
+                    Err(failure) => {
                         self.shared
                             .lock()
                             .machine
@@ -627,13 +626,11 @@ impl<R: Runtime> Driver<R> {
             Output::Connect { conn, addr } => {
                 let rt = self.rt.clone();
                 let io = self.io_tx.clone();
-                let task = self.spawn(
-                    async move {
-                        let result = rt.connect(addr).await;
-                        let _ = io.send(Io::Connected(conn, result)).await;
-                    }
-                    .instrument(debug_span!("connect", %conn, %addr)),
-                );
+                let task = self.spawn(async move {
+                    let span = debug_span!("connect", %conn, %addr);
+                    let result = dial(&rt, addr).instrument(span).await;
+                    let _ = io.send(Io::Connected(conn, result)).await;
+                });
                 self.connecting.insert(conn, task);
             }
             Output::Close { conn, reason } => {
@@ -840,6 +837,34 @@ async fn write_batch<R: Runtime>(
     }
     write.flush().await
 }
+
+/// Dials a target: an IP directly; a host name through the runtime's resolver, each
+/// address it resolves to in turn (the first that connects wins). Resolution is the
+/// driver's only part in the addresses rule: which target to dial, and when, is the
+/// machine's.
+async fn dial<R: Runtime>(rt: &R, addr: DialAddr) -> Result<R::Stream, ConnectFailure> {
+    let (host, port) = match addr {
+        DialAddr::Ip(addr) => return rt.connect(addr).await.map_err(|e| connect_failure(&e)),
+        DialAddr::Host(host, port) => (host, port),
+    };
+    let unknown = || ConnectFailure::UnknownHost(host.to_string());
+    let addrs = rt
+        .resolve(&format!("{host}:{port}"))
+        .await
+        .map_err(|_| unknown())?;
+    let mut last = unknown();
+    // Bounded: a resolver's answer is the host's, but no more than a few are tried.
+    for addr in addrs.into_iter().take(MAX_RESOLVED_TRIED) {
+        match rt.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = connect_failure(&e),
+        }
+    }
+    Err(last)
+}
+
+/// Most addresses of one resolved host name a dial tries.
+const MAX_RESOLVED_TRIED: usize = 4;
 
 fn connect_failure(e: &io::Error) -> ConnectFailure {
     match e.kind() {

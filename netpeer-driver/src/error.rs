@@ -1,7 +1,9 @@
 //! The handle's errors. They wrap the protocol core's own types: a refused send is the
 //! machine's [`SendError`], a refused join the machine's [`RejectReason`].
 
-use std::{io, net::SocketAddr};
+use std::io;
+
+use netpeer_proto::DialAddr;
 
 use netpeer_proto::{
     ConfigError, ConnectFailure, DecodeValueError, RejectReason, RespondError, SendError,
@@ -30,6 +32,11 @@ pub enum Error {
     /// The peer is closed ([`Peer::close`](crate::Peer::close), or its runtime is gone).
     #[error("the peer is closed")]
     Closed,
+    /// The peer started but could not join the room
+    /// ([`Builder::join_ticket`](crate::Builder::join_ticket),
+    /// [`Builder::join_or_open`](crate::Builder::join_or_open)); it was closed again.
+    #[error("join failed: {0}")]
+    Join(#[from] JoinError),
 }
 
 /// Why a [`Peer::request`](crate::Peer::request) got no answer.
@@ -98,7 +105,7 @@ pub enum JoinError {
     #[error("could not reach {addr}: {error}")]
     Unreachable {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
         /// What went wrong.
         error: ConnectFailure,
     },
@@ -107,14 +114,14 @@ pub enum JoinError {
     #[error("no welcome from {addr} in time (handshake or join timeout)")]
     Timeout {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The address leads back to this peer itself (`localhost` and `127.0.0.1` alike):
     /// recognised by our own identity key at the first handshake.
     #[error("{addr} is this peer itself")]
     SelfJoin {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The address could not be resolved.
     #[error("could not resolve {host:?}: {error}")]

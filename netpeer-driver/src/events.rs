@@ -5,7 +5,6 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, Weak},
     task::{Context, Poll, ready},
@@ -15,7 +14,9 @@ use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
 use futures_lite::future;
-use netpeer_proto::{ConnectFailure, DecodeValueError, LeaveReason, Message, RejectReason};
+use netpeer_proto::{
+    ConnectFailure, DecodeValueError, DialAddr, LeaveReason, Message, RejectReason,
+};
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -78,20 +79,20 @@ pub enum PeerEvent {
     /// The member we tried to join through could not be reached; that join is over.
     ConnectFailed {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
         /// What went wrong.
         error: ConnectFailure,
     },
     /// Our join did not complete in time (handshake or join timeout); it is over.
     JoinTimedOut {
         /// The address we joined through.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The address we tried to join through leads back to this peer itself
     /// (recognised by our identity key); that join is over.
     SelfJoin {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The room's shared state changed: another member set it (our own
     /// [`set_state`](crate::Peer::set_state) is not reported).

@@ -28,11 +28,13 @@ pub use addr::{Addrs, ToAddrs};
 pub use error::{Error, JoinError, RequestError};
 pub use events::{Entered, Events, Overflow, PeerEvent};
 pub use netpeer_proto::{
-    self as proto, Config, ConnectFailure, DecodeValueError, Identity, KeyParseError, LeaveReason,
-    Member, Message, PublicKey, RejectReason, RespondError, RoomKey, SendError, Stats,
-    decode_value, encode_value,
+    self as proto, Config, ConnectFailure, DecodeValueError, DialAddr, HostName, Identity,
+    KeyParseError, LeaveReason, Member, Message, PublicKey, RejectReason, RespondError, RoomKey,
+    RoomTicket, SendError, Stats, TicketError, decode_value, encode_value,
 };
-pub use peer::{Builder, DEFAULT_REQUEST_TIMEOUT, Peer};
+pub use peer::{
+    Builder, DEFAULT_REQUEST_TIMEOUT, JOIN_OR_OPEN_ATTEMPTS, Peer, Started, TICKET_ADDRS,
+};
 pub use request::Request;
 pub use runtime::{Runtime, Task};
 pub use shared::FlowControl;

@@ -3,7 +3,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use netpeer_proto::{Config, Identity, Member, PeerMachine, PublicKey, RoomKey, SendError, Stats};
+use netpeer_proto::{
+    Config, DialAddr, Identity, Member, PeerMachine, PublicKey, RoomKey, RoomTicket, SendError,
+    Stats,
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -16,7 +19,7 @@ use crate::{
 };
 
 /// Builds a [`Peer`]: `Peer::builder("alice").network("room").listen("127.0.0.1:0")`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Builder<R: Runtime> {
     rt: R,
     config: Config,
@@ -26,6 +29,21 @@ pub struct Builder<R: Runtime> {
     flow: FlowControl,
     state_error: Option<SendError>,
     request_timeout: Duration,
+}
+
+/// How many times [`Builder::join_or_open`] tries to open or join before it gives up.
+pub const JOIN_OR_OPEN_ATTEMPTS: u32 = 5;
+
+/// Most member addresses [`Peer::ticket`] puts in a ticket (itself included).
+pub const TICKET_ADDRS: usize = 4;
+
+/// How [`Builder::join_or_open`] started the peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// Nobody answered at the address: this peer listens there and opened the room.
+    Opened,
+    /// A room answered: this peer listens on a free port and joined it.
+    Joined(Entered),
 }
 
 /// How long [`Peer::request`] waits for an answer unless told otherwise.
@@ -101,6 +119,114 @@ impl<R: Runtime> Builder<R> {
     pub fn room_key(mut self, key: RoomKey) -> Self {
         self.config.room_key = Some(key);
         self
+    }
+
+    /// The address others should dial to reach this peer — an IP or a DNS host name,
+    /// and a port — whatever it listens on (behind a port forward, in a container,
+    /// under a DNS name). It is what the handshake and member lists carry and what
+    /// [`Peer::ticket`] hands out; a host name is resolved by whoever dials it. An
+    /// address that leads nowhere makes this peer unreachable by dialling: a newcomer
+    /// names it in [`Entered::failed`] and enters without it (this peer then dials the
+    /// newcomer itself when it hears of it).
+    ///
+    /// ```no_run
+    /// # async fn f<R: netpeer_driver::Runtime>(rt: R) -> Result<(), netpeer_driver::Error> {
+    /// use netpeer_driver::{Builder, proto::DialAddr};
+    ///
+    /// let forwarded: DialAddr = "room.example.org:7000".parse().unwrap();
+    /// let peer = Builder::new(rt, "ana").advertise(forwarded).listen("127.0.0.1:0").await?;
+    /// assert_eq!(peer.ticket().addrs()[0].to_string(), "room.example.org:7000");
+    /// # Ok(()) }
+    /// ```
+    pub fn advertise(mut self, addr: impl Into<DialAddr>) -> Self {
+        self.config.advertise = Some(addr.into());
+        self
+    }
+
+    /// Takes the network id and the room key (if any) from `ticket`, as
+    /// [`join_ticket`](Self::join_ticket) does.
+    pub fn ticket(mut self, ticket: &RoomTicket) -> Self {
+        self.config.network = ticket.network().to_owned();
+        self.config.room_key = ticket.key().cloned();
+        self
+    }
+
+    /// Starts the peer on `listen` with the network and key of `ticket`, and joins the
+    /// room through the ticket's addresses, tried in turn ([`Peer::join_ticket`]). If
+    /// the join fails the peer is closed and the error is [`Error::Join`] with the
+    /// join's own reason (a ticket of another network is
+    /// `Rejected(WrongNetwork)`, one with another key `Rejected(KeyMismatch)`).
+    ///
+    /// ```no_run
+    /// # async fn f<R: netpeer_driver::Runtime>(rt: R) -> Result<(), Box<dyn std::error::Error>> {
+    /// use netpeer_driver::{Builder, proto::RoomTicket};
+    ///
+    /// let ticket: RoomTicket = std::env::args().nth(1).unwrap().parse()?;
+    /// let (peer, entered) = Builder::new(rt, "ben").join_ticket(&ticket, "127.0.0.1:0").await?;
+    /// println!("in a room with {:?}", entered.members);
+    /// # Ok(()) }
+    /// ```
+    pub async fn join_ticket(
+        self,
+        ticket: &RoomTicket,
+        listen: impl ToAddrs,
+    ) -> Result<(Peer<R>, Entered), Error> {
+        let peer = self.ticket(ticket).listen(listen).await?;
+        match peer.join_ticket(ticket).await {
+            Ok(entered) => Ok((peer, entered)),
+            Err(e) => {
+                peer.close().await;
+                Err(Error::Join(e))
+            }
+        }
+    }
+
+    /// Joins the room at `addr` if one answers there, otherwise listens on `addr`
+    /// itself and opens the room: the first of many starters given one address opens
+    /// it, the others join it. Whoever binds `addr` opens the room; a starter that
+    /// cannot bind it listens on a free port of the same IP and joins through `addr`.
+    /// If nobody answers there either (the port's holder is gone, or is not a
+    /// room), it tries again, at most [`JOIN_OR_OPEN_ATTEMPTS`] times.
+    ///
+    /// ```no_run
+    /// # async fn f<R: netpeer_driver::Runtime>(rt: R) -> Result<(), netpeer_driver::Error> {
+    /// use netpeer_driver::{Builder, Started};
+    ///
+    /// let (peer, started) = Builder::new(rt, "cy").join_or_open("127.0.0.1:7000").await?;
+    /// match started {
+    ///     Started::Opened => println!("opened the room at {}", peer.local_addr()),
+    ///     Started::Joined(entered) => println!("joined {:?}", entered.members),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn join_or_open(self, addr: impl ToAddrs) -> Result<(Peer<R>, Started), Error> {
+        let addr = addr.to_addrs().resolve(&self.rt).await?[0];
+        let mut last = None;
+        for attempt in 0..JOIN_OR_OPEN_ATTEMPTS {
+            if attempt > 0 {
+                // Whoever held the port may be going: let it, before trying again.
+                let wait = self.config.redial_initial * (1 << attempt.min(4));
+                self.rt.sleep_until(self.rt.now() + wait).await;
+            }
+            match self.clone().listen(addr).await {
+                Ok(peer) => return Ok((peer, Started::Opened)),
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(e),
+            }
+            let peer = self.clone().listen((addr.ip(), 0)).await?;
+            match peer.join(addr).await {
+                Ok(entered) => return Ok((peer, Started::Joined(entered))),
+                Err(e @ (JoinError::Unreachable { .. } | JoinError::Timeout { .. })) => {
+                    peer.close().await;
+                    last = Some(e);
+                }
+                Err(e) => {
+                    peer.close().await;
+                    return Err(Error::Join(e));
+                }
+            }
+        }
+        Err(Error::Join(last.unwrap_or(JoinError::Closed)))
     }
 
     /// This member's identity key: keep one (its text form stores it) to be the same
@@ -475,6 +601,71 @@ impl<R: Runtime> Peer<R> {
                 }
             }
             Err(last.unwrap_or(JoinError::Closed))
+        }
+    }
+
+    /// Joins the room of `ticket` through its addresses, tried in turn until one
+    /// answers (a host name is resolved when it is dialled). A ticket carries the
+    /// network and key its room expects; this peer keeps its own (set them with
+    /// [`Builder::ticket`], or use [`Builder::join_ticket`]), so a ticket of another
+    /// network fails with `Rejected(WrongNetwork)` and one of another key with
+    /// `Rejected(KeyMismatch)`, as any join does. An address that is unreachable or
+    /// does not answer in time is skipped; the last such error is returned if none
+    /// answers. Cancel-safe like [`join`](Self::join).
+    pub async fn join_ticket(&self, ticket: &RoomTicket) -> Result<Entered, JoinError> {
+        let mut last = None;
+        for addr in ticket.addrs() {
+            let (id, outcome) = self.inner.shared.start_join(addr.clone())?;
+            let mut guard = CancelJoin {
+                shared: &self.inner.shared,
+                id: Some(id),
+            };
+            let result = outcome.recv().await.unwrap_or(Err(JoinError::Closed));
+            guard.id = None;
+            match result {
+                Err(e @ (JoinError::Unreachable { .. } | JoinError::Timeout { .. })) => {
+                    last = Some(e)
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(JoinError::Closed))
+    }
+
+    /// A ticket to this peer's room: its network, its key if the room is private, and
+    /// up to [`TICKET_ADDRS`] addresses — this peer's own first (the address it
+    /// advertises, else the one it listens on), then its members', the most recently
+    /// connected first. Hand it to whoever should join; they need nothing else.
+    /// Whoever holds the ticket of a private room holds its key.
+    ///
+    /// ```no_run
+    /// # async fn f<R: netpeer_driver::Runtime>(peer: netpeer_driver::Peer<R>) {
+    /// let ticket = peer.ticket();
+    /// println!("join me: {ticket}");
+    /// # }
+    /// ```
+    pub fn ticket(&self) -> RoomTicket {
+        let config = &self.inner.config;
+        let own = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| DialAddr::from(self.inner.local_addr));
+        let mut members = self.members();
+        members.sort_by_key(|m| std::cmp::Reverse(m.since));
+        let mut addrs = vec![own];
+        for addr in members.into_iter().filter_map(|m| m.addr) {
+            if addrs.len() == TICKET_ADDRS {
+                break;
+            }
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        let ticket = RoomTicket::new(&config.network, addrs)
+            .expect("a valid network id and 1..=4 addresses with ports");
+        match &config.room_key {
+            Some(key) => ticket.with_key(key.clone()),
+            None => ticket,
         }
     }
 

@@ -8,7 +8,6 @@
 //! for however many commands arrived meanwhile.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -18,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use netpeer_proto::{Event, PeerMachine};
+use netpeer_proto::{DialAddr, Event, PeerMachine};
 
 use crate::{
     error::{Error, JoinError},
@@ -86,11 +85,11 @@ impl Core {
             PeerEvent::Entered(e) => Ok(e.clone()),
             PeerEvent::Rejected { reason } => Err(JoinError::Rejected(reason.clone())),
             PeerEvent::ConnectFailed { addr, error } => Err(JoinError::Unreachable {
-                addr: *addr,
+                addr: addr.clone(),
                 error: error.clone(),
             }),
-            PeerEvent::JoinTimedOut { addr } => Err(JoinError::Timeout { addr: *addr }),
-            PeerEvent::SelfJoin { addr } => Err(JoinError::SelfJoin { addr: *addr }),
+            PeerEvent::JoinTimedOut { addr } => Err(JoinError::Timeout { addr: addr.clone() }),
+            PeerEvent::SelfJoin { addr } => Err(JoinError::SelfJoin { addr: addr.clone() }),
             _ => return None,
         };
         if self.stale_outcomes > 0 {
@@ -262,7 +261,7 @@ impl Shared {
     /// Starts a join through `addr`: its id and where the outcome will come.
     pub(crate) fn start_join(
         &self,
-        addr: SocketAddr,
+        addr: impl Into<DialAddr>,
     ) -> Result<(u64, async_channel::Receiver<Result<Entered, JoinError>>), JoinError> {
         let mut core = self.lock();
         if core.closed {
@@ -275,7 +274,7 @@ impl Shared {
             ));
         }
         core.machine
-            .join(addr, self.now())
+            .join(addr.into(), self.now())
             .map_err(JoinError::NotStarted)?;
         core.next_join += 1;
         let id = core.next_join;
@@ -419,6 +418,7 @@ pub(crate) fn peer_event(event: Event, shared: &Arc<Shared>) -> Option<PeerEvent
 mod tests {
     use std::{
         future::Future,
+        net::SocketAddr,
         pin::pin,
         task::{Context, Poll, Waker},
     };
@@ -447,6 +447,7 @@ mod tests {
                 join_epoch: 1,
                 listen_port: 0,
                 advertise_ip: None,
+                advertise_host: None,
                 observed_addr: None,
                 wants_welcome: false,
                 state_version: StateVersion::default(),
@@ -640,7 +641,7 @@ mod tests {
         s.cancel_join(id);
         let (_, next) = s.start_join(addr).unwrap();
         let refused = PeerEvent::ConnectFailed {
-            addr,
+            addr: addr.into(),
             error: ConnectFailure::Refused,
         };
         assert!(

@@ -57,6 +57,7 @@ fn dialer(name: &str) -> DialerHandshake {
         join_epoch: 1,
         listen_port: 1,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),

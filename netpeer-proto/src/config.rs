@@ -48,6 +48,11 @@ pub struct Config {
     pub listen_port: u16,
     /// IP to advertise instead of the one others observe the connection coming from.
     pub advertise_ip: Option<std::net::IpAddr>,
+    /// The whole address others should dial (an IP or a host name, and a port),
+    /// whatever this peer listens on: behind a port forward, in a container, or under
+    /// a DNS name. When set it replaces `listen_port` and `advertise_ip` in what this
+    /// peer tells others; a host name is resolved by whoever dials it.
+    pub advertise: Option<crate::addr::DialAddr>,
     /// Initial shared state (a CBOR value as bytes), used if this peer opens a room.
     pub initial_state: bytes::Bytes,
     /// A heartbeat is sent on a session that has sent nothing for this long.
@@ -135,6 +140,7 @@ impl Config {
             versions: PROTOCOL_VERSIONS,
             listen_port: 0,
             advertise_ip: None,
+            advertise: None,
             initial_state: crate::wire::NULL_STATE.clone(),
             heartbeat_interval: Duration::from_millis(1000),
             idle_timeout: Duration::from_millis(5000),

@@ -1,7 +1,9 @@
 //! What the machine tells its driver and its application: [`Output`], [`Event`],
 //! [`Message`] and the reasons they carry.
 
-use std::{fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, sync::Arc};
+
+use crate::addr::DialAddr;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -35,8 +37,8 @@ pub enum Output {
     Connect {
         /// The name the machine gives the new connection.
         conn: ConnId,
-        /// Where to dial.
-        addr: SocketAddr,
+        /// Where to dial (a host name is the driver's to resolve).
+        addr: DialAddr,
     },
     /// Close this connection. If `reason.flush()`, first write what was handed over
     /// (bounded by `max_send_queue`); otherwise drop it. The machine has forgotten the
@@ -112,6 +114,8 @@ pub enum ConnectFailure {
     TimedOut,
     /// No route to the host or network.
     Unreachable,
+    /// The host name did not resolve to any address (the name is given).
+    UnknownHost(String),
     /// Anything else, described.
     Other(String),
 }
@@ -122,6 +126,7 @@ impl fmt::Display for ConnectFailure {
             ConnectFailure::Refused => f.write_str("connection refused"),
             ConnectFailure::TimedOut => f.write_str("connect timed out"),
             ConnectFailure::Unreachable => f.write_str("host unreachable"),
+            ConnectFailure::UnknownHost(host) => write!(f, "unknown host {host:?}"),
             ConnectFailure::Other(s) => f.write_str(s),
         }
     }
@@ -182,20 +187,20 @@ pub enum Event {
     /// The member we tried to join through could not be reached; the join is over.
     ConnectFailed {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
         /// What went wrong.
         error: ConnectFailure,
     },
     /// The join did not complete within `join_timeout` (no welcome came).
     JoinTimedOut {
         /// The address we joined through.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The address we joined through leads back to this peer itself (recognised by
     /// our own identity key); the join is over.
     SelfJoin {
         /// The address dialled.
-        addr: SocketAddr,
+        addr: DialAddr,
     },
     /// The room's shared state changed (another member set it; our own
     /// [`set_state`](crate::PeerMachine::set_state) is not reported).

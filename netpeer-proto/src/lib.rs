@@ -36,6 +36,7 @@ mod secure;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod stats;
+mod ticket;
 mod timer;
 pub mod wire;
 
@@ -48,6 +49,7 @@ pub(crate) type Outbox = std::collections::VecDeque<Output>;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use addr::{DialAddr, DialAddrError, HostName, HostNameError, MAX_HOST_LEN};
 pub use config::{
     Config, MAX_KIND_LEN, MAX_NAME_LEN, MAX_REASON_LEN, PROTOCOL_VERSIONS, validate_name,
 };
@@ -63,6 +65,7 @@ pub use identity::{Identity, KeyParseError, PublicKey};
 pub use machine::PeerMachine;
 pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
 pub use stats::{Member, Stats};
+pub use ticket::{MAX_TICKET_ADDRS, MAX_TICKET_LEN, RoomTicket, TICKET_PREFIX, TicketError};
 pub use wire::StateVersion;
 
 /// Encodes any serialisable value as CBOR bytes (for payloads and state).

@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,7 +22,7 @@ pub struct Member {
     /// Its presence metadata (a CBOR value), if it set one.
     pub meta: Option<Bytes>,
     /// Where it can be dialled, if it listens.
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<crate::addr::DialAddr>,
     /// When our session with it was established.
     pub since: Instant,
     /// The smoothed round-trip time of our session with it (from its heartbeats,

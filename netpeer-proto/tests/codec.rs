@@ -18,6 +18,7 @@ fn sample_frames() -> Vec<Frame> {
         incarnation: 9,
         join_epoch: 2,
         addr: Some("127.0.0.1:4000".parse().unwrap()),
+        host: None,
     };
     let version = StateVersion {
         counter: 3,
@@ -33,6 +34,7 @@ fn sample_frames() -> Vec<Frame> {
             join_epoch: 1,
             listen_port: 3000,
             advertise_ip: None,
+            advertise_host: None,
             observed_addr: Some("[::1]:9".parse().unwrap()),
             wants_welcome: true,
             state_version: version.clone(),
@@ -51,7 +53,12 @@ fn sample_frames() -> Vec<Frame> {
         Frame::Reject(Reject {
             reason: RejectReason::IncompatibleVersion { min: 2, max: 3 },
         }),
-        Frame::Announce(vec![info.clone(), info.clone()]),
+        Frame::Announce(vec![info.clone(), {
+            // A member advertising a host name: `host` set, `addr` none.
+            let mut named = info.clone();
+            named.set_dial_addr(Some("room.example.org:4000".parse().unwrap()));
+            named
+        }]),
         Frame::Digest(Digest {
             members: vec![info],
             state_version: version.clone(),
@@ -297,4 +304,59 @@ proptest! {
         let (a, b) = data.split_at(cut);
         let _ = decode_chunks([a, b]);
     }
+}
+
+/// Protocol version 2 stays one wire format: a host name is an optional field, written
+/// only when set, that a peer built before it ignores (and a `Hello` or member list
+/// without it reads as before).
+#[test]
+fn host_names_are_optional_fields_that_older_peers_ignore() {
+    #[derive(serde::Deserialize, Debug)]
+    struct OldInfo {
+        name: String,
+        addr: Option<std::net::SocketAddr>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    enum OldFrame {
+        Announce(Vec<OldInfo>),
+    }
+    let key = netpeer_proto::Identity::from_bytes([4; 32]).public_key();
+    let mut info = MemberInfo {
+        name: "bob".into(),
+        key,
+        incarnation: 9,
+        join_epoch: 2,
+        addr: Some("127.0.0.1:4000".parse().unwrap()),
+        host: None,
+    };
+    let plain = encode_frame(&Frame::Announce(vec![info.clone()]), MAX).unwrap();
+    assert!(
+        !plain.windows(4).any(|w| w == b"host"),
+        "no host field unless set"
+    );
+    info.set_dial_addr(Some("bob.example:4000".parse().unwrap()));
+    let named = encode_frame(&Frame::Announce(vec![info.clone()]), MAX).unwrap();
+    let OldFrame::Announce(old) = ciborium::from_reader(&named[4..]).unwrap();
+    assert_eq!(old[0].name, "bob");
+    assert_eq!(
+        old[0].addr, None,
+        "an old peer sees a member it cannot dial"
+    );
+    let mut decoder = FrameDecoder::new(MAX);
+    let mut input = &named[..];
+    let Some(Frame::Announce(back)) = decoder.decode_next(&mut input).unwrap() else {
+        panic!("an Announce");
+    };
+    assert_eq!(back[0].dial_addr(), info.dial_addr());
+    let mut hello = Hello::new("room", "bob", 1);
+    hello.listen_port = 4000;
+    let bytes = encode_frame(&Frame::Hello(hello.clone()), MAX).unwrap();
+    assert!(!bytes.windows(14).any(|w| w == b"advertise_host"));
+    hello.advertise_host = Some("bob.example".parse().unwrap());
+    let bytes = encode_frame(&Frame::Hello(hello.clone()), MAX).unwrap();
+    let mut input = &bytes[..];
+    assert_eq!(
+        FrameDecoder::new(MAX).decode_next(&mut input).unwrap(),
+        Some(Frame::Hello(hello))
+    );
 }

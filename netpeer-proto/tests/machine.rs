@@ -36,6 +36,7 @@ fn dialer(name: &str, network: &str, versions: (u16, u16)) -> DialerHandshake {
         join_epoch: 3,
         listen_port: 4000,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),
@@ -274,7 +275,8 @@ fn a_version_1_peer_is_refused_with_a_version_reason_both_ways() {
         "{out:?}"
     );
     // The other way: our Hello, read by version 1's shape of it.
-    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     let dial = drain(&mut m)
         .into_iter()
         .find_map(|o| match o {
@@ -595,6 +597,7 @@ fn contact(
             incarnation: 7,
             join_epoch: 0,
             addr: Some("127.0.0.1:5000".parse().unwrap()),
+            host: None,
         }],
         state: netpeer_proto::encode_value(&()).unwrap(),
         state_version: StateVersion::default(),
@@ -608,7 +611,8 @@ fn cancel_join_before_the_connection_opens_frees_the_machine_at_once() {
     let now = Instant::now();
     let mut m = machine(now);
     assert!(!m.cancel_join(now), "nothing to cancel");
-    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     let out = drain(&mut m);
     let [Output::Connect { conn, .. }] = out[..] else {
         panic!("{out:?}")
@@ -622,7 +626,8 @@ fn cancel_join_before_the_connection_opens_frees_the_machine_at_once() {
     // A late report about the cancelled dial is ignored; the next join starts at once.
     m.connected(conn, now);
     assert!(drain(&mut m).is_empty());
-    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     assert!(m.is_joining());
     // Its deadline is the new join's, not the cancelled one's: nothing times out early.
     assert_eq!(m.poll_timeout(), Some(now + m.config().handshake_timeout));
@@ -632,7 +637,8 @@ fn cancel_join_before_the_connection_opens_frees_the_machine_at_once() {
 fn cancel_join_while_waiting_for_the_welcome_tells_the_contact() {
     let now = Instant::now();
     let mut m = machine(now);
-    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     let conn = match &drain(&mut m)[..] {
         [Output::Connect { conn, .. }] => *conn,
         out => panic!("{out:?}"),
@@ -656,7 +662,10 @@ fn cancel_join_while_waiting_for_the_welcome_tells_the_contact() {
     assert_eq!(m.poll_timeout(), None);
     m.handle_timeout(now + m.config().join_timeout * 2);
     assert!(drain(&mut m).is_empty(), "no redial, no JoinTimedOut");
-    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+    assert!(
+        m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -664,7 +673,8 @@ fn cancel_join_after_the_welcome_leaves_the_room_being_entered() {
     let now = Instant::now();
     let mut m = machine(now);
     let before = m.incarnation();
-    m.join(REMOTE.parse().unwrap(), now).unwrap();
+    m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     let contact = match &drain(&mut m)[..] {
         [Output::Connect { conn, .. }] => *conn,
         out => panic!("{out:?}"),
@@ -695,7 +705,10 @@ fn cancel_join_after_the_welcome_leaves_the_room_being_entered() {
         drain(&mut m).is_empty(),
         "nothing of the cancelled join remains"
     );
-    assert!(m.join(REMOTE.parse().unwrap(), now).is_ok());
+    assert!(
+        m.join(REMOTE.parse::<std::net::SocketAddr>().unwrap(), now)
+            .is_ok()
+    );
 }
 
 /// A machine with bob, small limits (64 KiB frames, a 256 KiB queue, a 64 KiB mark),

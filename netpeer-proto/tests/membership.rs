@@ -48,7 +48,7 @@ fn the_leave_stayed(sim: &mut Sim, x: PeerId, lost: PeerId, a: PeerId, since: Du
     let to_x = sim
         .dials(lost)
         .iter()
-        .filter(|(t, addr)| *t >= since && *addr == sim.addr(x))
+        .filter(|(t, addr)| *t >= since && *addr == netpeer_proto::DialAddr::from(sim.addr(x)))
         .count();
     assert!(to_x <= 1, "seed {seed}: x was dialled {to_x} times");
     sim.check_full_mesh(&[a, lost]).unwrap();

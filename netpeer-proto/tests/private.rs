@@ -136,7 +136,11 @@ impl Wire {
         let now = Instant::now();
         let mut a = PeerMachine::new(config("alice-the-sender", key, 1), now).unwrap();
         let mut b = PeerMachine::new(config("bob", key, 2), now).unwrap();
-        a.join("127.0.0.1:3002".parse().unwrap(), now).unwrap();
+        a.join(
+            "127.0.0.1:3002".parse::<std::net::SocketAddr>().unwrap(),
+            now,
+        )
+        .unwrap();
         let Some(Output::Connect { conn: a_conn, .. }) = a.poll_output() else {
             panic!("a dials")
         };
@@ -219,7 +223,8 @@ fn captured_bytes_contain_no_plaintext() {
     // The same traffic in an open room shows all of it (the check can fail).
     let now = Instant::now();
     let mut open = PeerMachine::new(Config::new("alice-the-sender"), now).unwrap();
-    open.join("127.0.0.1:1".parse().unwrap(), now).unwrap();
+    open.join("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(), now)
+        .unwrap();
     let Some(Output::Connect { conn, .. }) = open.poll_output() else {
         panic!()
     };

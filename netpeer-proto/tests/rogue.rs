@@ -186,7 +186,7 @@ fn replayed_member_lists_cannot_bring_back_a_member_that_left() {
     sim.run_until_quiet().unwrap();
     let to_c = sim.dials(a)[dials_before..]
         .iter()
-        .filter(|(_, addr)| *addr == sim.addr(c))
+        .filter(|(_, addr)| *addr == netpeer_proto::DialAddr::from(sim.addr(c)))
         .count();
     assert!(to_c <= 1, "seed {seed}: a dialled c {to_c} times");
     assert!(sim.view(c).is_empty(), "seed {seed}: c is back");
@@ -304,6 +304,7 @@ fn a_forged_announce_cannot_expel_a_live_member() {
         incarnation: 0,
         join_epoch: 0,
         addr: Some(at),
+        host: None,
     };
     sim.rogue(r).announce(conn, vec![forged]);
     sim.run_for(Duration::from_secs(5));

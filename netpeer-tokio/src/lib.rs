@@ -43,10 +43,10 @@ use tokio::net::{
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 pub use netpeer_driver::{
-    Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
-    JoinError, KeyParseError, LeaveReason, Member, Message, Overflow, PeerEvent, PublicKey,
-    RejectReason, Request, RequestError, RespondError, RoomKey, SendError, Stats, ToAddrs,
-    decode_value, encode_value, proto,
+    Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
+    HostName, Identity, JoinError, KeyParseError, LeaveReason, Member, Message, Overflow,
+    PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey, RoomTicket,
+    SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by tokio. See the [crate docs](crate).

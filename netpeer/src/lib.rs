@@ -3,12 +3,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use netpeer_driver::{
-    Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
-    JoinError, KeyParseError, LeaveReason, Member, Message, Overflow, PeerEvent, PublicKey,
-    RejectReason, Request, RequestError, RespondError, RoomKey, SendError, Stats, ToAddrs,
-    decode_value, encode_value,
+    Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
+    HostName, Identity, JoinError, KeyParseError, LeaveReason, Member, Message, Overflow,
+    PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey, RoomTicket,
+    SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value,
 };
-pub use netpeer_proto::RoomKeyError;
+pub use netpeer_proto::{DialAddrError, HostNameError, RoomKeyError};
 
 /// The sans-IO protocol core: `PeerMachine`, the wire format, the protocol limits.
 pub use netpeer_proto as proto;

@@ -34,6 +34,36 @@ fn two_chat_processes_talk_and_leave_gracefully() {
 }
 
 #[test]
+fn a_ticket_printed_by_one_chat_lets_another_join_a_private_room() {
+    let mut ana = Example::start("chat", &["--name", "ana", "--private"]);
+    let line = ana.expect(Stream::Out, "* ticket: ");
+    let ticket = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(ticket.starts_with("netpeer1"), "{line}");
+    let parsed: netpeer::RoomTicket = ticket.parse().unwrap();
+    assert!(
+        parsed.key().is_some(),
+        "--private puts the key in the ticket"
+    );
+    let mut ben = Example::start("chat", &["--name", "ben", "--ticket", &ticket]);
+    ben.expect(Stream::Out, "joined; members: ana");
+    ana.expect(Stream::Out, "* ben joined");
+    let line = ben.expect(Stream::Out, "* ticket: ");
+    let from_ben: netpeer::RoomTicket = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(from_ben.addrs().len(), 2, "ben's own address, then ana's");
+    writeln!(ben.stdin.as_mut().unwrap(), "hello by ticket").unwrap();
+    ana.expect(Stream::Out, "<ben> hello by ticket");
+    // Without the ticket's key the same address is closed to a third chat.
+    let addr = parsed.addrs()[0].to_string();
+    let mut eve = Example::start("chat", &["--name", "eve", "--join", &addr]);
+    eve.expect(Stream::Err, "cannot join");
+    let (code, _) = eve.wait_exit();
+    assert_eq!(code, Some(1));
+    let mut bad = Example::start("chat", &["--name", "cy", "--ticket", "netpeer1AAAA"]);
+    bad.expect(Stream::Err, "--ticket: room ticket");
+    assert_eq!(bad.wait_exit().0, Some(2));
+}
+
+#[test]
 fn a_taken_name_is_refused_at_the_join_with_a_clear_message() {
     let mut ana = Example::start("chat", &["--name", "ana", "--listen", "127.0.0.1:0"]);
     let line = ana.expect(Stream::Out, "listening on");
@@ -106,6 +136,7 @@ fn a_chat_expelled_from_the_room_says_why_and_exits() {
             join_epoch: 1,
             listen_port: 0,
             advertise_ip: None,
+            advertise_host: None,
             observed_addr: None,
             wants_welcome: false,
             state_version: StateVersion::default(),

@@ -1,6 +1,13 @@
 //! The conformance cases. Each is written once, generic over the runtime, and asserts
 //! what every adapter must do on real loopback sockets.
 
+mod invites;
+
+pub use invites::{
+    advertised_addresses_are_dialled, hostile_host_names_are_cut_off,
+    join_or_open_ends_in_one_room, tickets_invite_into_the_room,
+};
+
 use std::{
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, AtomicU32, Ordering},
@@ -1023,14 +1030,14 @@ pub async fn outcomes_are_the_cores_types<R: Runtime>(rt: R) {
         .await
         .expect_err("nobody listens");
     assert!(
-        matches!(&err, JoinError::Unreachable { addr, error: ConnectFailure::Refused } if *addr == nobody),
+        matches!(&err, JoinError::Unreachable { addr, error: ConnectFailure::Refused } if *addr == nobody.into()),
         "{err:?}"
     );
     let e = event(&rt, &mut es, "ConnectFailed", |_| true).await;
     assert_eq!(
         e,
         PeerEvent::ConnectFailed {
-            addr: nobody,
+            addr: nobody.into(),
             error: ConnectFailure::Refused
         }
     );

@@ -78,6 +78,10 @@ macro_rules! conformance_suite {
             state_changed_says_who_and_which_version,
             concurrent_state_writes_converge_by_version,
             a_raw_member_cannot_forge_room_features,
+            advertised_addresses_are_dialled,
+            tickets_invite_into_the_room,
+            join_or_open_ends_in_one_room,
+            hostile_host_names_are_cut_off,
         );
     };
     (@cases $run:path; $($case:ident,)*) => {

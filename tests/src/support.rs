@@ -238,6 +238,7 @@ pub async fn raw_join<R: Runtime>(
         join_epoch: u64::MAX,
         listen_port: 0,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: true,
         state_version: StateVersion::default(),

@@ -9,7 +9,7 @@ mod liveness;
 mod read;
 mod table;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 
@@ -17,6 +17,7 @@ pub(crate) use read::{ConnEvent, Scratch};
 pub(crate) use table::Conns;
 
 use crate::{
+    addr::DialAddr,
     config::Config,
     event::{ConnId, Output},
     secure::SecureChannel,
@@ -86,7 +87,7 @@ pub(crate) struct Overflow;
 pub(crate) struct Conn {
     dir: Direction,
     /// Dialled address (outbound) or the remote's address (inbound).
-    addr: SocketAddr,
+    addr: DialAddr,
     phase: Phase,
     /// The member on the other end, once admitted.
     remote: Option<Arc<str>>,
@@ -131,7 +132,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         dir: Direction,
-        addr: SocketAddr,
+        addr: DialAddr,
         nonce: Nonce,
         config: &Config,
         now: Instant,
@@ -169,8 +170,8 @@ impl Conn {
 
     // ------------------------------------------------------------ what it is
 
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+    pub(crate) fn addr(&self) -> &DialAddr {
+        &self.addr
     }
 
     pub(crate) fn is_inbound(&self) -> bool {

@@ -353,6 +353,7 @@ mod tests {
             join_epoch: 0,
             listen_port: 1,
             advertise_ip: None,
+            advertise_host: None,
             observed_addr: None,
             wants_welcome: false,
             state_version: StateVersion::default(),

@@ -4,13 +4,14 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
 
+use crate::addr::DialAddr;
+
 use bytes::Bytes;
 
 use rand_chacha::ChaCha20Rng;
 
 use super::{Conn, ConnEvent, Direction, Overflow, Purpose, Scratch};
 use crate::{
-    addr::normalize,
     config::Config,
     error::AcceptError,
     event::{ConnId, Output},
@@ -72,7 +73,13 @@ impl Conns {
             .as_ref()
             .map(|key| (key, session_seed(crypto)));
         let nonce = Nonce(session_seed(crypto));
-        let mut conn = Conn::new(Direction::Inbound, normalize(remote), nonce, config, now);
+        let mut conn = Conn::new(
+            Direction::Inbound,
+            DialAddr::from(remote),
+            nonce,
+            config,
+            now,
+        );
         if let Some((key, seed)) = noise {
             conn.expect_noise(key, seed);
         }
@@ -82,14 +89,20 @@ impl Conns {
     /// A new outbound connection for `purpose` (the driver is told to dial `addr`).
     pub(crate) fn open_outbound(
         &mut self,
-        (purpose, addr): (Purpose, SocketAddr),
+        (purpose, addr): (Purpose, DialAddr),
         config: &Config,
         now: Instant,
         (timers, crypto): (&mut TimerTable, &mut ChaCha20Rng),
         out: &mut crate::Outbox,
     ) -> ConnId {
         let nonce = Nonce(session_seed(crypto));
-        let conn = Conn::new(Direction::Outbound(purpose), addr, nonce, config, now);
+        let conn = Conn::new(
+            Direction::Outbound(purpose),
+            addr.clone(),
+            nonce,
+            config,
+            now,
+        );
         let id = self.insert(conn, config, timers);
         out.push_back(Output::Connect { conn: id, addr });
         id
@@ -279,7 +292,7 @@ impl Conns {
     }
 
     /// Whether an outbound connection to `addr` is still in its handshake.
-    pub(crate) fn dialling(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn dialling(&self, addr: &DialAddr) -> bool {
         self.map
             .values()
             .any(|c| !c.is_inbound() && !c.is_established() && c.addr() == addr)

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     Outbox,
+    addr::DialAddr,
     config::Config,
     conn::{Conns, Scratch},
     error::{AcceptError, ConfigError, JoinError, SendError},
@@ -39,7 +40,7 @@ use crate::{
 /// let mut config = Config::new("alice");
 /// config.listen_port = 4000;
 /// let mut machine = PeerMachine::new(config, now).unwrap();
-/// machine.join("127.0.0.1:3000".parse().unwrap(), now).unwrap();
+/// machine.join("127.0.0.1:3000".parse::<std::net::SocketAddr>().unwrap(), now).unwrap();
 ///
 /// // After every input (accept, connected, receive, closed, a command, a timer):
 /// while let Some(output) = machine.poll_output() {
@@ -330,14 +331,15 @@ impl PeerMachine {
 
     // ----------------------------------------------------------------- commands
 
-    /// Joins the room that the member at `addr` is in.
+    /// Joins the room that the member at `addr` is in (an IP address and port, or a
+    /// [`DialAddr`] whose host name the driver resolves when it dials).
     ///
     /// The outcome is an event: `Entered`, `Rejected`, `ConnectFailed` or
     /// `JoinTimedOut`.
-    pub fn join(&mut self, addr: SocketAddr, now: Instant) -> Result<(), JoinError> {
+    pub fn join(&mut self, addr: impl Into<DialAddr>, now: Instant) -> Result<(), JoinError> {
         self.tick(now);
         let (room, mut io) = self.parts();
-        room.join(&mut io, addr)
+        room.join(&mut io, addr.into())
     }
 
     /// Sends `payload` to every member in our view; returns how many.

@@ -11,7 +11,7 @@
 //! about itself in its `Hello` never outranks anyone. The room carries the
 //! [`Decision`] out.
 
-use std::net::SocketAddr;
+use crate::addr::DialAddr;
 
 use crate::{
     config::validate_name,
@@ -42,15 +42,15 @@ pub(crate) struct Holder {
 
 /// Where our own join stands, as admission sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Joining {
+pub(crate) enum Joining<'a> {
     /// Not waiting for a welcome.
     No,
     /// Waiting for the welcome of `contact`, dialled at `addr`.
-    Through { contact: ConnId, addr: SocketAddr },
+    Through { contact: ConnId, addr: &'a DialAddr },
 }
 
 /// Everything [`decide`] looks at besides the `Hello`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct View<'a> {
     pub(crate) our_name: &'a str,
     pub(crate) network: &'a str,
@@ -66,13 +66,13 @@ pub(crate) struct View<'a> {
     pub(crate) youngest: Option<(ConnId, Rank)>,
     /// The member that has the claimed name, if any.
     pub(crate) holder: Option<Holder>,
-    pub(crate) joining: Joining,
+    pub(crate) joining: Joining<'a>,
     /// The connection the `Hello` came on.
     pub(crate) conn: ConnId,
     /// Whether the remote dialled it.
     pub(crate) inbound: bool,
     /// Where the remote says it can be dialled (addresses rule).
-    pub(crate) their_addr: Option<SocketAddr>,
+    pub(crate) their_addr: Option<DialAddr>,
 }
 
 /// An earlier connection of the claimed name that the new one replaces.
@@ -186,7 +186,7 @@ pub(crate) fn smaller_name_dials(our_name: &str, their_name: &str) -> bool {
 pub(crate) fn keep_new(
     old: (ConnId, bool),
     new: (ConnId, bool),
-    joining: Joining,
+    joining: Joining<'_>,
     smaller_is_us: bool,
 ) -> bool {
     if let Joining::Through { contact, .. } = joining {
@@ -328,7 +328,7 @@ fn crossing(view: &View<'_>, hello: &Hello, key: PublicKey) -> (Option<ConnId>, 
         }
     }
     if let Joining::Through { contact, addr } = view.joining {
-        if hello.wants_welcome && view.their_addr == Some(addr) {
+        if hello.wants_welcome && view.their_addr.as_ref() == Some(addr) {
             // Two peers join each other at once: the other peer becomes the contact
             // of the join dialled by the smaller name.
             if smaller_is_us {

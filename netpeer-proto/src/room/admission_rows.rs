@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
     let joining = Joining::Through {
         contact: CONTACT,
-        addr: addr(),
+        addr: &ADDR,
     };
     let welcome = |mut h: Hello| {
         h.wants_welcome = true;
@@ -96,13 +96,13 @@ pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
         ),
         (
             "a full room",
-            full,
+            full.clone(),
             welcome(hello("x", 1, 1, u64::MAX)),
             just(Verdict::Full),
         ),
         (
             "a full room: what it claims is not a rank",
-            full,
+            full.clone(),
             hello("x", 1, 9, 0),
             just(Verdict::Full),
         ),
@@ -113,7 +113,7 @@ pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
                     rank: rank(9, 9),
                     ..holder(None, 1, None).unwrap()
                 }),
-                ..full
+                ..full.clone()
             },
             hello("x", 1, 9, 0),
             just(Verdict::Full),
@@ -122,7 +122,7 @@ pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
             "a full room: recorded older, the youngest gives way",
             View {
                 holder: holder(None, 1, None),
-                ..full
+                ..full.clone()
             },
             hello("x", 1, 9, 4),
             Decision {
@@ -330,8 +330,9 @@ pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
                 youngest: None,
                 joining: Joining::Through {
                     contact: CONTACT,
-                    addr: "127.0.0.1:9".parse().unwrap(),
+                    addr: &ADDR,
                 },
+                their_addr: Some("127.0.0.1:4001".parse().unwrap()),
                 ..view()
             },
             Hello {

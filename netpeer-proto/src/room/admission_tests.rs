@@ -9,8 +9,13 @@ const DIAL: ConnId = ConnId(4);
 const CONTACT: ConnId = ConnId(5);
 const YOUNGEST: ConnId = ConnId(6);
 
-fn addr() -> SocketAddr {
-    "127.0.0.1:4000".parse().unwrap()
+static ADDR: DialAddr = DialAddr::Ip(std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(127, 0, 0, 1),
+    4000,
+)));
+
+fn addr() -> DialAddr {
+    ADDR.clone()
 }
 
 fn key(n: u8) -> PublicKey {
@@ -31,6 +36,7 @@ fn hello(name: &str, k: u8, incarnation: u64, epoch: u64) -> Hello {
         join_epoch: epoch,
         listen_port: 4000,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),
@@ -171,7 +177,7 @@ fn one_connection_per_pair_keeps_the_same_connection_on_both_sides() {
     // Our join's connection is never given up.
     let joining = |contact| Joining::Through {
         contact,
-        addr: addr(),
+        addr: &ADDR,
     };
     assert!(keep_new((a, true), (b, false), joining(b), false));
     assert!(!keep_new((a, false), (b, true), joining(a), false));
@@ -182,21 +188,27 @@ fn one_connection_per_pair_keeps_the_same_connection_on_both_sides() {
 fn a_newcomer_waits_while_we_join_alone() {
     let joining = Joining::Through {
         contact: ConnId(77),
-        addr: "127.0.0.1:9".parse().unwrap(),
+        addr: &ADDR,
     };
     let newcomer = Hello {
         wants_welcome: true,
         ..hello("new", 3, 1, u64::MAX)
     };
+    let elsewhere = Some("127.0.0.1:4001".parse().unwrap());
     let alone = View {
         view_len: 0,
         youngest: None,
         joining,
+        their_addr: elsewhere.clone(),
         ..view()
     };
     assert_eq!(decide(&alone, &newcomer).verdict, Verdict::AwaitJoin);
     // In a room, or not joining, it is welcomed; a member's dial is never held.
-    let in_room = View { joining, ..view() };
+    let in_room = View {
+        joining,
+        their_addr: elsewhere,
+        ..view()
+    };
     assert_eq!(decide(&in_room, &newcomer).verdict, admit());
     let idle = View {
         view_len: 0,

@@ -100,8 +100,12 @@ impl Room {
 
     /// What the end of connection `conn` (removed: `s`) means.
     fn session_ended(&mut self, io: &mut Io<'_>, conn: ConnId, s: &Conn, cause: &Cause) {
-        if let JoinPhase::Joining { contact, addr, .. } = self.join {
+        if let JoinPhase::Joining {
+            contact, ref addr, ..
+        } = self.join
+        {
             if contact == conn {
+                let addr = addr.clone();
                 self.join = JoinPhase::Idle;
                 self.join_failed(io, addr, cause);
                 self.rank_in_room(io);
@@ -118,7 +122,7 @@ impl Room {
             return;
         }
         if let Some(Purpose::Member(name)) = s.purpose() {
-            self.member_dial_ended(io, name, (conn, s.addr()), cause);
+            self.member_dial_ended(io, name, (conn, s.addr().clone()), cause);
         }
     }
 
@@ -127,7 +131,7 @@ impl Room {
         &mut self,
         io: &mut Io<'_>,
         name: &str,
-        (conn, addr): (ConnId, std::net::SocketAddr),
+        (conn, addr): (ConnId, crate::addr::DialAddr),
         cause: &Cause,
     ) {
         match cause {

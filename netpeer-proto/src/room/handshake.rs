@@ -115,7 +115,7 @@ impl Room {
     }
 
     /// What admission looks at for `hello` on `conn`.
-    fn admission_view<'a>(&self, io: &'a Io<'_>, conn: ConnId, hello: &Hello) -> View<'a> {
+    fn admission_view<'a>(&'a self, io: &'a Io<'_>, conn: ConnId, hello: &Hello) -> View<'a> {
         let c = io.conns.get(conn);
         let holder = self.members.get(&hello.name).map(|m| Holder {
             session: m
@@ -141,7 +141,9 @@ impl Room {
             youngest: self.members.youngest(),
             holder,
             joining: match self.join {
-                JoinPhase::Joining { contact, addr, .. } => Joining::Through { contact, addr },
+                JoinPhase::Joining {
+                    contact, ref addr, ..
+                } => Joining::Through { contact, addr },
                 _ => Joining::No,
             },
             conn,
@@ -254,16 +256,19 @@ impl Room {
     /// in parallel (a restarted member is then admitted everywhere after one probe).
     fn probe_holder(&mut self, io: &mut Io<'_>, conn: ConnId, hello: Box<Hello>, holder: ConnId) {
         self.start_probe(io, holder);
-        let claimant = MemberInfo {
+        let mut claimant = MemberInfo {
             name: hello.name.clone(),
             key: hello.key.expect("proven"),
             incarnation: hello.incarnation,
             join_epoch: Epoch::Unranked.to_wire(),
-            addr: io
-                .conns
+            addr: None,
+            host: None,
+        };
+        claimant.set_dial_addr(
+            io.conns
                 .get(conn)
                 .and_then(|c| advertised(&hello, c.addr())),
-        };
+        );
         let announce = Frame::Announce(vec![claimant]);
         for c in self.members.sessions().into_iter().filter(|c| *c != holder) {
             self.send_frame(io, c, &announce);
@@ -284,7 +289,7 @@ impl Room {
         let addr = if inbound {
             advertised(&hello, c.addr())
         } else {
-            Some(c.addr())
+            Some(c.addr().clone())
         };
         if !inbound {
             self.addr_backoff.reached(c.addr());
@@ -304,13 +309,15 @@ impl Room {
             true => self.epochs.current(),
             false => Epoch::from_wire(hello.join_epoch),
         };
-        let info = MemberInfo {
+        let mut info = MemberInfo {
             name: hello.name.clone(),
             key: hello.key.expect("proven"),
             incarnation: hello.incarnation,
             join_epoch: epoch.to_wire(),
-            addr,
+            addr: None,
+            host: None,
         };
+        info.set_dial_addr(addr);
         let known = self.record_session(io, conn, &info);
         // Presence: the member's metadata comes with its Hello.
         match self.meta_from_hello(io, &hello.name, hello.meta_version, hello.meta.clone()) {
@@ -375,7 +382,7 @@ impl Room {
         // that lost its rank since we last met (it is joining again, alone) is ranked
         // as it ranks itself, or the two of us would name different hosts.
         m.restate_epoch(Epoch::from_wire(info.join_epoch));
-        m.set_addr(info.addr);
+        m.set_addr(info.dial_addr());
         let stale_dial = m.connect(conn, io.now);
         self.counters.sessions_opened += 1;
         let name = m.name().clone();

@@ -1,11 +1,11 @@
 //! Our own [join](crate::spec#join): the contact's welcome, entering the room once
 //! every listed member is connected or failed, and how a failed join is reported.
 
-use std::{collections::BTreeSet, net::SocketAddr, time::Instant};
+use std::{collections::BTreeSet, time::Instant};
 
 use super::{Cause, Io, Room};
 use crate::{
-    addr::normalize,
+    addr::DialAddr,
     config::validate_name,
     conn::Purpose,
     error::JoinError,
@@ -23,7 +23,7 @@ pub(crate) enum JoinPhase {
     /// Dialled a contact, waiting for its welcome.
     Joining {
         contact: ConnId,
-        addr: SocketAddr,
+        addr: DialAddr,
         deadline: Instant,
     },
     /// Welcome received; connecting to the listed members.
@@ -57,15 +57,14 @@ impl JoinPhase {
 
 impl Room {
     /// Starts joining the room of the member at `addr`.
-    pub(crate) fn join(&mut self, io: &mut Io<'_>, addr: SocketAddr) -> Result<(), JoinError> {
+    pub(crate) fn join(&mut self, io: &mut Io<'_>, addr: DialAddr) -> Result<(), JoinError> {
         if self.is_joining() {
             return Err(JoinError::AlreadyJoining);
         }
         // We mean to be in a room again: sessions are welcome. Alone, we have no rank
         // until the welcome (identity): the room we join assigns it. In a room, we
         // keep ours until then.
-        let addr = normalize(addr);
-        if let Some(m) = self.members.view().find(|m| m.addr() == Some(addr)) {
+        if let Some(m) = self.members.view().find(|m| m.addr() == Some(&addr)) {
             // Joining through a member of our own room would only replace our session
             // with it (and lose what is in flight on it).
             return Err(JoinError::AlreadyMember {
@@ -77,7 +76,7 @@ impl Room {
             self.set_epoch(io, Epoch::Unranked);
         }
         let contact = io.conns.open_outbound(
-            (Purpose::Join, addr),
+            (Purpose::Join, addr.clone()),
             io.config,
             io.now,
             (io.timers, io.crypto),
@@ -239,7 +238,7 @@ impl Room {
                 addr,
                 deadline,
             } if io.now >= *deadline => {
-                let (contact, addr) = (*contact, *addr);
+                let (contact, addr) = (*contact, addr.clone());
                 self.join = JoinPhase::Idle;
                 self.drop_early();
                 self.drop_session(io, contact, Cause::Local(CloseReason::HandshakeTimeout));
@@ -270,7 +269,7 @@ impl Room {
     }
 
     /// Our join connection ended before its welcome: the join failed, and why.
-    pub(super) fn join_failed(&mut self, io: &mut Io<'_>, addr: SocketAddr, cause: &Cause) {
+    pub(super) fn join_failed(&mut self, io: &mut Io<'_>, addr: DialAddr, cause: &Cause) {
         self.drop_early();
         if let Cause::RemoteRejected(reason @ (RejectReason::NameTaken | RejectReason::RoomFull)) =
             cause

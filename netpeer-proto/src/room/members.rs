@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,6 +13,7 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
+    addr::DialAddr,
     event::ConnId,
     identity::PublicKey,
     rank::{Epoch, Rank},
@@ -51,7 +51,7 @@ pub(crate) struct Member {
     key: PublicKey,
     incarnation: u64,
     epoch: Epoch,
-    addr: Option<SocketAddr>,
+    addr: Option<DialAddr>,
     /// The established session (the member is in our view).
     conn: Option<ConnId>,
     /// An outbound connection in progress to it.
@@ -80,7 +80,7 @@ impl Member {
             key: info.key,
             incarnation: info.incarnation,
             epoch: Epoch::from_wire(info.join_epoch),
-            addr: info.addr,
+            addr: info.dial_addr(),
             conn: None,
             dialing: None,
             redial: None,
@@ -115,8 +115,8 @@ impl Member {
         Rank::new(self.epoch, self.incarnation)
     }
 
-    pub(crate) fn addr(&self) -> Option<SocketAddr> {
-        self.addr
+    pub(crate) fn addr(&self) -> Option<&DialAddr> {
+        self.addr.as_ref()
     }
 
     pub(crate) fn conn(&self) -> Option<ConnId> {
@@ -137,13 +137,16 @@ impl Member {
 
     /// The member as we tell others of it.
     pub(crate) fn info(&self) -> MemberInfo {
-        MemberInfo {
+        let mut info = MemberInfo {
             name: self.name.to_string(),
             key: self.key,
             incarnation: self.incarnation,
             join_epoch: self.epoch.to_wire(),
-            addr: self.addr,
-        }
+            addr: None,
+            host: None,
+        };
+        info.set_dial_addr(self.addr.clone());
+        info
     }
 
     /// When the member is due to be dialled again, if it is neither connected nor
@@ -188,14 +191,14 @@ impl Member {
     }
 
     /// Learns where the member can be dialled (`None` keeps what we knew).
-    pub(crate) fn set_addr(&mut self, addr: Option<SocketAddr>) {
+    pub(crate) fn set_addr(&mut self, addr: Option<DialAddr>) {
         if addr.is_some() {
             self.addr = addr;
         }
     }
 
     /// Learns an address only if we had none.
-    pub(crate) fn fill_addr(&mut self, addr: Option<SocketAddr>) {
+    pub(crate) fn fill_addr(&mut self, addr: Option<DialAddr>) {
         if self.addr.is_none() {
             self.addr = addr;
         }
@@ -424,6 +427,7 @@ mod tests {
             incarnation,
             join_epoch: epoch,
             addr: Some("127.0.0.1:9".parse().unwrap()),
+            host: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! [healing](crate::spec#healing): learning of members from others, dialling them,
 //! backing off and redialling the lost, forgetting them, and the periodic digest.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
+
+use crate::addr::DialAddr;
 
 use rand_core::Rng;
 
@@ -91,6 +93,7 @@ impl Room {
             incarnation: self.incarnation,
             join_epoch: self.epoch.to_wire(),
             addr: None,
+            host: None,
         }
     }
 
@@ -121,7 +124,7 @@ impl Room {
         match self.members.get_mut(&name) {
             None => self.learn_new(io, info, immediate),
             Some(m) if m.is(&info.key, info.incarnation) => {
-                m.fill_addr(info.addr);
+                m.fill_addr(info.dial_addr());
                 // It was still joining when we met it; now it has its epoch.
                 m.rank_if_unranked(epoch);
                 let dial = immediate && m.conn().is_none() && m.dialing().is_none();
@@ -149,10 +152,10 @@ impl Room {
                     // it (one that did could route our dial through itself).
                     if m.key() == info.key {
                         m.reidentify(&info);
-                        m.fill_addr(info.addr);
+                        m.fill_addr(info.dial_addr());
                     } else {
                         m.reidentify(&info);
-                        m.set_addr(info.addr);
+                        m.set_addr(info.dial_addr());
                     }
                     if m.dialing().is_none() {
                         self.dial(io, &name);
@@ -164,7 +167,7 @@ impl Room {
 
     fn learn_new(&mut self, io: &mut Io<'_>, info: MemberInfo, immediate: bool) {
         let max = io.config.max_members;
-        if info.addr.is_none() || self.members.len() >= 2 * max {
+        if (info.addr.is_none() && info.host.is_none()) || self.members.len() >= 2 * max {
             return;
         }
         let mut m = Member::new(&info);
@@ -195,7 +198,7 @@ impl Room {
         let Some(m) = self.members.get(name) else {
             return;
         };
-        match (m.conn(), m.dialing(), m.addr()) {
+        match (m.conn(), m.dialing(), m.addr().cloned()) {
             (None, None, Some(addr)) => self.dial_addr(io, name, addr),
             // Nowhere to dial (it listens nowhere it told): our join does not wait
             // for it (it is named failed; it may still dial us).
@@ -206,7 +209,7 @@ impl Room {
 
     /// Whether a dial of `name` at `addr` would be made now (see
     /// [`dial_addr`](Self::dial_addr)).
-    pub(super) fn can_dial(&self, io: &Io<'_>, name: &str, addr: SocketAddr) -> bool {
+    pub(super) fn can_dial(&self, io: &Io<'_>, name: &str, addr: &DialAddr) -> bool {
         let taken = self
             .members
             .view()
@@ -218,8 +221,8 @@ impl Room {
     /// member in view lives there: bounds, one connection per address at a time, so
     /// that no member list can make us hammer one address. Then the dial counts as
     /// failed (backoff, and named failed if our join waits for it).
-    pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: SocketAddr) {
-        if !self.can_dial(io, name, addr) {
+    pub(super) fn dial_addr(&mut self, io: &mut Io<'_>, name: &str, addr: DialAddr) {
+        if !self.can_dial(io, name, &addr) {
             return self.address_busy(io, name);
         }
         let purpose = Purpose::Member(name.to_owned());

@@ -29,7 +29,6 @@ mod tombstones;
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    net::SocketAddr,
     time::Instant,
 };
 
@@ -42,6 +41,7 @@ pub(crate) use join::JoinPhase;
 
 use crate::{
     Outbox,
+    addr::DialAddr,
     config::Config,
     conn::Conns,
     event::{CloseReason, ConnId, Event, Output, RejectReason},
@@ -268,19 +268,25 @@ impl Room {
     }
 
     /// Our `Hello` for a connection to `observed`.
-    fn hello(&self, config: &Config, observed: SocketAddr, wants_welcome: bool) -> Hello {
+    fn hello(&self, config: &Config, observed: &DialAddr, wants_welcome: bool) -> Hello {
         // Identity: a peer that joins alone has no rank until its welcome (its epoch
         // is unranked then); every member ranks us as we rank ourselves.
         let epoch = self.epoch;
+        // Addresses: an advertised address replaces the listen port and IP.
+        let (listen_port, advertise_ip, advertise_host) = match &config.advertise {
+            Some(DialAddr::Ip(a)) => (a.port(), Some(a.ip()), None),
+            Some(DialAddr::Host(host, port)) => (*port, None, Some(host.clone())),
+            None => (config.listen_port, config.advertise_ip, None),
+        };
         Hello {
             versions: config.versions,
             network: config.network.clone(),
             name: config.name.clone(),
             incarnation: self.incarnation,
             join_epoch: epoch.to_wire(),
-            listen_port: config.listen_port,
-            advertise_ip: config.advertise_ip,
-            observed_addr: Some(observed),
+            listen_port,
+            advertise_ip,
+            observed_addr: observed.socket_addr(),
             wants_welcome,
             state_version: self.state_version.clone(),
             // The connection fills in our key, its nonce and our proof.
@@ -289,6 +295,7 @@ impl Room {
             proof: None,
             meta: self.meta.clone(),
             meta_version: self.meta_version,
+            advertise_host,
         }
     }
 

@@ -175,7 +175,7 @@ impl Room {
                     name: m.name().clone(),
                     key: m.key(),
                     meta: m.meta().cloned(),
-                    addr: m.addr(),
+                    addr: m.addr().cloned(),
                     since: m.since()?,
                     rtt: c.srtt(),
                     queued: c.queued(),

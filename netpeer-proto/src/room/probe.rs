@@ -59,7 +59,7 @@ impl Room {
         // no rank never challenges.
         let ch_rank = Rank::new(Epoch::from_wire(ch.join_epoch), ch.incarnation);
         if ch_rank.epoch.is_ranked() && ch_rank.outranks(holder) {
-            if let Some(addr) = ch.addr {
+            if let Some(addr) = ch.dial_addr() {
                 // Challenge: meet the other incarnation; its Hello settles it.
                 if self.members.get(&name).and_then(|m| m.dialing()).is_none() {
                     self.dial_addr(io, &name, addr);

@@ -24,6 +24,13 @@ impl Sim {
         self.with_machine(p, |m, now| m.join(addr, now).ok());
     }
 
+    /// `p` joins through a dial target: an IP address, or a host name that the
+    /// simulated DNS resolves when the machine dials it ([`Sim::add_host`]).
+    pub fn join_dial(&mut self, p: PeerId, addr: crate::DialAddr) {
+        self.log(p, &format!("join {addr}"));
+        self.with_machine(p, |m, now| m.join(addr, now).ok());
+    }
+
     /// `p` joins through `host:port`, the host resolved as an adapter resolves it
     /// ([`resolve_host`]: `localhost` is `127.0.0.1`). Returns the address dialled.
     pub fn join_host(

@@ -167,6 +167,8 @@ pub struct Sim {
     bandwidth: BTreeMap<(PeerId, PeerId), u64>,
     /// Addresses where nothing answers: dials there time out.
     black_holes: BTreeSet<SocketAddr>,
+    /// The simulated DNS: host names and the IP each resolves to.
+    hosts: BTreeMap<crate::HostName, std::net::IpAddr>,
     /// Invariant violations watched while running (reported by `check_running`).
     violations: Vec<Noticed>,
 }
@@ -210,6 +212,7 @@ impl Sim {
             captured: Vec::new(),
             bandwidth: BTreeMap::new(),
             black_holes: BTreeSet::new(),
+            hosts: BTreeMap::new(),
             violations: Vec::new(),
         }
     }

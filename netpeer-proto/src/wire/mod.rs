@@ -14,7 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::PublicKey;
+use crate::{
+    addr::{DialAddr, HostName},
+    identity::PublicKey,
+};
 
 pub use codec::{DecodeError, FrameDecoder, encode_frame};
 pub use handshake::{AcceptorHandshake, DialerHandshake};
@@ -103,7 +106,8 @@ pub struct Hello {
     pub incarnation: u64,
     /// The sender's join epoch, once it is in a room.
     pub join_epoch: u64,
-    /// The port the sender listens on (0: it cannot be dialled).
+    /// The port the sender is dialled at: the one it listens on, or the port of the
+    /// address it advertises (0: it cannot be dialled).
     pub listen_port: u16,
     /// An IP the sender wants to be dialled at instead of the one observed.
     pub advertise_ip: Option<IpAddr>,
@@ -129,6 +133,11 @@ pub struct Hello {
     /// Version of `meta` (the sender counts its updates).
     #[serde(default)]
     pub meta_version: u64,
+    /// A DNS host name the sender wants to be dialled at (with `listen_port`), before
+    /// `advertise_ip` and the observed IP. Written only when set; a peer that does not
+    /// know the field ignores it (and dials `advertise_ip` or the observed IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_host: Option<HostName>,
 }
 
 impl Hello {
@@ -153,6 +162,7 @@ impl Hello {
             proof: None,
             meta: None,
             meta_version: 0,
+            advertise_host: None,
         }
     }
 }
@@ -230,8 +240,31 @@ pub struct MemberInfo {
     pub incarnation: u64,
     /// Its join epoch (decides name conflicts: earliest wins).
     pub join_epoch: u64,
-    /// Where it can be dialled, if it listens.
+    /// Where it can be dialled, if it listens at an IP address.
     pub addr: Option<SocketAddr>,
+    /// Where it can be dialled, if it advertises a host name (then `addr` is `None`).
+    /// Written only when set; a peer that does not know the field ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<(HostName, u16)>,
+}
+
+impl MemberInfo {
+    /// Where the member can be dialled: its host name if it has one, else its IP.
+    pub fn dial_addr(&self) -> Option<DialAddr> {
+        match &self.host {
+            Some((host, port)) => Some(DialAddr::Host(host.clone(), *port)),
+            None => self.addr.map(DialAddr::from),
+        }
+    }
+
+    /// Sets `addr` and `host` from a dial target.
+    pub fn set_dial_addr(&mut self, addr: Option<DialAddr>) {
+        (self.addr, self.host) = match addr {
+            Some(DialAddr::Ip(a)) => (Some(a), None),
+            Some(DialAddr::Host(h, p)) => (None, Some((h, p))),
+            None => (None, None),
+        };
+    }
 }
 
 /// Version of the shared state: higher counter wins, then the writer's name, then the

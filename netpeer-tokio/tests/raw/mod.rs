@@ -25,6 +25,7 @@ pub(crate) fn dialer(peer: &Peer, name: &str) -> DialerHandshake {
         join_epoch: 1,
         listen_port: 0,
         advertise_ip: None,
+        advertise_host: None,
         observed_addr: None,
         wants_welcome: false,
         state_version: StateVersion::default(),

@@ -12,7 +12,7 @@ use std::{
 
 use rand_core::Rng;
 
-use crate::{ConnId, ConnectFailure};
+use crate::{ConnId, ConnectFailure, DialAddr};
 
 use super::{PeerId, Sim, scheduler::Ev};
 
@@ -162,11 +162,29 @@ impl Sim {
         }
     }
 
-    pub(super) fn connect(&mut self, p: PeerId, conn: ConnId, addr: SocketAddr) {
+    /// Makes `host` resolve to `ip` in the simulated DNS (a dial to `host:port` goes
+    /// to `ip:port`; a host name nobody added does not resolve).
+    pub fn add_host(&mut self, host: crate::HostName, ip: IpAddr) {
+        self.hosts.insert(host, ip);
+    }
+
+    pub(super) fn connect(&mut self, p: PeerId, conn: ConnId, addr: DialAddr) {
         self.next_link += 1;
         let link = self.next_link;
         self.links.insert(link, Link::dialled(p, conn));
         self.peers[p.0].conns.insert(conn, (link, 0));
+        // The dialler's driver resolves a host name (one round trip to the resolver).
+        let addr = match addr {
+            DialAddr::Ip(addr) => addr,
+            DialAddr::Host(host, port) => match self.hosts.get(&host) {
+                Some(ip) => SocketAddr::new(*ip, port),
+                None => {
+                    let at = self.arrival(link, 0, self.now) + self.net.latency;
+                    let result = Err(ConnectFailure::UnknownHost(host.to_string()));
+                    return self.schedule(at, Ev::Connected { link, result });
+                }
+            },
+        };
         // A dual-stack listener answers IPv4-mapped dials; compare canonical forms.
         let addr = normalize(addr);
         let target = self.peers.iter().position(|peer| peer.addr == addr);

@@ -47,7 +47,7 @@ pub(super) struct SimPeer {
     /// [`Watched::NotJoined`](super::Watched::NotJoined).
     pub(super) may_be_in_room: bool,
     /// The dials its machine asked for: when, and where.
-    pub(super) dials: Vec<(Duration, SocketAddr)>,
+    pub(super) dials: Vec<(Duration, crate::DialAddr)>,
 }
 
 impl SimPeer {
@@ -90,10 +90,15 @@ impl Sim {
         self.add_peer_with(config)
     }
 
+    /// The port the next peer added will listen on (to advertise an address for it).
+    pub fn next_port(&self) -> u16 {
+        20_000 + self.peers.len() as u16
+    }
+
     /// Adds a listening peer with this configuration (its `listen_port` is set here).
     pub fn add_peer_with(&mut self, mut config: Config) -> PeerId {
         let id = PeerId(self.peers.len());
-        let port = 20_000 + id.0 as u16;
+        let port = self.next_port();
         config.listen_port = port;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let machine = PeerMachine::new(config.clone(), self.instant())
@@ -136,7 +141,7 @@ impl Sim {
     }
 
     /// The dials the peer's machine asked for (`Output::Connect`), with virtual times.
-    pub fn dials(&self, p: PeerId) -> &[(Duration, SocketAddr)] {
+    pub fn dials(&self, p: PeerId) -> &[(Duration, crate::DialAddr)] {
         &self.peers[p.0].dials
     }
 

@@ -21,7 +21,7 @@ impl Sim {
                 Output::Connect { conn, addr } => {
                     self.activity(p, &format!("connect {conn} {addr}"));
                     let now = self.now;
-                    self.peers[p.0].dials.push((now, addr));
+                    self.peers[p.0].dials.push((now, addr.clone()));
                     self.connect(p, conn, addr);
                 }
                 Output::Close { conn, reason } => {

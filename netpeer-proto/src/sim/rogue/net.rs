@@ -62,7 +62,7 @@ impl Sim {
                 }
                 Act::Dial(conn, addr) => {
                     self.activity(p, &format!("connect {conn} {addr}"));
-                    self.connect(p, conn, addr);
+                    self.connect(p, conn, addr.into());
                 }
                 Act::Close(conn) => {
                     self.activity(p, &format!("close {conn}"));

@@ -242,6 +242,7 @@ impl RogueState {
                         incarnation: h.incarnation,
                         join_epoch: h.join_epoch,
                         addr,
+                        host: None,
                     };
                     self.learned.insert(h.name.clone(), info);
                 }

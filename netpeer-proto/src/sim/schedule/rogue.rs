@@ -206,6 +206,7 @@ impl Runner {
                     incarnation: 0,
                     join_epoch: 0,
                     addr: Some(here),
+                    host: None,
                 };
                 self.sim.rogue(r).announce(conn, vec![info]);
             }
