@@ -33,7 +33,8 @@ pub(crate) struct Holder {
     pub(crate) rank: Rank,
     /// Our dial to it in progress.
     pub(crate) dialing: Option<ConnId>,
-    /// We could dial it now (an address, not backing off, not busy).
+    /// We could dial it now (an address, not backing off, not busy) and its last
+    /// session did not end in a timeout.
     pub(crate) dialable: bool,
     /// Another identity claiming the name that a member list told us of, with the
     /// rank it vouched for.

@@ -257,6 +257,9 @@ impl Room {
             return;
         };
         let reason = cause.leave_reason();
+        if reason == Some(LeaveReason::TimedOut) {
+            m.mark_silent();
+        }
         let has_addr = m.addr().is_some();
         self.counters
             .closed(reason.unwrap_or(LeaveReason::Disconnected));

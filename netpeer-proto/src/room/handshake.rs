@@ -126,6 +126,7 @@ impl Room {
             rank: m.rank(),
             dialing: m.dialing(),
             dialable: m.conn().is_none()
+                && !m.is_silent()
                 && m.addr().is_some_and(|a| self.can_dial(io, &hello.name, a)),
             challenger: m.challenger_rank(),
         });

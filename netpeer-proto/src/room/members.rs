@@ -70,6 +70,9 @@ pub(crate) struct Member {
     meta_version: Option<u64>,
     /// When its session was established.
     since: Option<Instant>,
+    /// Its last session ended without an answer (it timed out): a claim of its name
+    /// is not held for a dial of it.
+    silent: bool,
 }
 
 impl Member {
@@ -90,6 +93,7 @@ impl Member {
             meta: None,
             meta_version: None,
             since: None,
+            silent: false,
         }
     }
 
@@ -208,9 +212,20 @@ impl Member {
     /// Returns a different dial that was in progress (now stale).
     pub(crate) fn connect(&mut self, conn: ConnId, now: Instant) -> Option<ConnId> {
         self.conn = Some(conn);
+        self.silent = false;
         self.since = Some(now);
         self.redial = None;
         self.dialing.take().filter(|d| *d != conn)
+    }
+
+    /// Its session ended without an answer (a timeout, a failed probe).
+    pub(crate) fn mark_silent(&mut self) {
+        self.silent = true;
+    }
+
+    /// Whether its last session ended without an answer.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent
     }
 
     /// The member's session `conn` ended; returns whether the application had been
