@@ -235,10 +235,9 @@ pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
     {
         return decided(None, existing_session(view, hello, key, old, holder));
     }
-    if let Some(holder) = view
-        .holder
-        .filter(|h| h.key != key && view.inbound && !hello.wants_welcome)
-    {
+    let member_claim = view.inbound && !hello.wants_welcome;
+    let lost_holder = view.holder.filter(|h| member_claim && h.key != key);
+    if let Some(holder) = lost_holder {
         // Identity: the name of a member we lost is not given to another key that
         // claims to be a member while the member may still answer where we knew it.
         // (A newcomer with another key is the room's to weigh: its contact decides.)
