@@ -117,7 +117,11 @@
 //! before each run. The application's own code must be deterministic too: no
 //! `HashMap` iteration deciding what it sends, no wall clock, and `biased;` in
 //! `tokio::select!` (tokio picks among ready branches at random, from a source turmoil
-//! seeds only in builds with `--cfg tokio_unstable`). The repository's `netpeer-turmoil/tests/application.rs` is a larger
+//! seeds only in builds with `--cfg tokio_unstable`), and tasks of its own spawned with
+//! `tokio::task::spawn_local`, as this runtime spawns the peer's: a crash drops the
+//! tasks of a host's tokio runtime in an order set by tokio's task ids, which count
+//! every task the process ever spawned, so what they held (sockets: FINs) would close
+//! in an order that depends on what ran before. The repository's `netpeer-turmoil/tests/application.rs` is a larger
 //! example: a tally on five hosts through a network split, a crash and restart and a
 //! held link, the same trace from the same seed, and a buggy variant caught, named
 //! by its seed and replayed.
@@ -311,7 +315,13 @@ impl netpeer_driver::Runtime for Turmoil {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        TurmoilTask(tokio::spawn(future))
+        // On the host's `LocalSet`, beside its software, not on its runtime: a crash
+        // drops the runtime's tasks shard by shard, the shard chosen by tokio's task id,
+        // a counter global to the process, so the order the connections' sockets closed
+        // in (and the latencies turmoil drew for their FINs) depended on how many tasks
+        // the process had spawned before, and a seed replayed alone ran differently. A
+        // `LocalSet` drops its tasks in the order they were spawned.
+        TurmoilTask(tokio::task::spawn_local(future))
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TurmoilListener> {
