@@ -263,8 +263,9 @@ pub fn check_seeds(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Turmoil;
 
-/// A task on the host's tokio runtime (aborting it cancels it; dropping it detaches it).
-/// A crash or a bounce of the host drops all of them.
+/// A task on the host's `LocalSet`, beside the host's software (aborting it cancels it;
+/// dropping it detaches it). A crash or a bounce of the host drops all of them, in the
+/// order they were spawned.
 #[derive(Debug)]
 pub struct TurmoilTask(tokio::task::JoinHandle<()>);
 
