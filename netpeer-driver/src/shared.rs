@@ -425,7 +425,7 @@ mod tests {
 
     use netpeer_proto::{
         Config, ConnId, ConnectFailure, Identity, Output, RejectReason,
-        wire::{DialerHandshake, Frame, Hello, Nonce, StateVersion, encode_frame},
+        wire::{DialerHandshake, Frame, Hello, Nonce, encode_frame},
     };
 
     use netpeer_proto::SendError;
@@ -440,22 +440,8 @@ mod tests {
         let dialer = DialerHandshake::new(
             Identity::from_bytes([9; 32]),
             Hello {
-                versions: netpeer_proto::PROTOCOL_VERSIONS,
-                network: m.config().network.clone(),
-                name: name.into(),
-                incarnation: 9,
                 join_epoch: 1,
-                listen_port: 0,
-                advertise_ip: None,
-                advertise_host: None,
-                observed_addr: None,
-                wants_welcome: false,
-                state_version: StateVersion::default(),
-                key: None,
-                nonce: None,
-                proof: None,
-                meta: None,
-                meta_version: 0,
+                ..Hello::new(&m.config().network, name, 9)
             },
             Nonce([3; 32]),
         );

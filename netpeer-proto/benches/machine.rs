@@ -10,7 +10,7 @@ use divan::{Bencher, black_box, counter::ItemsCount};
 use netpeer_proto::{
     Config, ConnId, Identity, Output, PeerMachine,
     sim::Sim,
-    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame},
+    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, encode_frame},
 };
 
 fn main() {
@@ -50,22 +50,9 @@ fn dialer(name: &str) -> DialerHandshake {
     let mut secret = [7u8; 32];
     secret[..name.len()].copy_from_slice(name.as_bytes());
     let hello = Hello {
-        versions: netpeer_proto::PROTOCOL_VERSIONS,
-        network: "netpeer".into(),
-        name: name.into(),
-        incarnation: 1,
         join_epoch: 1,
         listen_port: 1,
-        advertise_ip: None,
-        advertise_host: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
-        key: None,
-        nonce: None,
-        proof: None,
-        meta: None,
-        meta_version: 0,
+        ..Hello::new("netpeer", name, 1)
     };
     DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([1; 32]))
 }

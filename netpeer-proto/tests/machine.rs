@@ -30,21 +30,9 @@ fn dialer(name: &str, network: &str, versions: (u16, u16)) -> DialerHandshake {
     secret[..name.len().min(32)].copy_from_slice(&name.as_bytes()[..name.len().min(32)]);
     let hello = Hello {
         versions,
-        network: network.into(),
-        name: name.into(),
-        incarnation: 42,
         join_epoch: 3,
         listen_port: 4000,
-        advertise_ip: None,
-        advertise_host: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
-        key: None,
-        nonce: None,
-        proof: None,
-        meta: None,
-        meta_version: 0,
+        ..Hello::new(network, name, 42)
     };
     DialerHandshake::new(Identity::from_bytes(secret), hello, Nonce([5; 32]))
 }

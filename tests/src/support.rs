@@ -13,9 +13,7 @@ use netpeer_driver::{
     Builder, Config, Entered, Events, LeaveReason, Message, Peer, PeerEvent, Runtime,
     proto::{
         Identity,
-        wire::{
-            Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame,
-        },
+        wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, encode_frame},
     },
 };
 
@@ -231,22 +229,8 @@ pub async fn raw_join<R: Runtime>(
     name: &str,
 ) -> Vec<u8> {
     let hello = Hello {
-        versions: netpeer_driver::proto::PROTOCOL_VERSIONS,
-        network: network.into(),
-        name: name.into(),
-        incarnation: 0x5eed,
-        join_epoch: u64::MAX,
-        listen_port: 0,
-        advertise_ip: None,
-        advertise_host: None,
-        observed_addr: None,
         wants_welcome: true,
-        state_version: StateVersion::default(),
-        key: None,
-        nonce: None,
-        proof: None,
-        meta: None,
-        meta_version: 0,
+        ..Hello::new(network, name, 0x5eed)
     };
     let identity = Identity::from_bytes(
         fastrand::u64(..)

@@ -341,27 +341,15 @@ mod tests {
     use super::*;
     use crate::{
         conn::{Conn, Direction},
-        wire::{Data, StateVersion},
+        wire::Data,
     };
 
     fn hello() -> Frame {
         Frame::Hello(Hello {
             versions: (1, 1),
-            network: "n".into(),
-            name: "bob".into(),
-            incarnation: 1,
             join_epoch: 0,
             listen_port: 1,
-            advertise_ip: None,
-            advertise_host: None,
-            observed_addr: None,
-            wants_welcome: false,
-            state_version: StateVersion::default(),
-            key: None,
-            nonce: None,
-            proof: None,
-            meta: None,
-            meta_version: 0,
+            ..Hello::new("n", "bob", 1)
         })
     }
 

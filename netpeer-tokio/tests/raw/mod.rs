@@ -6,8 +6,8 @@ use bytes::Bytes;
 use netpeer_tokio::{
     Peer,
     proto::{
-        Identity, PROTOCOL_VERSIONS,
-        wire::{DialerHandshake, Frame, FrameDecoder, Hello, Nonce, StateVersion, encode_frame},
+        Identity,
+        wire::{DialerHandshake, Frame, FrameDecoder, Hello, Nonce, encode_frame},
     },
 };
 use tokio::{
@@ -18,22 +18,8 @@ use tokio::{
 /// A raw dialer speaking as member `name` of `peer`'s network (its own random key).
 pub(crate) fn dialer(peer: &Peer, name: &str) -> DialerHandshake {
     let hello = Hello {
-        versions: PROTOCOL_VERSIONS,
-        network: peer.config().network.clone(),
-        name: name.into(),
-        incarnation: 1,
         join_epoch: 1,
-        listen_port: 0,
-        advertise_ip: None,
-        advertise_host: None,
-        observed_addr: None,
-        wants_welcome: false,
-        state_version: StateVersion::default(),
-        key: None,
-        nonce: None,
-        proof: None,
-        meta: None,
-        meta_version: 0,
+        ..Hello::new(&peer.config().network, name, 1)
     };
     let secret: [u8; 32] = fastrand::u64(..)
         .to_be_bytes()
