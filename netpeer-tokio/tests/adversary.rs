@@ -44,43 +44,21 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-/// Upper bound of any single wait.
-const WAIT: Duration = Duration::from_secs(10);
+mod room;
+use room::{WAIT, peer, peer_with, wait_for_skipping};
 
-async fn peer_with(name: &str, f: impl FnOnce(&mut netpeer_tokio::Config)) -> Peer {
-    Peer::builder(name)
-        .configure(|c| {
-            c.heartbeat_interval = Duration::from_millis(200);
-            c.idle_timeout = Duration::from_millis(2000);
-            f(c);
-        })
-        .listen("127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
-async fn peer(name: &str) -> Peer {
-    peer_with(name, |_| {}).await
-}
-
-/// Waits (bounded) for the first event matching `pred`; every event skipped on the way
-/// is returned too, for the caller to inspect.
-async fn wait_for(
-    events: &mut Events,
-    mut pred: impl FnMut(&PeerEvent) -> bool,
-) -> (PeerEvent, Vec<PeerEvent>) {
-    let mut skipped = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let e = events.recv().await.expect("peer alive");
-            if pred(&e) {
-                return (e, skipped);
-            }
-            skipped.push(e);
-        }
-    })
-    .await
-    .expect("event within the bound")
+/// Two members on loopback: `second` joined through `first`, and `first`'s application
+/// heard it join; both event streams subscribed before the join.
+async fn two(first: &str, second: &str) -> (Peer, Events, Peer, Events) {
+    let (a, b) = (peer(first).await, peer(second).await);
+    let (mut ea, eb) = (a.subscribe(), b.subscribe());
+    b.join(&a.local_addr().to_string()).await.unwrap();
+    wait_for_skipping(
+        &mut ea,
+        |e| matches!(e, PeerEvent::Joined { name } if name == second),
+    )
+    .await;
+    (a, ea, b, eb)
 }
 
 /// Every event ready now.
@@ -226,16 +204,7 @@ async fn learn_the_room(contact: &Peer, name: &str) -> (Raw, Welcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_identity() {
-    let a = peer("a").await;
-    let b = peer("b").await;
-    let mut ea = a.subscribe();
-    let mut eb = b.subscribe();
-    b.join(&a.local_addr().to_string()).await.unwrap();
-    wait_for(
-        &mut ea,
-        |e| matches!(e, PeerEvent::Joined { name } if name == "b"),
-    )
-    .await;
+    let (a, mut ea, b, mut eb) = two("a", "b").await;
     let network = a.config().network.clone();
     // Everything a's application hears from here on.
     let mut seen_a = Vec::new();
@@ -377,7 +346,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
         Some(Frame::Accept),
         "the proof was a valid one"
     );
-    let (_, skipped) = wait_for(
+    let (_, skipped) = wait_for_skipping(
         &mut ea,
         |e| matches!(e, PeerEvent::Joined { name } if name == "replayer"),
     )
@@ -390,7 +359,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     b.send_to("a", "real", &"to a").await.unwrap();
     let mut from_b = Vec::new();
     while from_b.len() < 2 {
-        let (e, s) = wait_for(
+        let (e, s) = wait_for_skipping(
             &mut ea,
             |e| matches!(e, PeerEvent::Message(m) if &*m.from == "b"),
         )
@@ -408,7 +377,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
         [(false, "from b".to_owned()), (true, "to a".to_owned())]
     );
     a.broadcast("real", &"from a").await.unwrap();
-    let (e, skipped_b) = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
+    let (e, skipped_b) = wait_for_skipping(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
     let PeerEvent::Message(m) = e else {
         unreachable!()
     };
@@ -699,7 +668,7 @@ async fn a_welcome_or_state_larger_than_half_a_frame_is_refused_and_changes_noth
     let mut raw = Raw::connect(other.local_addr()).await;
     let (_, verdict) = raw.dial_handshake(&d).await.unwrap();
     assert_eq!(verdict, Frame::Accept);
-    wait_for(
+    wait_for_skipping(
         &mut eo,
         |e| matches!(e, PeerEvent::Joined { name } if name == "pusher"),
     )
@@ -713,7 +682,7 @@ async fn a_welcome_or_state_larger_than_half_a_frame_is_refused_and_changes_noth
         state: oversized,
     });
     raw.send(&update).await;
-    let (e, skipped) = wait_for(&mut eo, |e| matches!(e, PeerEvent::Left { .. })).await;
+    let (e, skipped) = wait_for_skipping(&mut eo, |e| matches!(e, PeerEvent::Left { .. })).await;
     assert_eq!(
         e,
         PeerEvent::Left {
@@ -762,7 +731,7 @@ async fn a_frame_dribbled_below_the_minimum_rate_is_cut_and_one_at_a_normal_rate
         slow.dial_handshake(&member("slow")).await.unwrap().1,
         Frame::Accept
     );
-    wait_for(
+    wait_for_skipping(
         &mut ea,
         |e| matches!(e, PeerEvent::Joined { name } if name == "slow"),
     )
@@ -781,7 +750,7 @@ async fn a_frame_dribbled_below_the_minimum_rate_is_cut_and_one_at_a_normal_rate
         }
     };
     let left = async {
-        let (e, _) = wait_for(&mut ea, |e| matches!(e, PeerEvent::Left { .. })).await;
+        let (e, _) = wait_for_skipping(&mut ea, |e| matches!(e, PeerEvent::Left { .. })).await;
         (e, started.elapsed())
     };
     let ((e, cut_after), ()) = tokio::join!(left, dribble);
@@ -808,7 +777,7 @@ async fn a_frame_dribbled_below_the_minimum_rate_is_cut_and_one_at_a_normal_rate
         fast.dial_handshake(&member("steady")).await.unwrap().1,
         Frame::Accept
     );
-    wait_for(
+    wait_for_skipping(
         &mut ea,
         |e| matches!(e, PeerEvent::Joined { name } if name == "steady"),
     )
@@ -829,7 +798,7 @@ async fn a_frame_dribbled_below_the_minimum_rate_is_cut_and_one_at_a_normal_rate
         fast.s.write_all(chunk).await.unwrap();
         tokio::time::sleep(Duration::from_millis(125)).await;
     }
-    let (e, skipped) = wait_for(&mut ea, |e| {
+    let (e, skipped) = wait_for_skipping(&mut ea, |e| {
         matches!(e, PeerEvent::Message(_) | PeerEvent::Left { .. })
     })
     .await;
@@ -878,7 +847,7 @@ async fn joining_our_own_address_fails_fast_as_a_self_join() {
             other => panic!("{addr}: {other:?}"),
         }
         assert!(took < Duration::from_secs(2), "{took:?}");
-        let (e, _) = wait_for(&mut ea, |e| matches!(e, PeerEvent::SelfJoin { .. })).await;
+        let (e, _) = wait_for_skipping(&mut ea, |e| matches!(e, PeerEvent::SelfJoin { .. })).await;
         assert!(matches!(e, PeerEvent::SelfJoin { addr: d } if d.port() == port));
         assert!(a.members().is_empty());
     }
@@ -899,7 +868,7 @@ async fn a_peer_that_left_refuses_its_rooms_members_with_departed() {
     let mut ea = a.subscribe();
     b.join(&a.local_addr().to_string()).await.unwrap();
     b.leave().await.unwrap();
-    wait_for(
+    wait_for_skipping(
         &mut ea,
         |e| matches!(e, PeerEvent::Left { name, reason: LeaveReason::Left } if name == "b"),
     )
@@ -962,7 +931,7 @@ async fn a_kept_identity_is_the_peers_key_and_a_default_one_is_fresh() {
     let mut eb = b.subscribe();
     b.join(&a.local_addr().to_string()).await.unwrap();
     a.broadcast("hi", &1).await.unwrap();
-    let (e, _) = wait_for(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
+    let (e, _) = wait_for_skipping(&mut eb, |e| matches!(e, PeerEvent::Message(_))).await;
     let PeerEvent::Message(m) = e else {
         unreachable!()
     };
@@ -1053,18 +1022,9 @@ async fn pump(mut from: Reader, mut to: tokio::net::tcp::OwnedWriteHalf) {
 /// delivered as a member's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_relaying_a_dial_between_two_members_cannot_speak_for_either() {
-    let ana = peer("ana").await;
-    let ben = peer("ben").await;
-    let mut ea = ana.subscribe();
-    let mut eb = ben.subscribe();
     // ben dials ana (it joins through her): her session with ben is one ben dialled,
     // and she has the smaller name.
-    ben.join(&ana.local_addr().to_string()).await.unwrap();
-    wait_for(
-        &mut ea,
-        |e| matches!(e, PeerEvent::Joined { name } if name == "ben"),
-    )
-    .await;
+    let (ana, mut ea, ben, mut eb) = two("ana", "ben").await;
     let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
 
@@ -1141,7 +1101,7 @@ async fn a_member_relaying_a_dial_between_two_members_cannot_speak_for_either() 
         (&mut eb, "ana", ana.identity()),
         (&mut ea, "ben", ben.identity()),
     ] {
-        let (e, skipped) = wait_for(
+        let (e, skipped) = wait_for_skipping(
             events,
             |e| matches!(e, PeerEvent::Message(m) if &*m.from == from),
         )
@@ -1172,16 +1132,7 @@ async fn a_member_relaying_a_dial_between_two_members_cannot_speak_for_either() 
 /// it: the holder stays, and the attacker's key is never admitted under its name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_list_cannot_vouch_a_rank_that_evicts_a_live_member() {
-    let a = peer("a").await;
-    let b = peer("b").await;
-    let mut ea = a.subscribe();
-    let mut eb = b.subscribe();
-    b.join(&a.local_addr().to_string()).await.unwrap();
-    wait_for(
-        &mut ea,
-        |e| matches!(e, PeerEvent::Joined { name } if name == "b"),
-    )
-    .await;
+    let (a, mut ea, b, mut eb) = two("a", "b").await;
     let (mut mallory, welcome) = learn_the_room(&a, "mallory").await;
     let info = welcome
         .members
@@ -1242,7 +1193,7 @@ async fn a_member_list_cannot_vouch_a_rank_that_evicts_a_live_member() {
     assert!(expelled.is_err(), "b was expelled: {expelled:?}");
     assert!(b.member_names().contains(&"a".to_owned()));
     b.broadcast("real", &"from b").await.unwrap();
-    let (e, skipped) = wait_for(
+    let (e, skipped) = wait_for_skipping(
         &mut ea,
         |e| matches!(e, PeerEvent::Message(m) if &*m.from == "b"),
     )

@@ -26,8 +26,9 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Upper bound of any single wait.
-const WAIT: Duration = Duration::from_secs(10);
+mod room;
+use room::{WAIT, peer, peer_with, wait_for};
+
 /// A hostile connection must be cut within this; the handshake timeout of those tests
 /// is far longer, so a cut this early is the limit's doing.
 const CUT: Duration = Duration::from_secs(2);
@@ -106,36 +107,6 @@ impl MemProbe {
 }
 
 // ------------------------------------------------------------------------- room
-
-async fn peer_with(name: &str, f: impl FnOnce(&mut netpeer_tokio::Config)) -> Peer {
-    Peer::builder(name)
-        .configure(|c| {
-            c.heartbeat_interval = Duration::from_millis(200);
-            c.idle_timeout = Duration::from_millis(2000);
-            f(c);
-        })
-        .listen("127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
-async fn peer(name: &str) -> Peer {
-    peer_with(name, |_| {}).await
-}
-
-/// Waits (bounded) for the first event matching `pred`, skipping others.
-async fn wait_for(events: &mut Events, mut pred: impl FnMut(&PeerEvent) -> bool) -> PeerEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let e = events.recv().await.expect("peer alive");
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("event within the bound")
-}
 
 fn joined(e: &PeerEvent, who: &str) -> bool {
     matches!(e, PeerEvent::Joined { name } if name == who)

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use netpeer_tokio::{Events, JoinError, LeaveReason, Peer, PeerEvent, RejectReason};
+use netpeer_tokio::{JoinError, LeaveReason, Peer, PeerEvent, RejectReason};
 
-const WAIT: Duration = Duration::from_secs(10);
+mod room;
+use room::{WAIT, wait_for};
 
 async fn peer(name: &str) -> Peer {
     Peer::builder(name)
@@ -15,20 +16,6 @@ async fn peer(name: &str) -> Peer {
         .listen("127.0.0.1:0")
         .await
         .unwrap()
-}
-
-/// Waits (bounded) for the first event matching `pred`, skipping others.
-async fn wait_for(events: &mut Events, mut pred: impl FnMut(&PeerEvent) -> bool) -> PeerEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let e = events.recv().await.expect("peer alive");
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("event within the bound")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
