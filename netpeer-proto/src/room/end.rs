@@ -108,8 +108,7 @@ impl Room {
                 let addr = addr.clone();
                 self.join = JoinPhase::Idle;
                 self.join_failed(io, addr, cause);
-                self.rank_in_room(io);
-                self.release_held_for_join(io);
+                self.after_failed_join(io);
                 if !s.is_established() {
                     return;
                 }

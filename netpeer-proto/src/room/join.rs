@@ -243,8 +243,7 @@ impl Room {
                 self.drop_early();
                 self.drop_session(io, contact, Cause::Local(CloseReason::HandshakeTimeout));
                 io.notify(Event::JoinTimedOut { addr });
-                self.rank_in_room(io);
-                self.release_held_for_join(io);
+                self.after_failed_join(io);
             }
             JoinPhase::Entering {
                 pending,
@@ -256,6 +255,14 @@ impl Room {
             }
             _ => {}
         }
+    }
+
+    /// A join that failed before its welcome (now `Idle`) leaves us as we were, in
+    /// the room of whoever met us meanwhile: ranked in it, and the newcomers held for
+    /// the join decided again.
+    pub(super) fn after_failed_join(&mut self, io: &mut Io<'_>) {
+        self.rank_in_room(io);
+        self.release_held_for_join(io);
     }
 
     /// In a room, not joining, and without a rank (a join that failed after members
