@@ -274,7 +274,7 @@ impl FReason {
 impl FFrame {
     pub fn to_frame(&self) -> Frame {
         match self {
-            FFrame::Hello(h) => Frame::Hello(h.to_hello()),
+            FFrame::Hello(h) => Frame::Hello(Box::new(h.to_hello())),
             FFrame::Welcome {
                 join_epoch,
                 members,
@@ -499,7 +499,7 @@ impl Harness {
     /// The first `Hello` the machine sent on `conn`.
     pub fn hello_of(&self, conn: ConnId) -> Option<&Hello> {
         self.sent.get(&conn)?.iter().find_map(|f| match f {
-            Frame::Hello(h) => Some(h),
+            Frame::Hello(h) => Some(&**h),
             _ => None,
         })
     }

@@ -179,7 +179,7 @@ impl Fuzz {
                     Ok(None) => {}
                     Ok(Some(Frame::Hello(h))) => {
                         side.first_known = true;
-                        side.first_hello = Some(h);
+                        side.first_hello = Some(*h);
                     }
                     Ok(Some(_)) | Err(_) => side.first_known = true,
                 }
@@ -208,7 +208,10 @@ impl Fuzz {
                 if let Some(key) = &hello.key {
                     self.remember(key);
                 }
-                self.feed_machine(conn, &frame_bytes(&Frame::Hello(hello.to_hello())));
+                self.feed_machine(
+                    conn,
+                    &frame_bytes(&Frame::Hello(Box::new(hello.to_hello()))),
+                );
             }
             Step::DialerHello(i, who) => {
                 let Some(conn) = self.conn(*i) else { return };
@@ -230,7 +233,7 @@ impl Fuzz {
                         ..hello
                     },
                 };
-                self.feed_machine(conn, &frame_bytes(&Frame::Hello(hello)));
+                self.feed_machine(conn, &frame_bytes(&Frame::Hello(Box::new(hello))));
             }
             Step::Proof(i, kind) => {
                 let Some(conn) = self.conn(*i) else { return };
@@ -394,7 +397,7 @@ impl Fuzz {
             self.sides.entry(conn).or_default().proof = answer.proof;
         }
         let proofs_before = self.proofs_sent(conn);
-        self.h.send(conn, &Frame::Hello(answer.clone()));
+        self.h.send(conn, &Frame::Hello(Box::new(answer.clone())));
         if self.proofs_sent(conn) > proofs_before {
             assert!(
                 valid,

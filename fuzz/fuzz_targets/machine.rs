@@ -47,7 +47,7 @@ const BOB_KEY: u8 = 1;
 
 /// Runs a complete dialer handshake on `conn`; whether the machine answered.
 fn handshake(h: &mut Harness, conn: netpeer_proto::ConnId, d: &DialerHandshake) -> bool {
-    h.send(conn, &Frame::Hello(d.hello().clone()));
+    h.send(conn, &Frame::Hello(Box::new(d.hello().clone())));
     let Some(answer) = h.hello_of(conn).cloned() else {
         return false;
     };
@@ -73,7 +73,9 @@ fuzz_target!(|input: Input| {
     let conn = h.m.accept(REMOTE.parse().unwrap(), h.now).unwrap();
     match &input.handshake_first {
         None => {}
-        Some(Handshake::Arbitrary(hello)) => h.send(conn, &Frame::Hello(hello.to_hello())),
+        Some(Handshake::Arbitrary(hello)) => {
+            h.send(conn, &Frame::Hello(Box::new(hello.to_hello())))
+        }
         Some(Handshake::Valid {
             name,
             key,

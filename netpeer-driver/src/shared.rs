@@ -446,7 +446,11 @@ mod tests {
             Nonce([3; 32]),
         );
         let frame = |f: &Frame| encode_frame(f, u32::MAX).unwrap();
-        m.receive(conn, &frame(&Frame::Hello(dialer.hello().clone())), now);
+        m.receive(
+            conn,
+            &frame(&Frame::Hello(Box::new(dialer.hello().clone()))),
+            now,
+        );
         let mut answer = None;
         while let Some(o) = m.poll_output() {
             if let Output::Send { bytes, .. } = o {

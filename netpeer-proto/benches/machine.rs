@@ -62,7 +62,7 @@ fn handshake(m: &mut PeerMachine, c: ConnId, name: &str, now: Instant) {
     let d = dialer(name);
     m.receive(
         c,
-        &encode_frame(&Frame::Hello(d.hello().clone()), MAX).unwrap(),
+        &encode_frame(&Frame::Hello(Box::new(d.hello().clone())), MAX).unwrap(),
         now,
     );
     let mut theirs = None;

@@ -309,7 +309,8 @@ mod tests {
         let mut hello = Hello::new("n", "a", 1);
         hello.listen_port = 1;
         hello.advertise_host = Some(HostName::new("ok").unwrap());
-        let bytes = crate::wire::encode_frame(&crate::wire::Frame::Hello(hello), 1 << 20).unwrap();
+        let bytes = crate::wire::encode_frame(&crate::wire::Frame::Hello(Box::new(hello)), 1 << 20)
+            .unwrap();
         let evil = bytes
             .windows(2)
             .position(|w| w == b"ok")

@@ -26,7 +26,7 @@ fn sample_frames() -> Vec<Frame> {
         incarnation: 0,
     };
     vec![
-        Frame::Hello(Hello {
+        Frame::Hello(Box::new(Hello {
             versions: (1, 1),
             network: "room".into(),
             name: "alice".into(),
@@ -43,7 +43,7 @@ fn sample_frames() -> Vec<Frame> {
             proof: Some(netpeer_proto::wire::Proof([9; 64])),
             meta: None,
             meta_version: 0,
-        }),
+        })),
         Frame::Welcome(Welcome {
             join_epoch: 4,
             members: vec![info.clone()],
@@ -350,13 +350,13 @@ fn host_names_are_optional_fields_that_older_peers_ignore() {
     assert_eq!(back[0].dial_addr(), info.dial_addr());
     let mut hello = Hello::new("room", "bob", 1);
     hello.listen_port = 4000;
-    let bytes = encode_frame(&Frame::Hello(hello.clone()), MAX).unwrap();
+    let bytes = encode_frame(&Frame::Hello(Box::new(hello.clone())), MAX).unwrap();
     assert!(!bytes.windows(14).any(|w| w == b"advertise_host"));
     hello.advertise_host = Some("bob.example".parse().unwrap());
-    let bytes = encode_frame(&Frame::Hello(hello.clone()), MAX).unwrap();
+    let bytes = encode_frame(&Frame::Hello(Box::new(hello.clone())), MAX).unwrap();
     let mut input = &bytes[..];
     assert_eq!(
         FrameDecoder::new(MAX).decode_next(&mut input).unwrap(),
-        Some(Frame::Hello(hello))
+        Some(Frame::Hello(Box::new(hello)))
     );
 }

@@ -43,15 +43,15 @@ fn frame(f: &Frame) -> Bytes {
 
 /// The first frame of a raw dialer called `name`: its `Hello`.
 fn hello(name: &str, network: &str, versions: (u16, u16)) -> Bytes {
-    frame(&Frame::Hello(
+    frame(&Frame::Hello(Box::new(
         dialer(name, network, versions).hello().clone(),
-    ))
+    )))
 }
 
 /// Runs the whole handshake of `d` on `c`: its `Hello`, the machine's answer, its
 /// proof. Returns what the machine did after the proof.
 fn handshake(m: &mut PeerMachine, c: ConnId, d: &DialerHandshake, now: Instant) -> Vec<Output> {
-    m.receive(c, &frame(&Frame::Hello(d.hello().clone())), now);
+    m.receive(c, &frame(&Frame::Hello(Box::new(d.hello().clone()))), now);
     let out = drain(m);
     let answer = sent(&out, c)
         .into_iter()
@@ -568,7 +568,11 @@ fn contact(
         dialer("bob", "netpeer", V).hello().clone(),
         Nonce([0xb1; 32]),
     );
-    m.receive(conn, &frame(&Frame::Hello(bob.answer(&ours).unwrap())), now);
+    m.receive(
+        conn,
+        &frame(&Frame::Hello(Box::new(bob.answer(&ours).unwrap()))),
+        now,
+    );
     let out = drain(m);
     let Some(Frame::Proof(proof)) = sent(&out, conn).into_iter().next() else {
         panic!("the machine proves its key: {out:?}")

@@ -162,7 +162,7 @@ impl Raw {
     /// The dialer's handshake: our `Hello`, the acceptor's (its proof checked), our
     /// proof, its verdict. `Err` with what came instead of a proven `Hello`.
     async fn dial_handshake(&mut self, d: &DialerHandshake) -> Result<(Hello, Frame), String> {
-        self.send(&Frame::Hello(d.hello().clone())).await;
+        self.send(&Frame::Hello(Box::new(d.hello().clone()))).await;
         let theirs = match self.recv().await {
             Some(Frame::Hello(h)) => h,
             other => return Err(format!("{other:?} instead of a Hello")),
@@ -170,7 +170,7 @@ impl Raw {
         let proof = d.prove(&theirs).ok_or("the acceptor proved nothing")?;
         self.send(&proof).await;
         let verdict = self.recv().await.ok_or("closed before a verdict")?;
-        Ok((theirs, verdict))
+        Ok((*theirs, verdict))
     }
 }
 
@@ -251,7 +251,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     // The same, dialling b itself: refused before any answer.
     let mut raw = Raw::connect(b.local_addr()).await;
     let d = DialerHandshake::new(random_identity(), impostor(false), random_nonce());
-    raw.send(&Frame::Hello(d.hello().clone())).await;
+    raw.send(&Frame::Hello(Box::new(d.hello().clone()))).await;
     let frames = raw.until_closed().await;
     assert_eq!(
         rejected(&frames),
@@ -264,7 +264,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     // connection is held (b is probed) and closed, and nothing it said is delivered.
     let mut raw = Raw::connect(a.local_addr()).await;
     let d = DialerHandshake::new(random_identity(), impostor(false), random_nonce());
-    raw.send(&Frame::Hello(d.hello().clone())).await;
+    raw.send(&Frame::Hello(Box::new(d.hello().clone()))).await;
     let Some(Frame::Hello(theirs)) = raw.recv().await else {
         panic!("a answers the Hello");
     };
@@ -285,7 +285,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     let mut claimed = impostor(false);
     claimed.key = Some(b.identity());
     claimed.nonce = Some(random_nonce());
-    raw.send(&Frame::Hello(claimed.clone())).await;
+    raw.send(&Frame::Hello(Box::new(claimed.clone()))).await;
     let Some(Frame::Hello(theirs)) = raw.recv().await else {
         panic!("a answers the Hello");
     };
@@ -306,7 +306,7 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     );
     // A made-up signature fares no better.
     let mut raw = Raw::connect(a.local_addr()).await;
-    raw.send(&Frame::Hello(claimed.clone())).await;
+    raw.send(&Frame::Hello(Box::new(claimed.clone()))).await;
     assert!(matches!(raw.recv().await, Some(Frame::Hello(_))));
     raw.send(&Frame::Proof(Proof([7; 64]))).await;
     let after = raw.until_closed().await;
@@ -324,8 +324,12 @@ async fn a_member_cannot_be_impersonated_nor_evicted_by_one_that_learned_its_ide
     );
     let mut first = Raw::connect(a.local_addr()).await;
     let mut second = Raw::connect(a.local_addr()).await;
-    first.send(&Frame::Hello(replayer.hello().clone())).await;
-    second.send(&Frame::Hello(replayer.hello().clone())).await;
+    first
+        .send(&Frame::Hello(Box::new(replayer.hello().clone())))
+        .await;
+    second
+        .send(&Frame::Hello(Box::new(replayer.hello().clone())))
+        .await;
     let (Some(Frame::Hello(h1)), Some(Frame::Hello(h2))) =
         (first.recv().await, second.recv().await)
     else {
@@ -427,7 +431,7 @@ async fn hostile_contact(listener: TcpListener, welcome: Welcome, until: Instant
         hello(&theirs.network, "evil", 5, 0, false),
         random_nonce(),
     );
-    raw.send(&Frame::Hello(acceptor.answer(&theirs).unwrap()))
+    raw.send(&Frame::Hello(Box::new(acceptor.answer(&theirs).unwrap())))
         .await;
     let Some(Frame::Proof(proof)) = raw.recv().await else {
         panic!("the joiner proves its key");
@@ -883,7 +887,7 @@ async fn a_peer_that_left_refuses_its_rooms_members_with_departed() {
             hello(&network, name, 7, epoch, false),
             random_nonce(),
         );
-        raw.send(&Frame::Hello(d.hello().clone())).await;
+        raw.send(&Frame::Hello(Box::new(d.hello().clone()))).await;
         let frames = raw.until_closed().await;
         assert_eq!(
             rejected(&frames),
@@ -1167,7 +1171,7 @@ async fn a_member_list_cannot_vouch_a_rank_that_evicts_a_live_member() {
             hello(&theirs.network, "b", 1, 0, false),
             random_nonce(),
         );
-        raw.send(&Frame::Hello(acceptor.answer(&theirs).unwrap()))
+        raw.send(&Frame::Hello(Box::new(acceptor.answer(&theirs).unwrap())))
             .await;
         if let Some(Frame::Proof(p)) = raw.recv().await {
             assert!(acceptor.check(&theirs, &p));

@@ -148,9 +148,9 @@ fn a_chat_expelled_from_the_room_says_why_and_exits() {
         },
         Nonce([4; 32]),
     );
-    rogue.send(&Frame::Hello(
+    rogue.send(&Frame::Hello(Box::new(
         acceptor.answer(&hello).expect("a key and a nonce"),
-    ));
+    )));
     let Frame::Proof(proof) = rogue.recv() else {
         panic!("the chat proves its key");
     };

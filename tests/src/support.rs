@@ -247,7 +247,8 @@ pub async fn raw_join<R: Runtime>(
             .expect("32"),
     );
     let dialer = DialerHandshake::new(identity, hello, nonce);
-    let ours = encode_frame(&Frame::Hello(dialer.hello().clone()), u32::MAX).expect("no limit");
+    let ours =
+        encode_frame(&Frame::Hello(Box::new(dialer.hello().clone())), u32::MAX).expect("no limit");
     raw_write(rt, writer, &ours).await;
     let mut decoder = FrameDecoder::new(u32::MAX);
     let mut buf = vec![0u8; 64 * 1024];

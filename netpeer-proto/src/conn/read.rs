@@ -161,9 +161,7 @@ impl Conn {
             (Phase::Handshake, Frame::Hello(_)) if self.secure.is_some() && !self.is_secure() => {
                 Some(ConnEvent::Refuse(RejectReason::KeyMismatch))
             }
-            (Phase::Handshake, Frame::Hello(hello)) if inbound => {
-                Some(ConnEvent::Hello(Box::new(hello)))
-            }
+            (Phase::Handshake, Frame::Hello(hello)) if inbound => Some(ConnEvent::Hello(hello)),
             (Phase::Handshake, Frame::Hello(hello)) => self.on_acceptor_hello(hello, config),
             (Phase::Proving, Frame::Proof(proof)) if inbound => self.on_proof(&proof),
             (Phase::Proving, Frame::Accept) if !inbound => self.accepted(None),
@@ -180,7 +178,7 @@ impl Conn {
 
     /// The dialer checks the acceptor's proof of its key; the room then decides
     /// whether to prove ours (see [`Conn::send_proof`]).
-    fn on_acceptor_hello(&mut self, hello: Hello, config: &Config) -> Option<ConnEvent> {
+    fn on_acceptor_hello(&mut self, hello: Box<Hello>, config: &Config) -> Option<ConnEvent> {
         let identity = config
             .identity
             .as_ref()
@@ -193,8 +191,8 @@ impl Conn {
             return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
         }
         self.phase = Phase::Proving;
-        self.theirs = Some(Box::new(hello.clone()));
-        Some(ConnEvent::AcceptorHello(Box::new(hello)))
+        self.theirs = Some(hello.clone());
+        Some(ConnEvent::AcceptorHello(hello))
     }
 
     /// Proves our key to the acceptor (its nonce signed); its verdict comes next.
@@ -290,8 +288,8 @@ impl Conn {
         hello.key = Some(identity.public_key());
         hello.nonce = Some(self.nonce);
         hello.proof = None;
-        let frame =
-            encode_frame(&Frame::Hello(hello.clone()), config.max_frame_len).expect("a Hello fits");
+        let frame = encode_frame(&Frame::Hello(Box::new(hello.clone())), config.max_frame_len)
+            .expect("a Hello fits");
         self.ours = Some(Box::new(hello));
         self.queue(id, frame, config, now, out).map(|_| ())
     }
@@ -323,8 +321,8 @@ impl Conn {
             &nonce,
             self.binding(),
         ));
-        let frame =
-            encode_frame(&Frame::Hello(hello.clone()), config.max_frame_len).expect("a Hello fits");
+        let frame = encode_frame(&Frame::Hello(Box::new(hello.clone())), config.max_frame_len)
+            .expect("a Hello fits");
         self.phase = Phase::Proving;
         self.ours = Some(Box::new(hello));
         self.theirs = Some(theirs);
@@ -345,12 +343,12 @@ mod tests {
     };
 
     fn hello() -> Frame {
-        Frame::Hello(Hello {
+        Frame::Hello(Box::new(Hello {
             versions: (1, 1),
             join_epoch: 0,
             listen_port: 1,
             ..Hello::new("n", "bob", 1)
-        })
+        }))
     }
 
     fn data() -> Frame {

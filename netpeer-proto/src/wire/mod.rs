@@ -36,7 +36,7 @@ pub const PREFIX_LEN: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// First frame on every connection, in both directions.
-    Hello(Hello),
+    Hello(Box<Hello>),
     /// The contact's answer to a newcomer that asked for it: members and state.
     Welcome(Welcome),
     /// The sender refuses this connection (or expels the receiver); it closes next.
@@ -399,5 +399,22 @@ mod payload_opt {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
         Option::<serde_bytes::ByteBuf>::deserialize(d).map(|b| b.map(|b| Bytes::from(b.into_vec())))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame the machine decodes is moved through a few layers by value: a rare,
+    /// large variant (a `Hello` is about 360 bytes) stays boxed so that the hot one
+    /// (`Data`) is what sets the size.
+    #[test]
+    fn a_frame_is_about_the_size_of_its_data_variant() {
+        let (frame, data) = (std::mem::size_of::<Frame>(), std::mem::size_of::<Data>());
+        assert!(frame <= 112, "Frame is {frame} bytes (Data: {data})");
+        assert!(
+            std::mem::size_of::<Hello>() > 2 * frame,
+            "Hello is boxed for a reason"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub(crate) fn dialer(peer: &Peer, name: &str) -> DialerHandshake {
 }
 
 pub(crate) fn hello_frame(peer: &Peer, name: &str) -> Bytes {
-    encode_frame(&Frame::Hello(dialer(peer, name).hello().clone()), 1 << 20).unwrap()
+    encode_frame(
+        &Frame::Hello(Box::new(dialer(peer, name).hello().clone())),
+        1 << 20,
+    )
+    .unwrap()
 }
 
 /// A raw TCP client that completes the handshake with `peer` as member `name` (its
@@ -43,7 +47,7 @@ pub(crate) async fn member(peer: &Peer, name: &str, recv_buf: Option<u32>) -> Tc
     }
     let mut s = socket.connect(peer.local_addr()).await.unwrap();
     let d = dialer(peer, name);
-    s.write_all(&encode_frame(&Frame::Hello(d.hello().clone()), 1 << 20).unwrap())
+    s.write_all(&encode_frame(&Frame::Hello(Box::new(d.hello().clone())), 1 << 20).unwrap())
         .await
         .unwrap();
     // The peer's Hello (with its proof) is the only thing it sends before ours.

@@ -217,7 +217,7 @@ fn hello_advertising(host: &str) -> Vec<u8> {
     hello.advertise_host = Some(HostName::new("ok").expect("a host name"));
     hello.key = Some(netpeer_driver::Identity::from_bytes([3; 32]).public_key());
     hello.nonce = Some(netpeer_driver::proto::wire::Nonce([4; 32]));
-    let frame = encode_frame(&Frame::Hello(hello), u32::MAX).expect("no limit");
+    let frame = encode_frame(&Frame::Hello(Box::new(hello)), u32::MAX).expect("no limit");
     let at = frame
         .windows(3)
         .position(|w| w == b"\x62ok")

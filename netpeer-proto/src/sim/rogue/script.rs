@@ -130,7 +130,7 @@ impl RogueState {
         c.open = true;
         let mut acts = Vec::new();
         if let Role::Dialer { hello, .. } = &c.role {
-            let (bytes, what) = encoded(&Frame::Hello((**hello).clone()));
+            let (bytes, what) = encoded(&Frame::Hello(Box::new((**hello).clone())));
             acts.push(Act::Write(conn, bytes, what));
         }
         for (bytes, what) in std::mem::take(&mut c.backlog) {
@@ -247,7 +247,7 @@ impl RogueState {
                     self.learned.insert(h.name.clone(), info);
                 }
                 if h.proof.is_some() {
-                    self.captured.insert(h.name.clone(), h.clone());
+                    self.captured.insert(h.name.clone(), (**h).clone());
                 }
             }
             _ => {}
@@ -278,7 +278,7 @@ impl RogueState {
                     }
                     Role::Acceptor { answer, hs: None } => {
                         let answer = answer.clone();
-                        self.answer(conn, answer, theirs, addr, acts);
+                        self.answer(conn, answer, *theirs, addr, acts);
                     }
                     _ => {}
                 }
@@ -373,7 +373,7 @@ impl RogueState {
                 let Some(ours) = hs.answer(&theirs) else {
                     return;
                 };
-                self.write(conn, &Frame::Hello(ours.clone()), acts);
+                self.write(conn, &Frame::Hello(Box::new(ours.clone())), acts);
                 if let Some(Role::Acceptor { hs: slot, .. }) =
                     self.conns.get_mut(&conn).map(|c| &mut c.role)
                 {
@@ -382,7 +382,7 @@ impl RogueState {
             }
             Answer::Replay { name } => {
                 if let Some(hello) = self.captured.get(&name).cloned() {
-                    self.write(conn, &Frame::Hello(hello), acts);
+                    self.write(conn, &Frame::Hello(Box::new(hello)), acts);
                 }
             }
             Answer::Silent | Answer::Relay { .. } => {}
