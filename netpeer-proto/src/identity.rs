@@ -33,15 +33,19 @@ const SECRET_PREFIX: &str = "netpeer-secret-";
 /// ```
 #[derive(Clone)]
 pub struct Identity {
-    secret: [u8; 32],
+    /// The signing key, its public half derived once (deriving it is a scalar
+    /// multiplication: more than the signature itself). It zeroes its secret when
+    /// dropped.
+    key: SigningKey,
     public: PublicKey,
 }
 
 impl Identity {
     /// The identity whose secret key is these 32 bytes (use random bytes).
     pub fn from_bytes(secret: [u8; 32]) -> Self {
-        let public = PublicKey(SigningKey::from_bytes(&secret).verifying_key().to_bytes());
-        Identity { secret, public }
+        let key = SigningKey::from_bytes(&secret);
+        let public = PublicKey(key.verifying_key().to_bytes());
+        Identity { key, public }
     }
 
     /// Its public key.
@@ -51,20 +55,12 @@ impl Identity {
 
     /// The secret key's bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.secret
+        self.key.to_bytes()
     }
 
     /// Signs `message`.
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
-        SigningKey::from_bytes(&self.secret)
-            .sign(message)
-            .to_bytes()
-    }
-}
-
-impl Drop for Identity {
-    fn drop(&mut self) {
-        self.secret.zeroize();
+        self.key.sign(message).to_bytes()
     }
 }
 
@@ -87,7 +83,7 @@ impl fmt::Debug for Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(SECRET_PREFIX)?;
-        write_hex(f, &self.secret)
+        write_hex(f, self.key.as_bytes())
     }
 }
 
