@@ -42,6 +42,7 @@ use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 use crate::{
     error::JoinError,
     events::PeerEvent,
+    readbuf::ReadBuf,
     runtime::{Runtime, Task},
     shared::{Shared, peer_event},
 };
@@ -50,8 +51,6 @@ use crate::{
 const BATCH: usize = 256;
 /// Socket events waiting for the driver; their tasks wait when it is full.
 const IO_QUEUE: usize = 128;
-/// The driver's one read buffer (every connection is read into it in turn).
-const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn; a connection with more to read is read again next
 /// turn, after the others.
 pub(crate) const READS_PER_TURN: usize = 4;
@@ -185,7 +184,8 @@ struct Driver<R: Runtime> {
     connecting: BTreeMap<ConnId, R::Task>,
     accept: Option<R::Task>,
     tasks: Arc<Tasks>,
-    buf: Vec<u8>,
+    /// The one read buffer (every connection is read into it in turn).
+    buf: ReadBuf,
     /// Connections with `pending` frames.
     dirty: Vec<ConnId>,
     /// Connections to read this turn.
@@ -216,7 +216,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             connecting: BTreeMap::new(),
             accept: None,
             tasks: Arc::default(),
-            buf: vec![0; READ_BUF],
+            buf: ReadBuf::new(),
             dirty: Vec::new(),
             to_read: Vec::new(),
             events: Vec::new(),
@@ -407,8 +407,12 @@ impl<R: Runtime> Driver<R> {
                         .machine
                         .receive(id, &c.held, self.rt.now());
                 }
-                // Its buffer stays for the next pause (one read: at most 64 KiB).
+                // A small buffer stays for the next pause; a large one (a read of up to
+                // 64 KiB) is given back.
                 c.held.clear();
+                if c.held.capacity() > crate::readbuf::MIN {
+                    c.held = Vec::new();
+                }
                 reads -= 1;
             }
             let mut cx = Context::from_waker(&c.waker);
@@ -419,7 +423,7 @@ impl<R: Runtime> Driver<R> {
                     outcome = Outcome::Pending;
                     break;
                 }
-                match Pin::new(&mut c.reader).poll_read(&mut cx, &mut self.buf) {
+                match Pin::new(&mut c.reader).poll_read(&mut cx, self.buf.space()) {
                     Poll::Pending => {
                         outcome = Outcome::Pending;
                         break;
@@ -428,12 +432,14 @@ impl<R: Runtime> Driver<R> {
                         // A closing connection's input is read and ignored.
                         if c.closing.is_some() {
                         } else if paused {
-                            c.held.extend_from_slice(&self.buf[..n]);
+                            c.held.extend_from_slice(self.buf.filled(n));
                             c.held_at = self.rt.now();
                         } else {
                             let now = self.rt.now();
-                            self.shared.lock().machine.receive(id, &self.buf[..n], now);
+                            let bytes = self.buf.filled(n);
+                            self.shared.lock().machine.receive(id, bytes, now);
                         }
+                        self.buf.read(n);
                     }
                     Poll::Ready(_) => {
                         outcome = Outcome::Closed {
@@ -786,6 +792,9 @@ async fn writer<R: Runtime>(
     io: async_channel::Sender<Io<R>>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
+    // Batches in a row that used less than a quarter of `buf`: after a burst, a quiet
+    // connection gives its coalescing buffer back.
+    let mut small = 0u32;
     while let Ok(mut batch) = rx.recv().await {
         while batch.len() < 4096 {
             match rx.try_recv() {
@@ -794,6 +803,16 @@ async fn writer<R: Runtime>(
             }
         }
         let result = write_batch::<R>(conn, &mut write, &batch, &mut buf, &io).await;
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        small = if bytes < buf.capacity() / 4 {
+            small + 1
+        } else {
+            0
+        };
+        if small >= 16 && buf.capacity() > crate::readbuf::MIN {
+            buf = Vec::new();
+            small = 0;
+        }
         drop(batch);
         if result.is_err() {
             let _ = io.send(Io::WriteFailed(conn)).await;
