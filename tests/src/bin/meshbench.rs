@@ -2,7 +2,16 @@
 //!
 //! ```text
 //! cargo run --release -p netpeer-tests --bin meshbench -- [--quick] [--json FILE]
+//!     [--compare FILE] [--only TEXT] [--runtime tokio|smol]
 //! ```
+//!
+//! `--json FILE` writes every row (with per-round details) as JSON; `--compare FILE`
+//! reads such a file from an earlier run and prints, after the table, each row's change
+//! against it (rows matched by runtime, benchmark and case): the old and new netpeer
+//! value, the old and new ratio to raw, the change in percent with its sign, and better
+//! or worse by the row's direction (higher is better for rates, lower for times and
+//! memory), then the rows only one of the two runs has. `--only TEXT` runs the rows whose
+//! "benchmark case" contains TEXT; `--runtime` one runtime.
 //!
 //! Every row is measured in this one run, next to a raw TCP baseline doing the same
 //! job with no protocol: the same framed bytes (the exact `Data` frames netpeer sends)
@@ -57,7 +66,7 @@ use netpeer_driver::{
 };
 use netpeer_smol::Smol;
 use netpeer_tokio::Tokio;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The bound on one row.
 const ROW_LIMIT: Duration = Duration::from_secs(120);
@@ -108,26 +117,41 @@ impl Opts {
 // -------------------------------------------------------------------------- rows
 
 /// One line of the table (and one object of the JSON).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
     runtime: String,
     bench: String,
     case: String,
     unit: String,
-    /// netpeer's value (higher is better for rates, lower for times and memory).
+    /// netpeer's value (higher is better for rates, lower for times and memory: see
+    /// [`Row::higher_is_better`]).
     netpeer: Option<f64>,
     /// The raw TCP baseline's value, where there is one.
+    #[serde(default)]
     raw: Option<f64>,
     /// netpeer / raw.
+    #[serde(default)]
     ratio: Option<f64>,
     /// What was verified (or why the row failed).
     check: String,
     ok: bool,
     /// The target set for this row, if it has one, and whether it was met.
+    #[serde(default)]
     target: Option<String>,
+    #[serde(default)]
     met: Option<bool>,
     /// Extra numbers (JSON only).
+    #[serde(default)]
     detail: serde_json::Value,
+}
+
+/// The JSON document `--json` writes and `--compare` reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct Report {
+    command: String,
+    quick: bool,
+    threads_per_runtime: u32,
+    rows: Vec<Row>,
 }
 
 impl Row {
@@ -177,6 +201,17 @@ impl Row {
         self.target = Some(target.into());
         self.met = Some(met);
         self
+    }
+
+    /// Direction of the row's value, from its unit: rates (`…/s`) are better higher,
+    /// times and memory lower.
+    fn higher_is_better(&self) -> bool {
+        self.unit.ends_with("/s")
+    }
+
+    /// What `--compare` matches rows on.
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.runtime, &self.bench, &self.case)
     }
 
     fn print(&self) {
@@ -1377,12 +1412,8 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
         per_sender: opts.latency_secs() * 1000,
     };
     let pace = Duration::from_millis(1);
-    if opts.wants("latency", "") {
-        latency(&rt, runtime, load, pace, &mut rows).await;
-    }
-    if opts.wants("memory", "") {
-        memory(&rt, runtime, &opts, &mut rows).await;
-    }
+    latency(&rt, runtime, &opts, load, pace, &mut rows).await;
+    memory(&rt, runtime, &opts, &mut rows).await;
     rows
 }
 
@@ -1391,13 +1422,23 @@ fn emit(rows: &mut Vec<Row>, row: Row) {
     rows.push(row);
 }
 
+/// The latency rows (one run for the three percentiles), those `opts` selects.
 async fn latency<R: Runtime>(
     rt: &R,
     runtime: &str,
+    opts: &Opts,
     load: Load,
     pace: Duration,
     rows: &mut Vec<Row>,
 ) {
+    let cases: Vec<(&str, f64, String)> = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]
+        .into_iter()
+        .map(|(label, p)| (label, p, format!("{label}, 1,000 msg/s, N = 8, 64 B")))
+        .filter(|(.., case)| opts.wants("latency", case))
+        .collect();
+    if cases.is_empty() {
+        return;
+    }
     let rt = rt.clone();
     let np = async {
         let (peers, events) = room(&rt, 8, None).await?;
@@ -1415,7 +1456,7 @@ async fn latency<R: Runtime>(
         })
     };
     let (ls, rs) = (sorted(&np), sorted(&raw));
-    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+    for (label, p, case) in cases {
         let a = ls.as_ref().map(|v| percentile(v, p) / 1e6);
         let b = rs.as_ref().map(|v| percentile(v, p) / 1e6);
         let check = match (&np, &raw) {
@@ -1426,14 +1467,9 @@ async fn latency<R: Runtime>(
             (Err(e), _) => Err(e.clone()),
             (_, Err(e)) => Err(format!("raw: {e}")),
         };
-        let mut row = Row::new(
-            runtime,
-            "latency",
-            &format!("{label}, 1,000 msg/s, N = 8, 64 B"),
-            "ms",
-        )
-        .values(a, b)
-        .checked(check);
+        let mut row = Row::new(runtime, "latency", &case, "ms")
+            .values(a, b)
+            .checked(check);
         if label == "p99" {
             let met = row.ok && a.is_some_and(|a| a < 1.0);
             row = row.target("< 1 ms", met);
@@ -1442,30 +1478,48 @@ async fn latency<R: Runtime>(
     }
 }
 
+/// The memory rows `opts` selects.
 async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<Row>) {
-    let opts = opts.clone();
+    const MEMBER: &str = "process with 1 idle peer in a room of 8";
+    const IDLE: &str = "per idle peer, 8 in one process";
+    const AFTER: &str = "per peer after the throughput run, 8 in one process";
+    if opts.wants("memory", MEMBER) {
+        member_memory(rt, runtime, MEMBER, rows).await;
+    }
+    let (idle, after) = (opts.wants("memory", IDLE), opts.wants("memory", AFTER));
+    if idle || after {
+        room_memory_rows(rt, runtime, opts, [IDLE, AFTER], [idle, after], rows).await;
+    }
+}
+
+async fn member_memory<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut Vec<Row>) {
     let r = member_process_rss(rt, runtime).await;
     let rss = r.as_ref().ok().map(|&(k, ..)| k as f64);
-    let mut row = Row::new(
-        runtime,
-        "memory",
-        "process with 1 idle peer in a room of 8",
-        "KiB",
-    )
-    .values(rss, None)
-    .checked(r.map(|(_, base, anon, file)| {
-        format!(
-            "RSS of the whole child process (meshbench, 2 runtime threads), room of 8 \
+    let mut row = Row::new(runtime, "memory", case, "KiB")
+        .values(rss, None)
+        .checked(r.map(|(_, base, anon, file)| {
+            format!(
+                "RSS of the whole child process (meshbench, 2 runtime threads), room of 8 \
              verified: {} KiB anonymous + {} KiB file-backed; {} KiB before its peer started",
-            group(anon),
-            group(file),
-            group(base)
-        )
-    }));
+                group(anon),
+                group(file),
+                group(base)
+            )
+        }));
     let met = row.ok && rss.is_some_and(|k| k < 5.0 * 1024.0);
     row = row.target("< 5 MiB", met);
     emit(rows, row);
+}
 
+async fn room_memory_rows<R: Runtime>(
+    rt: &R,
+    runtime: &str,
+    opts: &Opts,
+    [idle_case, after_case]: [&str; 2],
+    [want_idle, want_after]: [bool; 2],
+    rows: &mut Vec<Row>,
+) {
+    let opts = opts.clone();
     let runtime_owned = runtime.to_owned();
     let mem = blocking(rt, move || room_memory(&runtime_owned, opts)).await;
     let per = |k: fn(&RoomMemory) -> u64| {
@@ -1490,21 +1544,20 @@ async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<R
             })
             .map_err(Clone::clone)
     };
-    let mut row = Row::new(runtime, "memory", "per idle peer, 8 in one process", "KiB")
-        .values(idle, None)
-        .checked(check("idle"));
-    let met = row.ok && idle.is_some_and(|k| k < 100.0);
-    row = row.target("< 100 KiB per additional peer", met);
-    emit(rows, row);
-    let row = Row::new(
-        runtime,
-        "memory",
-        "per peer after the throughput run, 8 in one process",
-        "KiB",
-    )
-    .values(after, None)
-    .checked(check("after 4 KiB and 64 B runs"));
-    emit(rows, row);
+    if want_idle {
+        let mut row = Row::new(runtime, "memory", idle_case, "KiB")
+            .values(idle, None)
+            .checked(check("idle"));
+        let met = row.ok && idle.is_some_and(|k| k < 100.0);
+        row = row.target("< 100 KiB per additional peer", met);
+        emit(rows, row);
+    }
+    if want_after {
+        let row = Row::new(runtime, "memory", after_case, "KiB")
+            .values(after, None)
+            .checked(check("after 4 KiB and 64 B runs"));
+        emit(rows, row);
+    }
 }
 
 /// Runs blocking `f` on a thread and waits for it without blocking the runtime.
@@ -1548,6 +1601,138 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// `--compare`: each row of this run against the same row (runtime, benchmark, case) of
+/// an earlier `--json` file, then the rows only one of them has. `selected` says whether
+/// this run's options would have run an old row (old rows they skip are counted, not
+/// listed).
+fn compare(
+    old: &Report,
+    old_path: &str,
+    quick: bool,
+    new: &[Row],
+    selected: impl Fn(&Row) -> bool,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Compared with `{old_path}` ({}): change = new / old − 1 of netpeer's value; \
+         better or worse by the row's direction (higher is better for rates, lower for \
+         times and memory); one run each, so read it against the noise (BENCHMARKS.md).",
+        if old.quick {
+            "a --quick run"
+        } else {
+            "a full run"
+        }
+    );
+    if old.quick != quick {
+        let _ = writeln!(
+            out,
+            "\n**Note**: one of the two runs is --quick and the other is not; their message \
+             counts, durations and rounds differ."
+        );
+    }
+    out.push_str(
+        "\n| runtime | benchmark | case | old | new | change | old / raw | new / raw | |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    let mut added = Vec::new();
+    for r in new {
+        let Some(o) = old.rows.iter().find(|o| o.key() == r.key()) else {
+            added.push(r);
+            continue;
+        };
+        let (change, verdict) = change(o, r);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {change} | {} | {} | {verdict} |",
+            r.runtime,
+            r.bench,
+            r.case,
+            fmt_value(o.netpeer, &o.unit),
+            fmt_value(r.netpeer, &r.unit),
+            fmt_ratio(o.ratio),
+            fmt_ratio(r.ratio),
+        );
+    }
+    let gone: Vec<&Row> = old
+        .rows
+        .iter()
+        .filter(|o| !new.iter().any(|r| r.key() == o.key()))
+        .collect();
+    let (gone_listed, skipped): (Vec<&Row>, Vec<&Row>) =
+        gone.into_iter().partition(|o| selected(o));
+    if !added.is_empty() {
+        let _ = writeln!(out, "\nNew (not in `{old_path}`):\n");
+        for r in &added {
+            let _ = writeln!(
+                out,
+                "- new: {} / {} / {}: {}",
+                r.runtime,
+                r.bench,
+                r.case,
+                fmt_value(r.netpeer, &r.unit)
+            );
+        }
+    }
+    if !gone_listed.is_empty() {
+        let _ = writeln!(out, "\nGone (in `{old_path}` only):\n");
+        for o in &gone_listed {
+            let _ = writeln!(
+                out,
+                "- gone: {} / {} / {}: was {}",
+                o.runtime,
+                o.bench,
+                o.case,
+                fmt_value(o.netpeer, &o.unit)
+            );
+        }
+    }
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} more rows of `{old_path}` were not selected by --only / --runtime.",
+            skipped.len()
+        );
+    }
+    out
+}
+
+/// The change from `old` to `new` in netpeer's value, with its sign, and whether it is
+/// better or worse in the row's direction.
+fn change(old: &Row, new: &Row) -> (String, String) {
+    let status = match (old.ok, new.ok) {
+        (true, false) => Some("**fails now**"),
+        (false, true) => Some("failed before"),
+        (false, false) => Some("failed in both"),
+        (true, true) => None,
+    };
+    let (Some(a), Some(b)) = (old.netpeer, new.netpeer) else {
+        return ("—".into(), status.unwrap_or("no value").into());
+    };
+    if a == 0.0 || !a.is_finite() || !b.is_finite() {
+        return ("—".into(), status.unwrap_or("no value").into());
+    }
+    let pct = (b / a - 1.0) * 100.0;
+    let verdict = if b == a {
+        "same"
+    } else if (b > a) == old.higher_is_better() {
+        "better"
+    } else {
+        "worse"
+    };
+    let verdict = match status {
+        Some(s) => format!("{verdict}; {s}"),
+        None => verdict.into(),
+    };
+    (format!("{pct:+.1} %"), verdict)
+}
+
+/// Reads an earlier `--json` file.
+fn read_report(path: &str) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{path}: not a meshbench --json file: {e}"))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -1567,6 +1752,7 @@ fn main() -> ExitCode {
         };
     }
     let mut json = None;
+    let mut against = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -1580,10 +1766,22 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
+            // Read before the run: a bad file fails at once, not after it.
+            "--compare" => match it.next().map(|f| (f, read_report(f))) {
+                Some((f, Ok(report))) => against = Some((f.clone(), report)),
+                Some((_, Err(e))) => {
+                    eprintln!("meshbench: --compare {e}");
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    eprintln!("meshbench: --compare needs a file");
+                    return ExitCode::FAILURE;
+                }
+            },
             other => {
                 eprintln!(
-                    "usage: meshbench [--quick] [--json FILE] [--only TEXT] [--runtime tokio|smol] \
-                     (unknown {other:?})"
+                    "usage: meshbench [--quick] [--json FILE] [--compare FILE] [--only TEXT] \
+                     [--runtime tokio|smol] (unknown {other:?})"
                 );
                 return ExitCode::FAILURE;
             }
@@ -1603,6 +1801,13 @@ fn main() -> ExitCode {
     }
     let table = table(&rows);
     println!("{table}");
+    if let Some((path, old)) = &against {
+        let selected = |r: &Row| {
+            opts.runtime.as_deref().is_none_or(|rt| rt == r.runtime)
+                && opts.wants(&r.bench, &r.case)
+        };
+        println!("{}", compare(old, path, quick, &rows, selected));
+    }
     let failed = rows.iter().filter(|r| !r.ok).count();
     eprintln!(
         "meshbench: {} rows, {failed} failed, {:.0} s",
@@ -1610,15 +1815,15 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     if let Some(path) = json {
-        let doc = serde_json::json!({
-            "command": format!(
+        let doc = Report {
+            command: format!(
                 "cargo run --release -p netpeer-tests --bin meshbench --{}",
                 if quick { " --quick" } else { "" }
             ),
-            "quick": quick,
-            "threads_per_runtime": 2,
-            "rows": rows,
-        });
+            quick,
+            threads_per_runtime: 2,
+            rows,
+        };
         if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")) {
             eprintln!("meshbench: writing {path}: {e}");
             return ExitCode::FAILURE;
@@ -1628,5 +1833,74 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(runtime: &str, case: &str, unit: &str, netpeer: f64, raw: f64) -> Row {
+        Row::new(runtime, "bench", case, unit)
+            .values(Some(netpeer), Some(raw))
+            .checked(Ok("verified".into()))
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let mut r = row("tokio", "a", "msg/s", 1000.0, 4000.0).target("≥ 1", true);
+        r.detail = serde_json::json!({ "netpeer_ms": [1.0, 2.0] });
+        let report = Report {
+            command: "meshbench".into(),
+            quick: true,
+            threads_per_runtime: 2,
+            rows: vec![
+                r,
+                Row::new("smol", "memory", "b", "KiB").checked(Err("x".into())),
+            ],
+        };
+        let text = serde_json::to_string_pretty(&report).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn compare_marks_direction_new_and_gone() {
+        let old = Report {
+            command: String::new(),
+            quick: true,
+            threads_per_runtime: 2,
+            rows: vec![
+                row("tokio", "rate", "msg/s", 100.0, 400.0),
+                row("tokio", "time", "ms", 10.0, 5.0),
+                row("tokio", "gone", "ms", 1.0, 1.0),
+                row("smol", "filtered", "ms", 1.0, 1.0),
+            ],
+        };
+        let new = vec![
+            row("tokio", "rate", "msg/s", 110.0, 400.0),
+            row("tokio", "time", "ms", 12.0, 5.0),
+            row("tokio", "added", "KiB", 3.0, 1.0),
+        ];
+        let out = compare(&old, "old.json", true, &new, |r| r.runtime == "tokio");
+        assert!(
+            out.contains(
+                "| tokio | bench | rate | 100 msg/s | 110 msg/s | +10.0 % | 0.25 | 0.28 | better |"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| tokio | bench | time | 10.00 ms | 12.00 ms | +20.0 % | 2.00 | 2.40 | worse |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("- new: tokio / bench / added: 3 KiB"), "{out}");
+        assert!(
+            out.contains("- gone: tokio / bench / gone: was 1.00 ms"),
+            "{out}"
+        );
+        assert!(out.contains("1 more rows"), "{out}");
+        assert!(!out.contains("Note"), "{out}");
     }
 }
