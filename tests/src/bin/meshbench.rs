@@ -84,6 +84,8 @@ struct Opts {
     only: Option<String>,
     /// Only this runtime.
     runtime: Option<String>,
+    /// The soft limit on open files in force (`None`: unlimited or unknown).
+    open_files: Option<u64>,
 }
 
 impl Opts {
@@ -109,9 +111,70 @@ impl Opts {
         if self.quick { 1 } else { 5 }
     }
 
-    fn join_rounds(&self) -> usize {
-        if self.quick { 1 } else { 5 }
+    /// Rounds of an all-at-once join row (fewer for the scale rows).
+    fn join_rounds(&self, n: usize) -> usize {
+        match (self.quick, n) {
+            (true, _) => 1,
+            (false, ..=32) => 5,
+            (false, ..=64) => 3,
+            // About 40 s a round on this machine.
+            (false, _) => 1,
+        }
     }
+
+    /// Peer counts of the join rows: the scale rows (64, 128) only in a full run.
+    fn join_sizes(&self) -> &'static [usize] {
+        if self.quick {
+            &[2, 8, 32]
+        } else {
+            &[2, 8, 32, 64, 128]
+        }
+    }
+
+    /// Whether `n` peers in one process (a full mesh: `n` listeners and `n (n − 1)`
+    /// connection ends, about `n²` descriptors) fit the limit on open files.
+    fn fits_open_files(&self, n: usize) -> Result<(), String> {
+        let need = (n * n + 512) as u64;
+        match self.open_files {
+            Some(limit) if limit < need => Err(format!(
+                "{n} peers in one process need about {need} open files (a full mesh, \
+                 N² sockets), the limit is {limit}: raise it (ulimit -n {need}) and run again"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (a full mesh of 128 peers in
+/// one process holds about 16,400 sockets) and returns the soft limit then in force
+/// (`None`: unlimited).
+fn raise_open_files() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = match limit.maximum {
+        Some(max) => Some(max),
+        // An unlimited hard limit: the kernel still caps descriptors at fs.nr_open.
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+    };
+    if let (Some(current), Some(wanted)) = (limit.current, wanted) {
+        if wanted > current {
+            let raised = Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    eprintln!("meshbench: open files limit raised from {current} to {wanted}")
+                }
+                Err(e) => {
+                    eprintln!("meshbench: could not raise the open files limit from {current}: {e}")
+                }
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 // -------------------------------------------------------------------------- rows
@@ -350,30 +413,35 @@ async fn start<R: Runtime>(rt: &R, i: usize, key: Option<&RoomKey>) -> Result<Pe
     .map_err(|e| format!("listen: {e}"))
 }
 
-/// Waits until every peer's view holds every other peer.
+/// Waits until every peer's view holds every other peer. Polls only the peers not yet
+/// seen complete (a view is a copy of up to N − 1 names: at N = 128 polling every
+/// view every time would take CPU from the peers being measured), then checks every
+/// view once more together.
 async fn full_mesh<R: Runtime>(rt: &R, peers: &[Peer<R>], limit: Duration) -> Result<(), String> {
-    let want: Vec<BTreeSet<String>> = (0..peers.len())
-        .map(|i| {
-            (0..peers.len())
+    let n = peers.len();
+    let complete = |i: usize| {
+        let view = peers[i].member_names();
+        view.len() == n - 1 && {
+            let view: BTreeSet<&str> = view.iter().map(String::as_str).collect();
+            (0..n)
                 .filter(|&j| j != i)
-                .map(|j| peers[j].name().to_owned())
-                .collect()
-        })
-        .collect();
+                .all(|j| view.contains(peers[j].name()))
+        }
+    };
     let deadline = Instant::now() + limit;
+    let mut pending: Vec<usize> = (0..n).collect();
     loop {
-        let missing = peers
-            .iter()
-            .zip(&want)
-            .filter(|(p, w)| p.member_names().into_iter().collect::<BTreeSet<_>>() != **w)
-            .count();
-        if missing == 0 {
-            return Ok(());
+        pending.retain(|&i| !complete(i));
+        if pending.is_empty() {
+            pending = (0..n).filter(|&i| !complete(i)).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "no full mesh within {limit:?}: {missing} of {} peers see another room",
-                peers.len()
+                "no full mesh within {limit:?}: {} of {n} peers see another room",
+                pending.len()
             ));
         }
         sleep(rt, Duration::from_micros(500)).await;
@@ -1252,8 +1320,8 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
 
     // Join.
     for at_once in [false, true] {
-        for n in [2, 8, 32] {
-            let rounds = if at_once { opts.join_rounds() } else { 1 };
+        for &n in opts.join_sizes() {
+            let rounds = if at_once { opts.join_rounds(n) } else { 1 };
             let case = format!(
                 "N = {n}, {}",
                 if at_once {
@@ -1267,16 +1335,28 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             }
             let mut times = Vec::new();
             let mut raws = Vec::new();
-            let mut result = Ok(());
+            let mut result = opts.fits_open_files(n);
             for round in 0..rounds {
-                match netpeer_join(&rt, n, at_once, 1000 + round as u64).await {
+                if result.is_err() {
+                    break;
+                }
+                let np = within(
+                    &rt,
+                    ROW_LIMIT,
+                    "the join",
+                    netpeer_join(&rt, n, at_once, 1000 + round as u64),
+                );
+                match np.await.and_then(|r| r) {
                     Ok(t) => times.push(t.as_secs_f64() * 1e3),
                     Err(e) => {
                         result = Err(format!("round {}: {e}", round + 1));
                         break;
                     }
                 }
-                match raw_join(&rt, n, at_once).await {
+                match within(&rt, ROW_LIMIT, "the raw join", raw_join(&rt, n, at_once))
+                    .await
+                    .and_then(|r| r)
+                {
                     Ok(t) => raws.push(t.as_secs_f64() * 1e3),
                     Err(e) => {
                         result = Err(format!("raw: {e}"));
@@ -1284,15 +1364,26 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
                     }
                 }
             }
+            // Of an even count, the mean of the middle two.
             let median = |v: &mut Vec<f64>| {
                 v.sort_by(f64::total_cmp);
-                v.get(v.len() / 2).copied()
+                let k = v.len();
+                match k {
+                    0 => None,
+                    _ if k % 2 == 1 => Some(v[k / 2]),
+                    _ => Some((v[k / 2 - 1] + v[k / 2]) / 2.0),
+                }
             };
             let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
             let check = result.map(|()| {
                 if rounds > 1 {
                     format!(
-                        "full mesh {rounds}/{rounds}; median of {rounds}, max {:.2} ms",
+                        "full mesh {rounds}/{rounds}; median of {rounds}{}, max {:.2} ms",
+                        if rounds % 2 == 0 {
+                            " (the mean of the middle two)"
+                        } else {
+                            ""
+                        },
                         times.iter().copied().fold(0.0, f64::max)
                     )
                 } else {
@@ -1740,6 +1831,7 @@ fn main() -> ExitCode {
         quick,
         only: None,
         runtime: None,
+        open_files: raise_open_files(),
     };
     if args.first().map(String::as_str) == Some("--child") {
         return match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
