@@ -1227,45 +1227,49 @@ async fn member_process_rss<R: Runtime>(
 struct RoomMemory {
     base_kib: u64,
     idle_kib: u64,
-    after_kib: u64,
+    /// After the throughput runs (in a room of 8 only).
+    after_kib: Option<u64>,
     peers: usize,
 }
 
-/// Child mode `memory-room RT`: 8 idle peers in one process; RSS before, idle, and
-/// after a throughput run (one sender, 4 KiB, then 64 B), printed as JSON.
-fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
-    async fn body<R: Runtime>(rt: R, opts: Opts) -> Result<RoomMemory, String> {
-        const N: usize = 8;
+/// Child mode `memory-room RT [N]`: N (default 8) idle peers in one process; RSS
+/// before and idle, and, in a room of 8, after a throughput run (one sender, 4 KiB,
+/// then 64 B), printed as JSON.
+fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
+    async fn body<R: Runtime>(rt: R, n: usize, opts: Opts) -> Result<RoomMemory, String> {
         sleep(&rt, Duration::from_millis(100)).await;
         let base_kib = rss_kib(None)?;
-        let (peers, mut events) = room(&rt, N, None).await?;
+        let (peers, mut events) = room(&rt, n, None).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let idle_kib = rss_kib(None)?;
-        for size in [4096, 64] {
-            let load = Load {
-                n: N,
-                all_senders: false,
-                size,
-                per_sender: opts.per_sender(size, 1),
-            };
-            let load_events = events;
-            let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
-            events = back;
+        let mut after_kib = None;
+        if n == 8 {
+            for size in [4096, 64] {
+                let load = Load {
+                    n,
+                    all_senders: false,
+                    size,
+                    per_sender: opts.per_sender(size, 1),
+                };
+                let load_events = events;
+                let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
+                events = back;
+            }
+            sleep(&rt, Duration::from_secs(1)).await;
+            after_kib = Some(rss_kib(None)?);
         }
-        sleep(&rt, Duration::from_secs(1)).await;
-        let after_kib = rss_kib(None)?;
         drop(events);
         teardown(&rt, peers).await;
         Ok(RoomMemory {
             base_kib,
             idle_kib,
             after_kib,
-            peers: N,
+            peers: n,
         })
     }
     let result = match runtime {
-        "tokio" => on_tokio(|rt| body(rt, opts)),
-        _ => on_smol(|rt| body(rt, opts)),
+        "tokio" => on_tokio(|rt| body(rt, n, opts)),
+        _ => on_smol(|rt| body(rt, n, opts)),
     };
     match result {
         Ok(m) => {
@@ -1279,9 +1283,10 @@ fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
     }
 }
 
-fn room_memory(runtime: &str, opts: Opts) -> Result<RoomMemory, String> {
+fn room_memory(runtime: &str, n: usize, opts: Opts) -> Result<RoomMemory, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut args = vec!["--child", "memory-room", runtime];
+    let n = n.to_string();
+    let mut args = vec!["--child", "memory-room", runtime, &n];
     if opts.quick {
         args.push("--quick");
     }
@@ -1596,7 +1601,12 @@ async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<R
     }
     let (idle, after) = (opts.wants("memory", IDLE), opts.wants("memory", AFTER));
     if idle || after {
-        room_memory_rows(rt, runtime, opts, [IDLE, AFTER], [idle, after], rows).await;
+        room_memory_rows(rt, runtime, opts, 8, [IDLE, AFTER], [idle, after], rows).await;
+    }
+    // At scale (full run only): idle, 128 peers in one process.
+    const IDLE_128: &str = "per idle peer, 128 in one process";
+    if !opts.quick && opts.wants("memory", IDLE_128) {
+        room_memory_rows(rt, runtime, opts, 128, [IDLE_128, ""], [true, false], rows).await;
     }
 }
 
@@ -1619,51 +1629,55 @@ async fn member_memory<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut
     emit(rows, row);
 }
 
+/// The rows of a `memory-room` child with `n` peers: idle, and (`n` = 8) after the
+/// throughput runs.
 async fn room_memory_rows<R: Runtime>(
     rt: &R,
     runtime: &str,
     opts: &Opts,
+    n: usize,
     [idle_case, after_case]: [&str; 2],
     [want_idle, want_after]: [bool; 2],
     rows: &mut Vec<Row>,
 ) {
     let opts = opts.clone();
     let runtime_owned = runtime.to_owned();
-    let mem = blocking(rt, move || room_memory(&runtime_owned, opts)).await;
-    let per = |k: fn(&RoomMemory) -> u64| {
+    let mem = match opts.fits_open_files(n) {
+        Ok(()) => blocking(rt, move || room_memory(&runtime_owned, n, opts)).await,
+        Err(e) => Err(e),
+    };
+    let per = |k: fn(&RoomMemory) -> Option<u64>| {
         mem.as_ref()
             .ok()
-            .map(|m| (k(m).saturating_sub(m.base_kib)) as f64 / m.peers as f64)
+            .and_then(|m| k(m).map(|k| k.saturating_sub(m.base_kib) as f64 / m.peers as f64))
     };
-    let idle = per(|m| m.idle_kib);
+    let idle = per(|m| Some(m.idle_kib));
     let after = per(|m| m.after_kib);
-    let check = |what: &str| {
-        mem.as_ref()
-            .map(|m| {
-                format!(
-                    "{what}: (RSS {} − RSS before the peers {}) / 8",
-                    group(if what == "idle" {
-                        m.idle_kib
-                    } else {
-                        m.after_kib
-                    }),
-                    group(m.base_kib)
-                )
-            })
-            .map_err(Clone::clone)
+    let check = |what: &str, k: fn(&RoomMemory) -> Option<u64>| {
+        mem.as_ref().map_err(Clone::clone).and_then(|m| {
+            let rss = k(m).ok_or("no RSS after the throughput runs")?;
+            Ok(format!(
+                "{what}: (RSS {} − RSS before the peers {}) / {}",
+                group(rss),
+                group(m.base_kib),
+                m.peers
+            ))
+        })
     };
     if want_idle {
         let mut row = Row::new(runtime, "memory", idle_case, "KiB")
             .values(idle, None)
-            .checked(check("idle"));
-        let met = row.ok && idle.is_some_and(|k| k < 100.0);
-        row = row.target("< 100 KiB per additional peer", met);
+            .checked(check("idle", |m| Some(m.idle_kib)));
+        if n == 8 {
+            let met = row.ok && idle.is_some_and(|k| k < 100.0);
+            row = row.target("< 100 KiB per additional peer", met);
+        }
         emit(rows, row);
     }
     if want_after {
         let row = Row::new(runtime, "memory", after_case, "KiB")
             .values(after, None)
-            .checked(check("after 4 KiB and 64 B runs"));
+            .checked(check("after 4 KiB and 64 B runs", |m| m.after_kib));
         emit(rows, row);
     }
 }
@@ -1853,7 +1867,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--child") {
         return match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
             (Some("member"), Some(rt), Some(addr)) => child_member(rt, addr.clone()),
-            (Some("memory-room"), Some(rt), _) => child_memory_room(rt, opts),
+            (Some("memory-room"), Some(rt), n) => {
+                child_memory_room(rt, n.and_then(|n| n.parse().ok()).unwrap_or(8), opts)
+            }
             _ => {
                 eprintln!("meshbench: bad child arguments {args:?}");
                 ExitCode::FAILURE
