@@ -299,6 +299,7 @@ fn fmt_value(v: Option<f64>, unit: &str) -> String {
             "ms" => format!("{v:.2} ms"),
             "µs" => format!("{v:.0} µs"),
             "KiB" => format!("{} KiB", group(v.round() as u64)),
+            "peer-s/s" => format!("{} peer-s/s", group(v.round() as u64)),
             _ => format!("{v:.3} {unit}"),
         },
     }
@@ -1318,6 +1319,153 @@ fn room_memory(runtime: &str, n: usize, opts: Opts) -> Result<RoomMemory, String
     serde_json::from_str(out.trim()).map_err(|e| format!("memory output {out:?}: {e}"))
 }
 
+// ----------------------------------------------------------------------- simulator
+
+/// The simulator row's case.
+const SIM_CASE: &str = "N = 256, all at once via random earlier members, simulator (virtual time)";
+
+/// What the simulator row measured.
+#[derive(Debug)]
+struct SimRun {
+    peers: usize,
+    /// Wall time of the run: adding the peers, the joins, until quiet.
+    wall: Duration,
+    /// Virtual time simulated (to the end of the quiet period).
+    virtual_time: Duration,
+    /// Virtual time of the last activity (the quiet period follows it).
+    settled: Duration,
+    events: u64,
+    /// Wall time of the checks afterwards (not in `wall`).
+    checks: Duration,
+}
+
+/// `n` peers in the deterministic simulator (`netpeer_proto::sim`, one thread): all
+/// join at once, each through a random earlier member; run until quiet; then the full
+/// mesh checked and the simulator's invariants that stay cheap at this size.
+///
+/// `Sim::check_full_mesh` and `Sim::check_symmetry` (both in `check_all`) count the
+/// links of each pair by scanning every link, about N⁴ steps: 5 s at N = 128 and about
+/// 250 s at 256 on the recorded machine. The same facts are checked here from each
+/// machine in O(N² log N): every view and every machine's sessions are exactly the
+/// other N − 1 names, and every machine holds exactly N − 1 connections (so the
+/// N (N − 1) connection ends make one connection per pair).
+fn sim_join(n: usize, seed: u64) -> Result<SimRun, String> {
+    use netpeer_proto::sim::Sim;
+    let t0 = Instant::now();
+    let mut sim = Sim::new(seed);
+    let peers: Vec<_> = (0..n).map(|i| sim.add_peer(&name(i))).collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for i in 1..n {
+        let via = peers[rng.usize(..i)];
+        sim.join(peers[i], via);
+    }
+    let virtual_time = sim
+        .run_until_quiet()
+        .map_err(|v| format!("not quiet: {v}"))?;
+    let wall = t0.elapsed();
+    let settled = virtual_time.saturating_sub(sim.net().quiet_period);
+    let t1 = Instant::now();
+    let mut names: Vec<String> = (0..n).map(name).collect();
+    names.sort();
+    for &p in &peers {
+        let others: Vec<&String> = names.iter().filter(|m| *m != sim.name(p)).collect();
+        let machine = sim
+            .machine(p)
+            .ok_or_else(|| format!("{} is not running", sim.name(p)))?;
+        let view = sim.view(p);
+        let mut sessions: Vec<String> = machine.sessions().into_iter().map(|(_, m)| m).collect();
+        sessions.sort();
+        if !view.iter().eq(others.iter().copied()) || !sessions.iter().eq(others.iter().copied()) {
+            return Err(format!(
+                "no full mesh: {} has {} members in view and {} sessions, not the other {}",
+                sim.name(p),
+                view.len(),
+                sessions.len(),
+                n - 1
+            ));
+        }
+        if machine.connection_count() != n - 1 {
+            return Err(format!(
+                "{} holds {} connections, not one per other member ({})",
+                sim.name(p),
+                machine.connection_count(),
+                n - 1
+            ));
+        }
+    }
+    type Check = fn(&Sim) -> Result<(), netpeer_proto::sim::Violation>;
+    let checks: [(&str, Check); 6] = [
+        ("running", Sim::check_running),
+        ("delivery", Sim::check_delivery),
+        ("bounds", Sim::check_bounds),
+        ("event views", Sim::check_event_views),
+        ("requests", Sim::check_requests),
+        ("identities", Sim::check_identities),
+    ];
+    for (what, check) in checks {
+        check(&sim).map_err(|v| format!("{what}: {v}"))?;
+    }
+    sim.check_agreement(&peers)
+        .map_err(|v| format!("agreement: {v}"))?;
+    Ok(SimRun {
+        peers: n,
+        wall,
+        virtual_time,
+        settled,
+        events: sim.events_processed(),
+        checks: t1.elapsed(),
+    })
+}
+
+/// The bound on the simulator row: twice `ROW_LIMIT` (the run took about 85 s of one
+/// core on the recorded machine, with another job running).
+const SIM_LIMIT: Duration = Duration::from_secs(2 * ROW_LIMIT.as_secs());
+
+/// The simulator row: 256 peers joining in virtual time, in virtual peer-seconds per
+/// wall second (no raw baseline). Run on a thread, bounded by `SIM_LIMIT` (a run past
+/// it is left to finish on its own thread; the row fails).
+fn sim_row() -> Row {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(sim_join(256, 1));
+    });
+    let run = match rx.recv_timeout(SIM_LIMIT) {
+        Ok(r) => r,
+        Err(_) => Err(format!("the simulation: not done within {SIM_LIMIT:?}")),
+    };
+    let rate = run
+        .as_ref()
+        .ok()
+        .map(|r| r.peers as f64 * r.virtual_time.as_secs_f64() / r.wall.as_secs_f64().max(1e-9));
+    let mut row = Row::new("sim", "join", SIM_CASE, "peer-s/s")
+        .values(rate, None)
+        .checked(run.as_ref().map_err(Clone::clone).map(|r| {
+            format!(
+                "full mesh of {} (views, sessions, one connection per pair) and the cheap \
+                 invariants; {:.2} s wall for {:.2} s virtual (settled at {:.2} s, then the \
+                 quiet period), {} events; checks {:.2} s",
+                r.peers,
+                r.wall.as_secs_f64(),
+                r.virtual_time.as_secs_f64(),
+                r.settled.as_secs_f64(),
+                group(r.events),
+                r.checks.as_secs_f64()
+            )
+        }));
+    if let Ok(r) = &run {
+        row.detail = serde_json::json!({
+            "peers": r.peers,
+            "wall_s": r.wall.as_secs_f64(),
+            "virtual_s": r.virtual_time.as_secs_f64(),
+            "settled_virtual_s": r.settled.as_secs_f64(),
+            "events": r.events,
+            "events_per_wall_s": r.events as f64 / r.wall.as_secs_f64().max(1e-9),
+            "checks_s": r.checks.as_secs_f64(),
+        });
+    }
+    row
+}
+
 // --------------------------------------------------------------------------- suite
 
 async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
@@ -1906,7 +2054,7 @@ fn main() -> ExitCode {
             other => {
                 eprintln!(
                     "usage: meshbench [--quick] [--json FILE] [--compare FILE] [--only TEXT] \
-                     [--runtime tokio|smol] (unknown {other:?})"
+                     [--runtime tokio|smol|sim] (unknown {other:?})"
                 );
                 return ExitCode::FAILURE;
             }
@@ -1923,6 +2071,11 @@ fn main() -> ExitCode {
     }
     if opts.runtime.as_deref().is_none_or(|r| r == "smol") {
         rows.extend(on_smol(|rt| suite(rt, "smol", opts.clone())));
+    }
+    // The simulator row, once (no runtime; full run only).
+    if !quick && opts.runtime.as_deref().is_none_or(|r| r == "sim") && opts.wants("join", SIM_CASE)
+    {
+        emit(&mut rows, sim_row());
     }
     let table = table(&rows);
     println!("{table}");
