@@ -122,10 +122,11 @@ impl Opts {
         }
     }
 
-    /// Peer counts of the join rows: the scale rows (64, 128) only in a full run.
+    /// Peer counts of the join rows: the scale rows in a full run; of them, N = 64 (one
+    /// round, as every quick join row) in a quick one.
     fn join_sizes(&self) -> &'static [usize] {
         if self.quick {
-            &[2, 8, 32]
+            &[2, 8, 32, 64]
         } else {
             &[2, 8, 32, 64, 128]
         }
