@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p netpeer-tests --bin meshbench -- [--quick] [--json FILE]
-//!     [--compare FILE] [--only TEXT] [--runtime tokio|smol]
+//!     [--compare FILE] [--only TEXT] [--runtime tokio|smol|sim]
 //! ```
 //!
 //! `--json FILE` writes every row (with per-round details) as JSON; `--compare FILE`
@@ -11,7 +11,7 @@
 //! value, the old and new ratio to raw, the change in percent with its sign, and better
 //! or worse by the row's direction (higher is better for rates, lower for times and
 //! memory), then the rows only one of the two runs has. `--only TEXT` runs the rows whose
-//! "benchmark case" contains TEXT; `--runtime` one runtime.
+//! "benchmark case" contains TEXT; `--runtime` one runtime (`sim`: the simulator row).
 //!
 //! Every row is measured in this one run, next to a raw TCP baseline doing the same
 //! job with no protocol: the same framed bytes (the exact `Data` frames netpeer sends)
@@ -19,10 +19,13 @@
 //! reader that only splits length prefixes. The table gives netpeer / raw per row.
 //!
 //! - **join**: N = 2, 8, 32 peers, one after another through the first peer, and all
-//!   at once through a random earlier member; each run ends when every peer's view
-//!   holds all the others (a full mesh is verified every time). Raw: the same pattern
-//!   of TCP connects until every pair is connected.
-//! - **broadcast**: one sender or all senders, N = 4 and 8, 64 B and 4 KiB payloads, in
+//!   at once through a random earlier member (5 rounds all at once); each run ends when
+//!   every peer's view holds all the others (a full mesh is verified every time). Raw:
+//!   the same pattern of TCP connects until every pair is connected. At scale, in a full
+//!   run: N = 64 (3 rounds all at once) and N = 128 (1 round); `--quick` runs N = 64,
+//!   one round, as its other join rows.
+//! - **broadcast**: one sender or all senders, N = 4 and 8, 64 B and 4 KiB payloads (and,
+//!   in a full run, one sender to N = 32 at 64 B), in
 //!   messages per second delivered per receiver (messages each receiver gets / time
 //!   until the last receiver has them all). Zero loss is verified by exact counts and
 //!   per-sender order (each payload carries its sender's counter); a gap, a duplicate,
@@ -31,7 +34,16 @@
 //!   over every receiver (the send time travels in the payload; one process, one clock).
 //! - **memory**: RSS of a child process running one idle peer in a room of 8 (the other
 //!   7 live here), and RSS per peer of 8 idle peers in one child process, then after a
-//!   throughput run in that room.
+//!   throughput run in that room; in a full run, RSS per peer of 128 idle peers in one
+//!   child process.
+//! - **simulator** (full run only, runtime `sim`): 256 peers in `netpeer_proto::sim`,
+//!   all joining at once through random earlier members, run until quiet, full mesh
+//!   checked; in virtual peer-seconds per wall second (peers × virtual time / wall
+//!   time), no raw baseline.
+//!
+//! A full mesh of N peers in one process holds about N² sockets (16,400 at N = 128):
+//! meshbench raises its soft limit on open files to the hard limit, and a row that
+//! still would not fit fails saying how many it needs.
 //!
 //! No window: the senders call `broadcast` as fast as it returns. Its flow control
 //! (the default, `FlowControl::Wait`) holds a send while any member's send queue is
