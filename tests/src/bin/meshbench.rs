@@ -134,14 +134,19 @@ impl Opts {
         }
     }
 
-    /// Peer counts of the join rows: the scale rows in a full run; of them, N = 64 (one
-    /// round, as every quick join row) in a quick one.
-    fn join_sizes(&self) -> &'static [usize] {
-        if self.quick {
-            &[2, 8, 32, 64]
-        } else {
-            &[2, 8, 32, 64, 128]
-        }
+    /// The join rows in order, (N, all at once): both patterns at N = 2, 8, 32, then the
+    /// scale rows, both patterns at each N (N = 64 and 128 in a full run, N = 64 with one
+    /// round, as every quick join row, in a quick one). The small rows come first so
+    /// that none of them follows the winding down of a room of 64 or more.
+    fn joins(&self) -> Vec<(usize, bool)> {
+        let scale: &[usize] = if self.quick { &[64] } else { &[64, 128] };
+        let small = [false, true]
+            .into_iter()
+            .flat_map(|at_once| [2, 8, 32].map(|n| (n, at_once)));
+        let large = scale
+            .iter()
+            .flat_map(|&n| [false, true].map(|at_once| (n, at_once)));
+        small.chain(large).collect()
     }
 
     /// Whether `n` peers in one process (a full mesh: `n` listeners and `n (n − 1)`
@@ -1485,91 +1490,89 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
     let mut rows = Vec::new();
 
     // Join.
-    for at_once in [false, true] {
-        for &n in opts.join_sizes() {
-            let rounds = if at_once { opts.join_rounds(n) } else { 1 };
-            let case = format!(
-                "N = {n}, {}",
-                if at_once {
-                    "all at once via random members"
-                } else {
-                    "one after another via the first"
-                }
-            );
-            if !opts.wants("join", &case) {
-                continue;
+    for (n, at_once) in opts.joins() {
+        let rounds = if at_once { opts.join_rounds(n) } else { 1 };
+        let case = format!(
+            "N = {n}, {}",
+            if at_once {
+                "all at once via random members"
+            } else {
+                "one after another via the first"
             }
-            let mut times = Vec::new();
-            let mut raws = Vec::new();
-            let mut result = opts.fits_open_files(n);
-            for round in 0..rounds {
-                if result.is_err() {
+        );
+        if !opts.wants("join", &case) {
+            continue;
+        }
+        let mut times = Vec::new();
+        let mut raws = Vec::new();
+        let mut result = opts.fits_open_files(n);
+        for round in 0..rounds {
+            if result.is_err() {
+                break;
+            }
+            let np = within(
+                &rt,
+                ROW_LIMIT,
+                "the join",
+                netpeer_join(&rt, n, at_once, 1000 + round as u64),
+            );
+            match np.await.and_then(|r| r) {
+                Ok(t) => times.push(t.as_secs_f64() * 1e3),
+                Err(e) => {
+                    result = Err(format!("round {}: {e}", round + 1));
                     break;
                 }
-                let np = within(
-                    &rt,
-                    ROW_LIMIT,
-                    "the join",
-                    netpeer_join(&rt, n, at_once, 1000 + round as u64),
-                );
-                match np.await.and_then(|r| r) {
-                    Ok(t) => times.push(t.as_secs_f64() * 1e3),
-                    Err(e) => {
-                        result = Err(format!("round {}: {e}", round + 1));
-                        break;
-                    }
-                }
-                match within(&rt, ROW_LIMIT, "the raw join", raw_join(&rt, n, at_once))
-                    .await
-                    .and_then(|r| r)
-                {
-                    Ok(t) => raws.push(t.as_secs_f64() * 1e3),
-                    Err(e) => {
-                        result = Err(format!("raw: {e}"));
-                        break;
-                    }
+            }
+            match within(&rt, ROW_LIMIT, "the raw join", raw_join(&rt, n, at_once))
+                .await
+                .and_then(|r| r)
+            {
+                Ok(t) => raws.push(t.as_secs_f64() * 1e3),
+                Err(e) => {
+                    result = Err(format!("raw: {e}"));
+                    break;
                 }
             }
-            // Of an even count, the mean of the middle two.
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                let k = v.len();
-                match k {
-                    0 => None,
-                    _ if k % 2 == 1 => Some(v[k / 2]),
-                    _ => Some((v[k / 2 - 1] + v[k / 2]) / 2.0),
-                }
-            };
-            let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
-            let check = result.map(|()| {
-                if rounds > 1 {
-                    format!(
-                        "full mesh {rounds}/{rounds}; median of {rounds}{}, max {:.2} ms",
-                        if rounds % 2 == 0 {
-                            " (the mean of the middle two)"
-                        } else {
-                            ""
-                        },
-                        times.iter().copied().fold(0.0, f64::max)
-                    )
-                } else {
-                    "full mesh".into()
-                }
-            });
-            let mut row = Row::new(runtime, "join", &case, "ms")
-                .values(t, r)
-                .checked(check);
-            row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
-            if n == 32 && !at_once {
-                let met = row.ok && t.is_some_and(|t| t < 50.0);
-                row = row.target("< 50 ms", met);
-            }
-            if n == 32 && at_once {
-                let met = row.ok;
-                row = row.target("full mesh every time", met);
-            }
-            emit(&mut rows, row);
         }
+        // Of an even count, the mean of the middle two.
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let k = v.len();
+            match k {
+                0 => None,
+                _ if k % 2 == 1 => Some(v[k / 2]),
+                _ => Some((v[k / 2 - 1] + v[k / 2]) / 2.0),
+            }
+        };
+        let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
+        let check = result.map(|()| {
+            if rounds > 1 {
+                format!(
+                    "full mesh {rounds}/{rounds}; median of {rounds}{}, max {:.2} ms",
+                    if rounds % 2 == 0 {
+                        " (the mean of the middle two)"
+                    } else {
+                        ""
+                    },
+                    times.iter().copied().fold(0.0, f64::max)
+                )
+            } else {
+                "full mesh".into()
+            }
+        });
+        let mut row = Row::new(runtime, "join", &case, "ms")
+            .values(t, r)
+            .checked(check);
+        row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
+        if n == 32 && !at_once {
+            let met = row.ok && t.is_some_and(|t| t < 50.0);
+            row = row.target("< 50 ms", met);
+        }
+        if n == 32 && at_once {
+            let met = row.ok;
+            row = row.target("full mesh every time", met);
+        }
+        emit(&mut rows, row);
     }
 
     // Broadcast throughput; at scale (full run only), one sender to 31 receivers.
