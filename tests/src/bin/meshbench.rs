@@ -2,7 +2,16 @@
 //!
 //! ```text
 //! cargo run --release -p netpeer-tests --bin meshbench -- [--quick] [--json FILE]
+//!     [--compare FILE] [--only TEXT] [--runtime tokio|smol|sim]
 //! ```
+//!
+//! `--json FILE` writes every row (with per-round details) as JSON; `--compare FILE`
+//! reads such a file from an earlier run and prints, after the table, each row's change
+//! against it (rows matched by runtime, benchmark and case): the old and new netpeer
+//! value, the old and new ratio to raw, the change in percent with its sign, and better
+//! or worse by the row's direction (higher is better for rates, lower for times and
+//! memory), then the rows only one of the two runs has. `--only TEXT` runs the rows whose
+//! "benchmark case" contains TEXT; `--runtime` one runtime (`sim`: the simulator row).
 //!
 //! Every row is measured in this one run, next to a raw TCP baseline doing the same
 //! job with no protocol: the same framed bytes (the exact `Data` frames netpeer sends)
@@ -10,10 +19,13 @@
 //! reader that only splits length prefixes. The table gives netpeer / raw per row.
 //!
 //! - **join**: N = 2, 8, 32 peers, one after another through the first peer, and all
-//!   at once through a random earlier member; each run ends when every peer's view
-//!   holds all the others (a full mesh is verified every time). Raw: the same pattern
-//!   of TCP connects until every pair is connected.
-//! - **broadcast**: one sender or all senders, N = 4 and 8, 64 B and 4 KiB payloads, in
+//!   at once through a random earlier member (5 rounds all at once); each run ends when
+//!   every peer's view holds all the others (a full mesh is verified every time). Raw:
+//!   the same pattern of TCP connects until every pair is connected. At scale, in a full
+//!   run: N = 64 (3 rounds all at once) and N = 128 (1 round); `--quick` runs N = 64,
+//!   one round, as its other join rows.
+//! - **broadcast**: one sender or all senders, N = 4 and 8, 64 B and 4 KiB payloads (and,
+//!   in a full run, one sender to N = 32 at 64 B), in
 //!   messages per second delivered per receiver (messages each receiver gets / time
 //!   until the last receiver has them all). Zero loss is verified by exact counts and
 //!   per-sender order (each payload carries its sender's counter); a gap, a duplicate,
@@ -22,7 +34,16 @@
 //!   over every receiver (the send time travels in the payload; one process, one clock).
 //! - **memory**: RSS of a child process running one idle peer in a room of 8 (the other
 //!   7 live here), and RSS per peer of 8 idle peers in one child process, then after a
-//!   throughput run in that room.
+//!   throughput run in that room; in a full run, RSS per peer of 128 idle peers in one
+//!   child process.
+//! - **simulator** (full run only, runtime `sim`): 256 peers in `netpeer_proto::sim`,
+//!   all joining at once through random earlier members, run until quiet, full mesh
+//!   checked; in virtual peer-seconds per wall second (peers × virtual time / wall
+//!   time), no raw baseline.
+//!
+//! A full mesh of N peers in one process holds about N² sockets (16,400 at N = 128):
+//! meshbench raises its soft limit on open files to the hard limit, and a row that
+//! still would not fit fails saying how many it needs.
 //!
 //! No window: the senders call `broadcast` as fast as it returns. Its flow control
 //! (the default, `FlowControl::Wait`) holds a send while any member's send queue is
@@ -57,7 +78,7 @@ use netpeer_driver::{
 };
 use netpeer_smol::Smol;
 use netpeer_tokio::Tokio;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The bound on one row.
 const ROW_LIMIT: Duration = Duration::from_secs(120);
@@ -75,6 +96,8 @@ struct Opts {
     only: Option<String>,
     /// Only this runtime.
     runtime: Option<String>,
+    /// The soft limit on open files in force (`None`: unlimited or unknown).
+    open_files: Option<u64>,
 }
 
 impl Opts {
@@ -100,34 +123,116 @@ impl Opts {
         if self.quick { 1 } else { 5 }
     }
 
-    fn join_rounds(&self) -> usize {
-        if self.quick { 1 } else { 5 }
+    /// Rounds of an all-at-once join row (fewer for the scale rows).
+    fn join_rounds(&self, n: usize) -> usize {
+        match (self.quick, n) {
+            (true, _) => 1,
+            (false, ..=32) => 5,
+            (false, ..=64) => 3,
+            // About 40 s a round on this machine.
+            (false, _) => 1,
+        }
     }
+
+    /// The join rows in order, (N, all at once): both patterns at N = 2, 8, 32, then the
+    /// scale rows, both patterns at each N (N = 64 and 128 in a full run, N = 64 with one
+    /// round, as every quick join row, in a quick one). The small rows come first so
+    /// that none of them follows the winding down of a room of 64 or more.
+    fn joins(&self) -> Vec<(usize, bool)> {
+        let scale: &[usize] = if self.quick { &[64] } else { &[64, 128] };
+        let small = [false, true]
+            .into_iter()
+            .flat_map(|at_once| [2, 8, 32].map(|n| (n, at_once)));
+        let large = scale
+            .iter()
+            .flat_map(|&n| [false, true].map(|at_once| (n, at_once)));
+        small.chain(large).collect()
+    }
+
+    /// Whether `n` peers in one process (a full mesh: `n` listeners and `n (n − 1)`
+    /// connection ends, about `n²` descriptors) fit the limit on open files.
+    fn fits_open_files(&self, n: usize) -> Result<(), String> {
+        let need = (n * n + 512) as u64;
+        match self.open_files {
+            Some(limit) if limit < need => Err(format!(
+                "{n} peers in one process need about {need} open files (a full mesh, \
+                 N² sockets), the limit is {limit}: raise it (ulimit -n {need}) and run again"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (a full mesh of 128 peers in
+/// one process holds about 16,400 sockets) and returns the soft limit then in force
+/// (`None`: unlimited).
+fn raise_open_files() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = match limit.maximum {
+        Some(max) => Some(max),
+        // An unlimited hard limit: the kernel still caps descriptors at fs.nr_open.
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+    };
+    if let (Some(current), Some(wanted)) = (limit.current, wanted) {
+        if wanted > current {
+            let raised = Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    eprintln!("meshbench: open files limit raised from {current} to {wanted}")
+                }
+                Err(e) => {
+                    eprintln!("meshbench: could not raise the open files limit from {current}: {e}")
+                }
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 // -------------------------------------------------------------------------- rows
 
 /// One line of the table (and one object of the JSON).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
     runtime: String,
     bench: String,
     case: String,
     unit: String,
-    /// netpeer's value (higher is better for rates, lower for times and memory).
+    /// netpeer's value (higher is better for rates, lower for times and memory: see
+    /// [`Row::higher_is_better`]).
     netpeer: Option<f64>,
     /// The raw TCP baseline's value, where there is one.
+    #[serde(default)]
     raw: Option<f64>,
     /// netpeer / raw.
+    #[serde(default)]
     ratio: Option<f64>,
     /// What was verified (or why the row failed).
     check: String,
     ok: bool,
     /// The target set for this row, if it has one, and whether it was met.
+    #[serde(default)]
     target: Option<String>,
+    #[serde(default)]
     met: Option<bool>,
     /// Extra numbers (JSON only).
+    #[serde(default)]
     detail: serde_json::Value,
+}
+
+/// The JSON document `--json` writes and `--compare` reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct Report {
+    command: String,
+    quick: bool,
+    threads_per_runtime: u32,
+    rows: Vec<Row>,
 }
 
 impl Row {
@@ -179,6 +284,17 @@ impl Row {
         self
     }
 
+    /// Direction of the row's value, from its unit: rates (`…/s`) are better higher,
+    /// times and memory lower.
+    fn higher_is_better(&self) -> bool {
+        self.unit.ends_with("/s")
+    }
+
+    /// What `--compare` matches rows on.
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.runtime, &self.bench, &self.case)
+    }
+
     fn print(&self) {
         eprintln!(
             "  {:<6} {:<10} {:<40} {:>14} {:>14} {:>8}  {}",
@@ -201,6 +317,7 @@ fn fmt_value(v: Option<f64>, unit: &str) -> String {
             "ms" => format!("{v:.2} ms"),
             "µs" => format!("{v:.0} µs"),
             "KiB" => format!("{} KiB", group(v.round() as u64)),
+            "peer-s/s" => format!("{} peer-s/s", group(v.round() as u64)),
             _ => format!("{v:.3} {unit}"),
         },
     }
@@ -315,30 +432,35 @@ async fn start<R: Runtime>(rt: &R, i: usize, key: Option<&RoomKey>) -> Result<Pe
     .map_err(|e| format!("listen: {e}"))
 }
 
-/// Waits until every peer's view holds every other peer.
+/// Waits until every peer's view holds every other peer. Polls only the peers not yet
+/// seen complete (a view is a copy of up to N − 1 names: at N = 128 polling every
+/// view every time would take CPU from the peers being measured), then checks every
+/// view once more together.
 async fn full_mesh<R: Runtime>(rt: &R, peers: &[Peer<R>], limit: Duration) -> Result<(), String> {
-    let want: Vec<BTreeSet<String>> = (0..peers.len())
-        .map(|i| {
-            (0..peers.len())
+    let n = peers.len();
+    let complete = |i: usize| {
+        let view = peers[i].member_names();
+        view.len() == n - 1 && {
+            let view: BTreeSet<&str> = view.iter().map(String::as_str).collect();
+            (0..n)
                 .filter(|&j| j != i)
-                .map(|j| peers[j].name().to_owned())
-                .collect()
-        })
-        .collect();
+                .all(|j| view.contains(peers[j].name()))
+        }
+    };
     let deadline = Instant::now() + limit;
+    let mut pending: Vec<usize> = (0..n).collect();
     loop {
-        let missing = peers
-            .iter()
-            .zip(&want)
-            .filter(|(p, w)| p.member_names().into_iter().collect::<BTreeSet<_>>() != **w)
-            .count();
-        if missing == 0 {
-            return Ok(());
+        pending.retain(|&i| !complete(i));
+        if pending.is_empty() {
+            pending = (0..n).filter(|&i| !complete(i)).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "no full mesh within {limit:?}: {missing} of {} peers see another room",
-                peers.len()
+                "no full mesh within {limit:?}: {} of {n} peers see another room",
+                pending.len()
             ));
         }
         sleep(rt, Duration::from_micros(500)).await;
@@ -1124,45 +1246,49 @@ async fn member_process_rss<R: Runtime>(
 struct RoomMemory {
     base_kib: u64,
     idle_kib: u64,
-    after_kib: u64,
+    /// After the throughput runs (in a room of 8 only).
+    after_kib: Option<u64>,
     peers: usize,
 }
 
-/// Child mode `memory-room RT`: 8 idle peers in one process; RSS before, idle, and
-/// after a throughput run (one sender, 4 KiB, then 64 B), printed as JSON.
-fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
-    async fn body<R: Runtime>(rt: R, opts: Opts) -> Result<RoomMemory, String> {
-        const N: usize = 8;
+/// Child mode `memory-room RT [N]`: N (default 8) idle peers in one process; RSS
+/// before and idle, and, in a room of 8, after a throughput run (one sender, 4 KiB,
+/// then 64 B), printed as JSON.
+fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
+    async fn body<R: Runtime>(rt: R, n: usize, opts: Opts) -> Result<RoomMemory, String> {
         sleep(&rt, Duration::from_millis(100)).await;
         let base_kib = rss_kib(None)?;
-        let (peers, mut events) = room(&rt, N, None).await?;
+        let (peers, mut events) = room(&rt, n, None).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let idle_kib = rss_kib(None)?;
-        for size in [4096, 64] {
-            let load = Load {
-                n: N,
-                all_senders: false,
-                size,
-                per_sender: opts.per_sender(size, 1),
-            };
-            let load_events = events;
-            let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
-            events = back;
+        let mut after_kib = None;
+        if n == 8 {
+            for size in [4096, 64] {
+                let load = Load {
+                    n,
+                    all_senders: false,
+                    size,
+                    per_sender: opts.per_sender(size, 1),
+                };
+                let load_events = events;
+                let (_, back) = netpeer_load(&rt, &peers, load_events, load, None).await?;
+                events = back;
+            }
+            sleep(&rt, Duration::from_secs(1)).await;
+            after_kib = Some(rss_kib(None)?);
         }
-        sleep(&rt, Duration::from_secs(1)).await;
-        let after_kib = rss_kib(None)?;
         drop(events);
         teardown(&rt, peers).await;
         Ok(RoomMemory {
             base_kib,
             idle_kib,
             after_kib,
-            peers: N,
+            peers: n,
         })
     }
     let result = match runtime {
-        "tokio" => on_tokio(|rt| body(rt, opts)),
-        _ => on_smol(|rt| body(rt, opts)),
+        "tokio" => on_tokio(|rt| body(rt, n, opts)),
+        _ => on_smol(|rt| body(rt, n, opts)),
     };
     match result {
         Ok(m) => {
@@ -1176,9 +1302,10 @@ fn child_memory_room(runtime: &str, opts: Opts) -> ExitCode {
     }
 }
 
-fn room_memory(runtime: &str, opts: Opts) -> Result<RoomMemory, String> {
+fn room_memory(runtime: &str, n: usize, opts: Opts) -> Result<RoomMemory, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut args = vec!["--child", "memory-room", runtime];
+    let n = n.to_string();
+    let mut args = vec!["--child", "memory-room", runtime, &n];
     if opts.quick {
         args.push("--quick");
     }
@@ -1210,129 +1337,314 @@ fn room_memory(runtime: &str, opts: Opts) -> Result<RoomMemory, String> {
     serde_json::from_str(out.trim()).map_err(|e| format!("memory output {out:?}: {e}"))
 }
 
+// ----------------------------------------------------------------------- simulator
+
+/// The simulator row's case.
+const SIM_CASE: &str = "N = 256, all at once via random earlier members, simulator (virtual time)";
+
+/// What the simulator row measured.
+#[derive(Debug)]
+struct SimRun {
+    peers: usize,
+    /// Wall time of the run: adding the peers, the joins, until quiet.
+    wall: Duration,
+    /// Virtual time simulated (to the end of the quiet period).
+    virtual_time: Duration,
+    /// Virtual time of the last activity (the quiet period follows it).
+    settled: Duration,
+    events: u64,
+    /// Wall time of the checks afterwards (not in `wall`).
+    checks: Duration,
+}
+
+/// `n` peers in the deterministic simulator (`netpeer_proto::sim`, one thread): all
+/// join at once, each through a random earlier member; run until quiet; then the full
+/// mesh checked and the simulator's invariants that stay cheap at this size.
+///
+/// `Sim::check_full_mesh` and `Sim::check_symmetry` (both in `check_all`) count the
+/// links of each pair by scanning every link, about N⁴ steps: 5 s at N = 128 and about
+/// 250 s at 256 on the recorded machine. The same facts are checked here from each
+/// machine in O(N² log N): every view and every machine's sessions are exactly the
+/// other N − 1 names, and every machine holds exactly N − 1 connections (so the
+/// N (N − 1) connection ends make one connection per pair).
+fn sim_join(n: usize, seed: u64) -> Result<SimRun, String> {
+    use netpeer_proto::sim::Sim;
+    let t0 = Instant::now();
+    let mut sim = Sim::new(seed);
+    let peers: Vec<_> = (0..n).map(|i| sim.add_peer(&name(i))).collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for i in 1..n {
+        let via = peers[rng.usize(..i)];
+        sim.join(peers[i], via);
+    }
+    let virtual_time = sim
+        .run_until_quiet()
+        .map_err(|v| format!("not quiet: {v}"))?;
+    let wall = t0.elapsed();
+    let settled = virtual_time.saturating_sub(sim.net().quiet_period);
+    let t1 = Instant::now();
+    let mut names: Vec<String> = (0..n).map(name).collect();
+    names.sort();
+    for &p in &peers {
+        let others: Vec<&String> = names.iter().filter(|m| *m != sim.name(p)).collect();
+        let machine = sim
+            .machine(p)
+            .ok_or_else(|| format!("{} is not running", sim.name(p)))?;
+        let view = sim.view(p);
+        let mut sessions: Vec<String> = machine.sessions().into_iter().map(|(_, m)| m).collect();
+        sessions.sort();
+        if !view.iter().eq(others.iter().copied()) || !sessions.iter().eq(others.iter().copied()) {
+            return Err(format!(
+                "no full mesh: {} has {} members in view and {} sessions, not the other {}",
+                sim.name(p),
+                view.len(),
+                sessions.len(),
+                n - 1
+            ));
+        }
+        if machine.connection_count() != n - 1 {
+            return Err(format!(
+                "{} holds {} connections, not one per other member ({})",
+                sim.name(p),
+                machine.connection_count(),
+                n - 1
+            ));
+        }
+    }
+    type Check = fn(&Sim) -> Result<(), netpeer_proto::sim::Violation>;
+    let checks: [(&str, Check); 6] = [
+        ("running", Sim::check_running),
+        ("delivery", Sim::check_delivery),
+        ("bounds", Sim::check_bounds),
+        ("event views", Sim::check_event_views),
+        ("requests", Sim::check_requests),
+        ("identities", Sim::check_identities),
+    ];
+    for (what, check) in checks {
+        check(&sim).map_err(|v| format!("{what}: {v}"))?;
+    }
+    sim.check_agreement(&peers)
+        .map_err(|v| format!("agreement: {v}"))?;
+    Ok(SimRun {
+        peers: n,
+        wall,
+        virtual_time,
+        settled,
+        events: sim.events_processed(),
+        checks: t1.elapsed(),
+    })
+}
+
+/// The bound on the simulator row: twice `ROW_LIMIT` (the run took about 85 s of one
+/// core on the recorded machine, with another job running).
+const SIM_LIMIT: Duration = Duration::from_secs(2 * ROW_LIMIT.as_secs());
+
+/// The simulator row: 256 peers joining in virtual time, in virtual peer-seconds per
+/// wall second (no raw baseline). Run on a thread, bounded by `SIM_LIMIT` (a run past
+/// it is left to finish on its own thread; the row fails).
+fn sim_row() -> Row {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(sim_join(256, 1));
+    });
+    let run = match rx.recv_timeout(SIM_LIMIT) {
+        Ok(r) => r,
+        Err(_) => Err(format!("the simulation: not done within {SIM_LIMIT:?}")),
+    };
+    let rate = run
+        .as_ref()
+        .ok()
+        .map(|r| r.peers as f64 * r.virtual_time.as_secs_f64() / r.wall.as_secs_f64().max(1e-9));
+    let mut row = Row::new("sim", "join", SIM_CASE, "peer-s/s")
+        .values(rate, None)
+        .checked(run.as_ref().map_err(Clone::clone).map(|r| {
+            format!(
+                "full mesh of {} (views, sessions, one connection per pair) and the cheap \
+                 invariants; {:.2} s wall for {:.2} s virtual (settled at {:.2} s, then the \
+                 quiet period), {} events; checks {:.2} s",
+                r.peers,
+                r.wall.as_secs_f64(),
+                r.virtual_time.as_secs_f64(),
+                r.settled.as_secs_f64(),
+                group(r.events),
+                r.checks.as_secs_f64()
+            )
+        }));
+    if let Ok(r) = &run {
+        row.detail = serde_json::json!({
+            "peers": r.peers,
+            "wall_s": r.wall.as_secs_f64(),
+            "virtual_s": r.virtual_time.as_secs_f64(),
+            "settled_virtual_s": r.settled.as_secs_f64(),
+            "events": r.events,
+            "events_per_wall_s": r.events as f64 / r.wall.as_secs_f64().max(1e-9),
+            "checks_s": r.checks.as_secs_f64(),
+        });
+    }
+    row
+}
+
 // --------------------------------------------------------------------------- suite
 
 async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
     let mut rows = Vec::new();
 
     // Join.
-    for at_once in [false, true] {
-        for n in [2, 8, 32] {
-            let rounds = if at_once { opts.join_rounds() } else { 1 };
-            let case = format!(
-                "N = {n}, {}",
-                if at_once {
-                    "all at once via random members"
-                } else {
-                    "one after another via the first"
-                }
-            );
-            if !opts.wants("join", &case) {
-                continue;
+    for (n, at_once) in opts.joins() {
+        let rounds = if at_once { opts.join_rounds(n) } else { 1 };
+        let case = format!(
+            "N = {n}, {}",
+            if at_once {
+                "all at once via random members"
+            } else {
+                "one after another via the first"
             }
-            let mut times = Vec::new();
-            let mut raws = Vec::new();
-            let mut result = Ok(());
-            for round in 0..rounds {
-                match netpeer_join(&rt, n, at_once, 1000 + round as u64).await {
-                    Ok(t) => times.push(t.as_secs_f64() * 1e3),
-                    Err(e) => {
-                        result = Err(format!("round {}: {e}", round + 1));
-                        break;
-                    }
-                }
-                match raw_join(&rt, n, at_once).await {
-                    Ok(t) => raws.push(t.as_secs_f64() * 1e3),
-                    Err(e) => {
-                        result = Err(format!("raw: {e}"));
-                        break;
-                    }
-                }
-            }
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v.get(v.len() / 2).copied()
-            };
-            let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
-            let check = result.map(|()| {
-                if rounds > 1 {
-                    format!(
-                        "full mesh {rounds}/{rounds}; median of {rounds}, max {:.2} ms",
-                        times.iter().copied().fold(0.0, f64::max)
-                    )
-                } else {
-                    "full mesh".into()
-                }
-            });
-            let mut row = Row::new(runtime, "join", &case, "ms")
-                .values(t, r)
-                .checked(check);
-            row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
-            if n == 32 && !at_once {
-                let met = row.ok && t.is_some_and(|t| t < 50.0);
-                row = row.target("< 50 ms", met);
-            }
-            if n == 32 && at_once {
-                let met = row.ok;
-                row = row.target("full mesh every time", met);
-            }
-            emit(&mut rows, row);
+        );
+        if !opts.wants("join", &case) {
+            continue;
         }
+        let mut times = Vec::new();
+        let mut raws = Vec::new();
+        let mut result = opts.fits_open_files(n);
+        for round in 0..rounds {
+            if result.is_err() {
+                break;
+            }
+            let np = within(
+                &rt,
+                ROW_LIMIT,
+                "the join",
+                netpeer_join(&rt, n, at_once, 1000 + round as u64),
+            );
+            match np.await.and_then(|r| r) {
+                Ok(t) => times.push(t.as_secs_f64() * 1e3),
+                Err(e) => {
+                    result = Err(format!("round {}: {e}", round + 1));
+                    break;
+                }
+            }
+            match within(&rt, ROW_LIMIT, "the raw join", raw_join(&rt, n, at_once))
+                .await
+                .and_then(|r| r)
+            {
+                Ok(t) => raws.push(t.as_secs_f64() * 1e3),
+                Err(e) => {
+                    result = Err(format!("raw: {e}"));
+                    break;
+                }
+            }
+        }
+        // Of an even count, the mean of the middle two.
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let k = v.len();
+            match k {
+                0 => None,
+                _ if k % 2 == 1 => Some(v[k / 2]),
+                _ => Some((v[k / 2 - 1] + v[k / 2]) / 2.0),
+            }
+        };
+        let (t, r) = (median(&mut times.clone()), median(&mut raws.clone()));
+        let check = result.map(|()| {
+            if rounds > 1 {
+                format!(
+                    "full mesh {rounds}/{rounds}; median of {rounds}{}, max {:.2} ms",
+                    if rounds % 2 == 0 {
+                        " (the mean of the middle two)"
+                    } else {
+                        ""
+                    },
+                    times.iter().copied().fold(0.0, f64::max)
+                )
+            } else {
+                "full mesh".into()
+            }
+        });
+        let mut row = Row::new(runtime, "join", &case, "ms")
+            .values(t, r)
+            .checked(check);
+        row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
+        if n == 32 && !at_once {
+            let met = row.ok && t.is_some_and(|t| t < 50.0);
+            row = row.target("< 50 ms", met);
+        }
+        if n == 32 && at_once {
+            let met = row.ok;
+            row = row.target("full mesh every time", met);
+        }
+        emit(&mut rows, row);
     }
 
-    // Broadcast throughput.
+    // Broadcast throughput; at scale (full run only), one sender to 31 receivers.
+    let mut loads = Vec::new();
     for all_senders in [false, true] {
         for n in [4, 8] {
             for size in [64, 4096] {
                 let senders = if all_senders { n } else { 1 };
-                let load = Load {
+                loads.push(Load {
                     n,
                     all_senders,
                     size,
                     per_sender: opts.per_sender(size, senders),
-                };
-                if !opts.wants("broadcast", &load.case()) {
-                    continue;
-                }
-                let np = netpeer_throughput(&rt, load, None).await;
-                let raw = raw_load(&rt, load, None).await;
-                let check = match (&np, &raw) {
-                    (Ok(m), Ok(_)) => Ok(format!(
-                        "zero loss: {} messages, exact counts and per-sender order; no window",
-                        group(m.delivered)
-                    )),
-                    (Err(e), _) => Err(e.clone()),
-                    (_, Err(e)) => Err(format!("raw: {e}")),
-                };
-                let (a, b) = (
-                    np.as_ref().ok().map(|m| m.rate),
-                    raw.as_ref().ok().map(|m| m.rate),
-                );
-                let mut row = Row::new(runtime, "broadcast", &load.case(), "msg/s")
-                    .values(a, b)
-                    .checked(check);
-                let frame = load.frame_len() as f64 + 4.0;
-                row.detail = serde_json::json!({
-                    "messages_per_sender": load.per_sender,
-                    "frame_bytes": frame,
-                    "netpeer_frame_mib_s": a.map(|a| a * frame / 1048576.0),
-                    "raw_frame_mib_s": b.map(|b| b * frame / 1048576.0),
-                    "netpeer_elapsed_s": np.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
-                    "raw_elapsed_s": raw.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
                 });
-                if n == 8 && !all_senders {
-                    let ratio = row.ratio.unwrap_or(0.0);
-                    if size == 64 {
-                        let met = row.ok && a.unwrap_or(0.0) >= 300_000.0 && ratio >= 0.5;
-                        row = row.target("≥ 300,000 msg/s and ≥ 50 % of raw", met);
-                    } else {
-                        let met = row.ok && ratio >= 0.8;
-                        row = row.target("≥ 80 % of raw byte rate", met);
-                    }
-                }
-                emit(&mut rows, row);
             }
         }
+    }
+    if !opts.quick {
+        loads.push(Load {
+            n: 32,
+            all_senders: false,
+            size: 64,
+            per_sender: opts.per_sender(64, 1),
+        });
+    }
+    for load in loads {
+        if !opts.wants("broadcast", &load.case()) {
+            continue;
+        }
+        let fits = opts.fits_open_files(load.n);
+        let (np, raw) = match fits {
+            Ok(()) => (
+                netpeer_throughput(&rt, load, None).await,
+                raw_load(&rt, load, None).await,
+            ),
+            Err(e) => (Err(e), Err("not run".into())),
+        };
+        let check = match (&np, &raw) {
+            (Ok(m), Ok(_)) => Ok(format!(
+                "zero loss: {} messages, exact counts and per-sender order; no window",
+                group(m.delivered)
+            )),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(format!("raw: {e}")),
+        };
+        let (a, b) = (
+            np.as_ref().ok().map(|m| m.rate),
+            raw.as_ref().ok().map(|m| m.rate),
+        );
+        let mut row = Row::new(runtime, "broadcast", &load.case(), "msg/s")
+            .values(a, b)
+            .checked(check);
+        let frame = load.frame_len() as f64 + 4.0;
+        row.detail = serde_json::json!({
+            "messages_per_sender": load.per_sender,
+            "frame_bytes": frame,
+            "netpeer_frame_mib_s": a.map(|a| a * frame / 1048576.0),
+            "raw_frame_mib_s": b.map(|b| b * frame / 1048576.0),
+            "netpeer_elapsed_s": np.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
+            "raw_elapsed_s": raw.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
+        });
+        if load.n == 8 && !load.all_senders {
+            let ratio = row.ratio.unwrap_or(0.0);
+            if load.size == 64 {
+                let met = row.ok && a.unwrap_or(0.0) >= 300_000.0 && ratio >= 0.5;
+                row = row.target("≥ 300,000 msg/s and ≥ 50 % of raw", met);
+            } else {
+                let met = row.ok && ratio >= 0.8;
+                row = row.target("≥ 80 % of raw byte rate", met);
+            }
+        }
+        emit(&mut rows, row);
     }
 
     // The cost of a private room: the one-sender N = 8 rows again, with and without a
@@ -1377,12 +1689,8 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
         per_sender: opts.latency_secs() * 1000,
     };
     let pace = Duration::from_millis(1);
-    if opts.wants("latency", "") {
-        latency(&rt, runtime, load, pace, &mut rows).await;
-    }
-    if opts.wants("memory", "") {
-        memory(&rt, runtime, &opts, &mut rows).await;
-    }
+    latency(&rt, runtime, &opts, load, pace, &mut rows).await;
+    memory(&rt, runtime, &opts, &mut rows).await;
     rows
 }
 
@@ -1391,13 +1699,23 @@ fn emit(rows: &mut Vec<Row>, row: Row) {
     rows.push(row);
 }
 
+/// The latency rows (one run for the three percentiles), those `opts` selects.
 async fn latency<R: Runtime>(
     rt: &R,
     runtime: &str,
+    opts: &Opts,
     load: Load,
     pace: Duration,
     rows: &mut Vec<Row>,
 ) {
+    let cases: Vec<(&str, f64, String)> = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]
+        .into_iter()
+        .map(|(label, p)| (label, p, format!("{label}, 1,000 msg/s, N = 8, 64 B")))
+        .filter(|(.., case)| opts.wants("latency", case))
+        .collect();
+    if cases.is_empty() {
+        return;
+    }
     let rt = rt.clone();
     let np = async {
         let (peers, events) = room(&rt, 8, None).await?;
@@ -1415,7 +1733,7 @@ async fn latency<R: Runtime>(
         })
     };
     let (ls, rs) = (sorted(&np), sorted(&raw));
-    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+    for (label, p, case) in cases {
         let a = ls.as_ref().map(|v| percentile(v, p) / 1e6);
         let b = rs.as_ref().map(|v| percentile(v, p) / 1e6);
         let check = match (&np, &raw) {
@@ -1426,14 +1744,9 @@ async fn latency<R: Runtime>(
             (Err(e), _) => Err(e.clone()),
             (_, Err(e)) => Err(format!("raw: {e}")),
         };
-        let mut row = Row::new(
-            runtime,
-            "latency",
-            &format!("{label}, 1,000 msg/s, N = 8, 64 B"),
-            "ms",
-        )
-        .values(a, b)
-        .checked(check);
+        let mut row = Row::new(runtime, "latency", &case, "ms")
+            .values(a, b)
+            .checked(check);
         if label == "p99" {
             let met = row.ok && a.is_some_and(|a| a < 1.0);
             row = row.target("< 1 ms", met);
@@ -1442,69 +1755,95 @@ async fn latency<R: Runtime>(
     }
 }
 
+/// The memory rows `opts` selects.
 async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<Row>) {
-    let opts = opts.clone();
+    const MEMBER: &str = "process with 1 idle peer in a room of 8";
+    const IDLE: &str = "per idle peer, 8 in one process";
+    const AFTER: &str = "per peer after the throughput run, 8 in one process";
+    if opts.wants("memory", MEMBER) {
+        member_memory(rt, runtime, MEMBER, rows).await;
+    }
+    let (idle, after) = (opts.wants("memory", IDLE), opts.wants("memory", AFTER));
+    if idle || after {
+        room_memory_rows(rt, runtime, opts, 8, [IDLE, AFTER], [idle, after], rows).await;
+    }
+    // At scale (full run only): idle, 128 peers in one process.
+    const IDLE_128: &str = "per idle peer, 128 in one process";
+    if !opts.quick && opts.wants("memory", IDLE_128) {
+        room_memory_rows(rt, runtime, opts, 128, [IDLE_128, ""], [true, false], rows).await;
+    }
+}
+
+async fn member_memory<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut Vec<Row>) {
     let r = member_process_rss(rt, runtime).await;
     let rss = r.as_ref().ok().map(|&(k, ..)| k as f64);
-    let mut row = Row::new(
-        runtime,
-        "memory",
-        "process with 1 idle peer in a room of 8",
-        "KiB",
-    )
-    .values(rss, None)
-    .checked(r.map(|(_, base, anon, file)| {
-        format!(
-            "RSS of the whole child process (meshbench, 2 runtime threads), room of 8 \
+    let mut row = Row::new(runtime, "memory", case, "KiB")
+        .values(rss, None)
+        .checked(r.map(|(_, base, anon, file)| {
+            format!(
+                "RSS of the whole child process (meshbench, 2 runtime threads), room of 8 \
              verified: {} KiB anonymous + {} KiB file-backed; {} KiB before its peer started",
-            group(anon),
-            group(file),
-            group(base)
-        )
-    }));
+                group(anon),
+                group(file),
+                group(base)
+            )
+        }));
     let met = row.ok && rss.is_some_and(|k| k < 5.0 * 1024.0);
     row = row.target("< 5 MiB", met);
     emit(rows, row);
+}
 
+/// The rows of a `memory-room` child with `n` peers: idle, and (`n` = 8) after the
+/// throughput runs.
+async fn room_memory_rows<R: Runtime>(
+    rt: &R,
+    runtime: &str,
+    opts: &Opts,
+    n: usize,
+    [idle_case, after_case]: [&str; 2],
+    [want_idle, want_after]: [bool; 2],
+    rows: &mut Vec<Row>,
+) {
+    let opts = opts.clone();
     let runtime_owned = runtime.to_owned();
-    let mem = blocking(rt, move || room_memory(&runtime_owned, opts)).await;
-    let per = |k: fn(&RoomMemory) -> u64| {
+    let mem = match opts.fits_open_files(n) {
+        Ok(()) => blocking(rt, move || room_memory(&runtime_owned, n, opts)).await,
+        Err(e) => Err(e),
+    };
+    let per = |k: fn(&RoomMemory) -> Option<u64>| {
         mem.as_ref()
             .ok()
-            .map(|m| (k(m).saturating_sub(m.base_kib)) as f64 / m.peers as f64)
+            .and_then(|m| k(m).map(|k| k.saturating_sub(m.base_kib) as f64 / m.peers as f64))
     };
-    let idle = per(|m| m.idle_kib);
+    let idle = per(|m| Some(m.idle_kib));
     let after = per(|m| m.after_kib);
-    let check = |what: &str| {
-        mem.as_ref()
-            .map(|m| {
-                format!(
-                    "{what}: (RSS {} − RSS before the peers {}) / 8",
-                    group(if what == "idle" {
-                        m.idle_kib
-                    } else {
-                        m.after_kib
-                    }),
-                    group(m.base_kib)
-                )
-            })
-            .map_err(Clone::clone)
+    let check = |what: &str, k: fn(&RoomMemory) -> Option<u64>| {
+        mem.as_ref().map_err(Clone::clone).and_then(|m| {
+            let rss = k(m).ok_or("no RSS after the throughput runs")?;
+            Ok(format!(
+                "{what}: (RSS {} − RSS before the peers {}) / {}",
+                group(rss),
+                group(m.base_kib),
+                m.peers
+            ))
+        })
     };
-    let mut row = Row::new(runtime, "memory", "per idle peer, 8 in one process", "KiB")
-        .values(idle, None)
-        .checked(check("idle"));
-    let met = row.ok && idle.is_some_and(|k| k < 100.0);
-    row = row.target("< 100 KiB per additional peer", met);
-    emit(rows, row);
-    let row = Row::new(
-        runtime,
-        "memory",
-        "per peer after the throughput run, 8 in one process",
-        "KiB",
-    )
-    .values(after, None)
-    .checked(check("after 4 KiB and 64 B runs"));
-    emit(rows, row);
+    if want_idle {
+        let mut row = Row::new(runtime, "memory", idle_case, "KiB")
+            .values(idle, None)
+            .checked(check("idle", |m| Some(m.idle_kib)));
+        if n == 8 {
+            let met = row.ok && idle.is_some_and(|k| k < 100.0);
+            row = row.target("< 100 KiB per additional peer", met);
+        }
+        emit(rows, row);
+    }
+    if want_after {
+        let row = Row::new(runtime, "memory", after_case, "KiB")
+            .values(after, None)
+            .checked(check("after 4 KiB and 64 B runs", |m| m.after_kib));
+        emit(rows, row);
+    }
 }
 
 /// Runs blocking `f` on a thread and waits for it without blocking the runtime.
@@ -1548,6 +1887,138 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// `--compare`: each row of this run against the same row (runtime, benchmark, case) of
+/// an earlier `--json` file, then the rows only one of them has. `selected` says whether
+/// this run's options would have run an old row (old rows they skip are counted, not
+/// listed).
+fn compare(
+    old: &Report,
+    old_path: &str,
+    quick: bool,
+    new: &[Row],
+    selected: impl Fn(&Row) -> bool,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Compared with `{old_path}` ({}): change = new / old − 1 of netpeer's value; \
+         better or worse by the row's direction (higher is better for rates, lower for \
+         times and memory); one run each, so read it against the noise (BENCHMARKS.md).",
+        if old.quick {
+            "a --quick run"
+        } else {
+            "a full run"
+        }
+    );
+    if old.quick != quick {
+        let _ = writeln!(
+            out,
+            "\n**Note**: one of the two runs is --quick and the other is not; their message \
+             counts, durations and rounds differ."
+        );
+    }
+    out.push_str(
+        "\n| runtime | benchmark | case | old | new | change | old / raw | new / raw | |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    let mut added = Vec::new();
+    for r in new {
+        let Some(o) = old.rows.iter().find(|o| o.key() == r.key()) else {
+            added.push(r);
+            continue;
+        };
+        let (change, verdict) = change(o, r);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {change} | {} | {} | {verdict} |",
+            r.runtime,
+            r.bench,
+            r.case,
+            fmt_value(o.netpeer, &o.unit),
+            fmt_value(r.netpeer, &r.unit),
+            fmt_ratio(o.ratio),
+            fmt_ratio(r.ratio),
+        );
+    }
+    let gone: Vec<&Row> = old
+        .rows
+        .iter()
+        .filter(|o| !new.iter().any(|r| r.key() == o.key()))
+        .collect();
+    let (gone_listed, skipped): (Vec<&Row>, Vec<&Row>) =
+        gone.into_iter().partition(|o| selected(o));
+    if !added.is_empty() {
+        let _ = writeln!(out, "\nNew (not in `{old_path}`):\n");
+        for r in &added {
+            let _ = writeln!(
+                out,
+                "- new: {} / {} / {}: {}",
+                r.runtime,
+                r.bench,
+                r.case,
+                fmt_value(r.netpeer, &r.unit)
+            );
+        }
+    }
+    if !gone_listed.is_empty() {
+        let _ = writeln!(out, "\nGone (in `{old_path}` only):\n");
+        for o in &gone_listed {
+            let _ = writeln!(
+                out,
+                "- gone: {} / {} / {}: was {}",
+                o.runtime,
+                o.bench,
+                o.case,
+                fmt_value(o.netpeer, &o.unit)
+            );
+        }
+    }
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} more rows of `{old_path}` were not selected by --only / --runtime.",
+            skipped.len()
+        );
+    }
+    out
+}
+
+/// The change from `old` to `new` in netpeer's value, with its sign, and whether it is
+/// better or worse in the row's direction.
+fn change(old: &Row, new: &Row) -> (String, String) {
+    let status = match (old.ok, new.ok) {
+        (true, false) => Some("**fails now**"),
+        (false, true) => Some("failed before"),
+        (false, false) => Some("failed in both"),
+        (true, true) => None,
+    };
+    let (Some(a), Some(b)) = (old.netpeer, new.netpeer) else {
+        return ("—".into(), status.unwrap_or("no value").into());
+    };
+    if a == 0.0 || !a.is_finite() || !b.is_finite() {
+        return ("—".into(), status.unwrap_or("no value").into());
+    }
+    let pct = (b / a - 1.0) * 100.0;
+    let verdict = if b == a {
+        "same"
+    } else if (b > a) == old.higher_is_better() {
+        "better"
+    } else {
+        "worse"
+    };
+    let verdict = match status {
+        Some(s) => format!("{verdict}; {s}"),
+        None => verdict.into(),
+    };
+    (format!("{pct:+.1} %"), verdict)
+}
+
+/// Reads an earlier `--json` file.
+fn read_report(path: &str) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{path}: not a meshbench --json file: {e}"))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -1555,11 +2026,14 @@ fn main() -> ExitCode {
         quick,
         only: None,
         runtime: None,
+        open_files: raise_open_files(),
     };
     if args.first().map(String::as_str) == Some("--child") {
         return match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
             (Some("member"), Some(rt), Some(addr)) => child_member(rt, addr.clone()),
-            (Some("memory-room"), Some(rt), _) => child_memory_room(rt, opts),
+            (Some("memory-room"), Some(rt), n) => {
+                child_memory_room(rt, n.and_then(|n| n.parse().ok()).unwrap_or(8), opts)
+            }
             _ => {
                 eprintln!("meshbench: bad child arguments {args:?}");
                 ExitCode::FAILURE
@@ -1567,6 +2041,7 @@ fn main() -> ExitCode {
         };
     }
     let mut json = None;
+    let mut against = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -1580,10 +2055,22 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
+            // Read before the run: a bad file fails at once, not after it.
+            "--compare" => match it.next().map(|f| (f, read_report(f))) {
+                Some((f, Ok(report))) => against = Some((f.clone(), report)),
+                Some((_, Err(e))) => {
+                    eprintln!("meshbench: --compare {e}");
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    eprintln!("meshbench: --compare needs a file");
+                    return ExitCode::FAILURE;
+                }
+            },
             other => {
                 eprintln!(
-                    "usage: meshbench [--quick] [--json FILE] [--only TEXT] [--runtime tokio|smol] \
-                     (unknown {other:?})"
+                    "usage: meshbench [--quick] [--json FILE] [--compare FILE] [--only TEXT] \
+                     [--runtime tokio|smol|sim] (unknown {other:?})"
                 );
                 return ExitCode::FAILURE;
             }
@@ -1601,8 +2088,20 @@ fn main() -> ExitCode {
     if opts.runtime.as_deref().is_none_or(|r| r == "smol") {
         rows.extend(on_smol(|rt| suite(rt, "smol", opts.clone())));
     }
+    // The simulator row, once (no runtime; full run only).
+    if !quick && opts.runtime.as_deref().is_none_or(|r| r == "sim") && opts.wants("join", SIM_CASE)
+    {
+        emit(&mut rows, sim_row());
+    }
     let table = table(&rows);
     println!("{table}");
+    if let Some((path, old)) = &against {
+        let selected = |r: &Row| {
+            opts.runtime.as_deref().is_none_or(|rt| rt == r.runtime)
+                && opts.wants(&r.bench, &r.case)
+        };
+        println!("{}", compare(old, path, quick, &rows, selected));
+    }
     let failed = rows.iter().filter(|r| !r.ok).count();
     eprintln!(
         "meshbench: {} rows, {failed} failed, {:.0} s",
@@ -1610,15 +2109,15 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     if let Some(path) = json {
-        let doc = serde_json::json!({
-            "command": format!(
+        let doc = Report {
+            command: format!(
                 "cargo run --release -p netpeer-tests --bin meshbench --{}",
                 if quick { " --quick" } else { "" }
             ),
-            "quick": quick,
-            "threads_per_runtime": 2,
-            "rows": rows,
-        });
+            quick,
+            threads_per_runtime: 2,
+            rows,
+        };
         if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")) {
             eprintln!("meshbench: writing {path}: {e}");
             return ExitCode::FAILURE;
@@ -1628,5 +2127,74 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(runtime: &str, case: &str, unit: &str, netpeer: f64, raw: f64) -> Row {
+        Row::new(runtime, "bench", case, unit)
+            .values(Some(netpeer), Some(raw))
+            .checked(Ok("verified".into()))
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let mut r = row("tokio", "a", "msg/s", 1000.0, 4000.0).target("≥ 1", true);
+        r.detail = serde_json::json!({ "netpeer_ms": [1.0, 2.0] });
+        let report = Report {
+            command: "meshbench".into(),
+            quick: true,
+            threads_per_runtime: 2,
+            rows: vec![
+                r,
+                Row::new("smol", "memory", "b", "KiB").checked(Err("x".into())),
+            ],
+        };
+        let text = serde_json::to_string_pretty(&report).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn compare_marks_direction_new_and_gone() {
+        let old = Report {
+            command: String::new(),
+            quick: true,
+            threads_per_runtime: 2,
+            rows: vec![
+                row("tokio", "rate", "msg/s", 100.0, 400.0),
+                row("tokio", "time", "ms", 10.0, 5.0),
+                row("tokio", "gone", "ms", 1.0, 1.0),
+                row("smol", "filtered", "ms", 1.0, 1.0),
+            ],
+        };
+        let new = vec![
+            row("tokio", "rate", "msg/s", 110.0, 400.0),
+            row("tokio", "time", "ms", 12.0, 5.0),
+            row("tokio", "added", "KiB", 3.0, 1.0),
+        ];
+        let out = compare(&old, "old.json", true, &new, |r| r.runtime == "tokio");
+        assert!(
+            out.contains(
+                "| tokio | bench | rate | 100 msg/s | 110 msg/s | +10.0 % | 0.25 | 0.28 | better |"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| tokio | bench | time | 10.00 ms | 12.00 ms | +20.0 % | 2.00 | 2.40 | worse |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("- new: tokio / bench / added: 3 KiB"), "{out}");
+        assert!(
+            out.contains("- gone: tokio / bench / gone: was 1.00 ms"),
+            "{out}"
+        );
+        assert!(out.contains("1 more rows"), "{out}");
+        assert!(!out.contains("Note"), "{out}");
     }
 }
