@@ -35,15 +35,15 @@ const SECRET_PREFIX: &str = "netpeer-secret-";
 pub struct Identity {
     /// The signing key, its public half derived once (deriving it is a scalar
     /// multiplication: more than the signature itself). It zeroes its secret when
-    /// dropped.
-    key: SigningKey,
+    /// dropped. Boxed: with its derived public point it is 224 bytes.
+    key: Box<SigningKey>,
     public: PublicKey,
 }
 
 impl Identity {
     /// The identity whose secret key is these 32 bytes (use random bytes).
     pub fn from_bytes(secret: [u8; 32]) -> Self {
-        let key = SigningKey::from_bytes(&secret);
+        let key = Box::new(SigningKey::from_bytes(&secret));
         let public = PublicKey(key.verifying_key().to_bytes());
         Identity { key, public }
     }
