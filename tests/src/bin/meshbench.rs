@@ -1947,32 +1947,28 @@ fn compare(
         .collect();
     let (gone_listed, skipped): (Vec<&Row>, Vec<&Row>) =
         gone.into_iter().partition(|o| selected(o));
-    if !added.is_empty() {
-        let _ = writeln!(out, "\nNew (not in `{old_path}`):\n");
-        for r in &added {
+    // `label` names what a row is; `was` prefixes the value of a row that is gone.
+    let mut list = |title: String, label: &str, was: &str, rows: &[&Row]| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n{title}:\n");
+        for r in rows {
+            let value = fmt_value(r.netpeer, &r.unit);
             let _ = writeln!(
                 out,
-                "- new: {} / {} / {}: {}",
-                r.runtime,
-                r.bench,
-                r.case,
-                fmt_value(r.netpeer, &r.unit)
+                "- {label} {} / {} / {}: {was}{value}",
+                r.runtime, r.bench, r.case
             );
         }
-    }
-    if !gone_listed.is_empty() {
-        let _ = writeln!(out, "\nGone (in `{old_path}` only):\n");
-        for o in &gone_listed {
-            let _ = writeln!(
-                out,
-                "- gone: {} / {} / {}: was {}",
-                o.runtime,
-                o.bench,
-                o.case,
-                fmt_value(o.netpeer, &o.unit)
-            );
-        }
-    }
+    };
+    list(format!("New (not in `{old_path}`)"), "new:", "", &added);
+    list(
+        format!("Gone (in `{old_path}` only)"),
+        "gone:",
+        "was ",
+        &gone_listed,
+    );
     if !skipped.is_empty() {
         let _ = writeln!(
             out,
