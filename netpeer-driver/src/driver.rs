@@ -42,7 +42,7 @@ use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 use crate::{
     error::JoinError,
     events::PeerEvent,
-    readbuf::ReadBuf,
+    readbuf::{self, ReadBuf, SmallRun},
     runtime::{Runtime, Task},
     shared::{Shared, peer_event},
 };
@@ -410,7 +410,7 @@ impl<R: Runtime> Driver<R> {
                 // A small buffer stays for the next pause; a large one (a read of up to
                 // 64 KiB) is given back.
                 c.held.clear();
-                if c.held.capacity() > crate::readbuf::MIN {
+                if c.held.capacity() > readbuf::MIN {
                     c.held = Vec::new();
                 }
                 reads -= 1;
@@ -792,9 +792,8 @@ async fn writer<R: Runtime>(
     io: async_channel::Sender<Io<R>>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
-    // Batches in a row that used less than a quarter of `buf`: after a burst, a quiet
-    // connection gives its coalescing buffer back.
-    let mut small = 0u32;
+    // After a burst, a quiet connection gives its coalescing buffer back.
+    let mut small = SmallRun::default();
     while let Ok(mut batch) = rx.recv().await {
         while batch.len() < 4096 {
             match rx.try_recv() {
@@ -804,14 +803,8 @@ async fn writer<R: Runtime>(
         }
         let result = write_batch::<R>(conn, &mut write, &batch, &mut buf, &io).await;
         let bytes: usize = batch.iter().map(Bytes::len).sum();
-        small = if bytes < buf.capacity() / 4 {
-            small + 1
-        } else {
-            0
-        };
-        if small >= 16 && buf.capacity() > crate::readbuf::MIN {
+        if buf.capacity() > readbuf::MIN && small.shrink(bytes, buf.capacity()) {
             buf = Vec::new();
-            small = 0;
         }
         drop(batch);
         if result.is_err() {

@@ -1,27 +1,52 @@
-//! The driver's read buffer, sized to the traffic: small while the room is quiet (an
-//! idle peer keeps 4 KiB, not 64), doubled by every read that fills it, halved after a
-//! run of reads that use less than a quarter of it.
+//! Buffers sized to the traffic. The driver's read buffer is small while the room is
+//! quiet (an idle peer keeps 4 KiB, not 64), doubled by every read that fills it, and
+//! halved after a run of reads that use less than a quarter of it ([`SmallRun`], which
+//! also tells a writer when to give its coalescing buffer back).
 
 /// Smallest size: heartbeats and handshakes fit many times over.
 pub(crate) const MIN: usize = 4 * 1024;
 /// Largest size: one read per call of at most this (a socket's burst).
 pub(crate) const MAX: usize = 64 * 1024;
-/// Consecutive small reads after which the buffer halves.
+/// Consecutive small uses after which a buffer shrinks.
 const SMALL_RUN: u32 = 16;
+
+/// Counts the uses in a row of a buffer that needed less than a quarter of it.
+#[derive(Debug, Default)]
+pub(crate) struct SmallRun(u32);
+
+impl SmallRun {
+    /// `used` bytes of a buffer of `size` were used: whether the buffer has been too
+    /// large long enough to shrink (the run then starts again).
+    pub(crate) fn shrink(&mut self, used: usize, size: usize) -> bool {
+        if used >= size / 4 {
+            self.0 = 0;
+            return false;
+        }
+        self.0 += 1;
+        if self.0 < SMALL_RUN {
+            return false;
+        }
+        self.0 = 0;
+        true
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
 
 /// A zeroed buffer of the current size, for `poll_read`.
 #[derive(Debug)]
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
-    /// Reads in a row that used less than a quarter of the buffer.
-    small: u32,
+    small: SmallRun,
 }
 
 impl ReadBuf {
     pub(crate) fn new() -> Self {
         ReadBuf {
             buf: vec![0; MIN],
-            small: 0,
+            small: SmallRun::default(),
         }
     }
 
@@ -41,20 +66,15 @@ impl ReadBuf {
         let len = self.buf.len();
         if n == len && len < MAX {
             self.resize(len * 2);
-        } else if n < len / 4 && len > MIN {
-            self.small += 1;
-            if self.small >= SMALL_RUN {
-                self.resize(len / 2);
-            }
-        } else {
-            self.small = 0;
+        } else if len > MIN && self.small.shrink(n, len) {
+            self.resize(len / 2);
         }
     }
 
     fn resize(&mut self, len: usize) {
         // A fresh allocation (not `resize`): a shrunk buffer gives its memory back.
         self.buf = vec![0; len.clamp(MIN, MAX)];
-        self.small = 0;
+        self.small.reset();
     }
 }
 
@@ -106,6 +126,14 @@ mod tests {
             b.read(100);
         }
         assert_eq!(b.space().len(), MIN);
-        assert_eq!(b.space().len(), MIN);
+    }
+
+    #[test]
+    fn a_small_run_says_shrink_once_per_run() {
+        let mut run = SmallRun::default();
+        let says: Vec<bool> = (0..2 * SMALL_RUN).map(|_| run.shrink(1, 1024)).collect();
+        let at: Vec<usize> = (0..says.len()).filter(|&i| says[i]).collect();
+        assert_eq!(at, [SMALL_RUN as usize - 1, 2 * SMALL_RUN as usize - 1]);
+        assert!(!run.shrink(256, 1024), "a quarter is not small");
     }
 }

@@ -401,6 +401,7 @@ mod payload_opt {
         Option::<serde_bytes::ByteBuf>::deserialize(d).map(|b| b.map(|b| Bytes::from(b.into_vec())))
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
