@@ -29,7 +29,10 @@
 //!   messages per second delivered per receiver (messages each receiver gets / time
 //!   until the last receiver has them all). Zero loss is verified by exact counts and
 //!   per-sender order (each payload carries its sender's counter); a gap, a duplicate,
-//!   a reorder, a `Lagged` event or a member leaving fails the row loudly.
+//!   a reorder, a `Lagged` event or a member leaving fails the row loudly. Beside the
+//!   rate, each row gives the CPU time of the whole process per delivered message
+//!   (user + system over every thread, from `/proc/self/stat`): a cost that what else
+//!   runs on the machine moves far less than it moves the rate.
 //! - **latency**: one sender at 1,000 messages/s with N = 8, one-way p50 / p99 / p99.9
 //!   over every receiver (the send time travels in the payload; one process, one clock).
 //! - **memory**: RSS of a child process running one idle peer in a room of 8 (the other
@@ -385,6 +388,23 @@ fn spawn<R: Runtime>(rt: &R, fut: impl Future<Output = ()> + Send + 'static) {
     rt.spawn(fut).detach();
 }
 
+/// CPU time (user + system, every thread) this process has used so far, from
+/// `/proc/self/stat` (in clock ticks of 10 ms): the cost of a run independent of what
+/// else the machine is doing.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3 on:
+    // utime is field 14, stime field 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// Resident set size of a process, in KiB (`/proc/PID/status`).
 fn rss_kib(pid: Option<u32>) -> Result<u64, String> {
     status_kib(pid, "VmRSS:")
@@ -705,6 +725,15 @@ struct Measured {
     latencies: Vec<u64>,
     elapsed: Duration,
     delivered: u64,
+    /// CPU time of the whole process from the first send to the last delivery.
+    cpu: Duration,
+}
+
+impl Measured {
+    /// CPU nanoseconds per delivered message (every thread, senders included).
+    fn cpu_ns_per_delivery(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.delivered.max(1) as f64
+    }
 }
 
 /// Checks one receiver's message stream: per sender, counters 0, 1, 2, ... exactly.
@@ -791,6 +820,7 @@ async fn netpeer_load<R: Runtime>(
     drop(done_tx);
     let (send_tx, send_rx) = async_channel::unbounded();
     let start = Instant::now();
+    let cpu_start = cpu_time();
     for s in load.senders() {
         let (p, rt2, send_tx) = (peers[s].clone(), rt.clone(), send_tx.clone());
         let per_sender = load.per_sender;
@@ -856,6 +886,7 @@ async fn netpeer_load<R: Runtime>(
             latencies: all_lat,
             elapsed,
             delivered,
+            cpu: cpu_time().saturating_sub(cpu_start),
         },
         back.into_iter().map(|(_, e)| e).collect(),
     ))
@@ -1011,6 +1042,7 @@ async fn raw_load<R: Runtime>(
     });
     let (send_tx, send_rx) = async_channel::unbounded();
     let start = Instant::now();
+    let cpu_start = cpu_time();
     for &s in &senders {
         let mut ws: Vec<R::Writer> = writers[s].iter_mut().filter_map(Option::take).collect();
         let (rt2, send_tx) = (rt.clone(), send_tx.clone());
@@ -1084,6 +1116,7 @@ async fn raw_load<R: Runtime>(
         latencies: lat_all,
         elapsed,
         delivered,
+        cpu: cpu_time().saturating_sub(cpu_start),
     })
 }
 
@@ -1611,9 +1644,12 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             Err(e) => (Err(e), Err("not run".into())),
         };
         let check = match (&np, &raw) {
-            (Ok(m), Ok(_)) => Ok(format!(
-                "zero loss: {} messages, exact counts and per-sender order; no window",
-                group(m.delivered)
+            (Ok(m), Ok(r)) => Ok(format!(
+                "zero loss: {} messages, exact counts and per-sender order; no window; \
+                 CPU per delivery {:.0} ns (raw {:.0} ns)",
+                group(m.delivered),
+                m.cpu_ns_per_delivery(),
+                r.cpu_ns_per_delivery()
             )),
             (Err(e), _) => Err(e.clone()),
             (_, Err(e)) => Err(format!("raw: {e}")),
@@ -1633,6 +1669,8 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             "raw_frame_mib_s": b.map(|b| b * frame / 1048576.0),
             "netpeer_elapsed_s": np.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
             "raw_elapsed_s": raw.as_ref().ok().map(|m| m.elapsed.as_secs_f64()),
+            "netpeer_cpu_ns_per_delivery": np.as_ref().ok().map(Measured::cpu_ns_per_delivery),
+            "raw_cpu_ns_per_delivery": raw.as_ref().ok().map(Measured::cpu_ns_per_delivery),
         });
         if load.n == 8 && !load.all_senders {
             let ratio = row.ratio.unwrap_or(0.0);
@@ -1665,9 +1703,12 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
         let open = netpeer_throughput(&rt, load, None).await;
         let private = netpeer_throughput(&rt, load, Some(&key)).await;
         let check = match (&private, &open) {
-            (Ok(m), Ok(_)) => Ok(format!(
-                "zero loss: {} messages, exact counts and per-sender order, encrypted",
-                group(m.delivered)
+            (Ok(m), Ok(o)) => Ok(format!(
+                "zero loss: {} messages, exact counts and per-sender order, encrypted; \
+                 CPU per delivery {:.0} ns (open room {:.0} ns)",
+                group(m.delivered),
+                m.cpu_ns_per_delivery(),
+                o.cpu_ns_per_delivery()
             )),
             (Err(e), _) => Err(format!("private: {e}")),
             (_, Err(e)) => Err(format!("open: {e}")),
