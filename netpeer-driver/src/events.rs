@@ -192,6 +192,37 @@ impl Events {
         future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Waits for the next event, then moves it and every other event already waiting,
+    /// up to `limit` in all, to the end of `buf`, in order. Returns how many it moved:
+    /// `0` only once the peer is closed and every event was received (or for a `limit`
+    /// of 0).
+    ///
+    /// The same stream as [`recv`](Self::recv), taken a batch at a time: one lock and
+    /// at most one wait per batch instead of per event, which is what a busy reader of
+    /// small messages spends most on.
+    ///
+    /// ```no_run
+    /// # async fn f(mut events: netpeer_driver::Events) {
+    /// let mut batch = Vec::with_capacity(256);
+    /// while events.recv_many(&mut batch, 256).await > 0 {
+    ///     for event in batch.drain(..) {
+    ///         println!("{event:?}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: events are taken only by the call that returns, so dropping the
+    /// future loses nothing.
+    pub async fn recv_many(&mut self, buf: &mut Vec<PeerEvent>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        future::poll_fn(|cx| self.poll_recv_many(cx, buf, limit)).await
+    }
+
     /// The next event if one is ready (`None` also once the peer is closed).
     pub fn try_recv(&mut self) -> Option<PeerEvent> {
         self.queue.pop()
@@ -219,6 +250,37 @@ impl Events {
                     return Poll::Ready(None);
                 }
                 Next::Wait => {}
+            }
+            match self.listener.as_mut() {
+                // Registered before the next check: a push after it notifies us.
+                None => self.listener = Some(self.queue.ready.listen()),
+                Some(listener) => {
+                    ready!(Pin::new(listener).poll(cx));
+                    self.listener = None;
+                }
+            }
+        }
+    }
+}
+
+impl Events {
+    fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<PeerEvent>,
+        limit: usize,
+    ) -> Poll<usize> {
+        loop {
+            match self.queue.take(buf, limit) {
+                Taken::Some(n) => {
+                    self.listener = None;
+                    return Poll::Ready(n);
+                }
+                Taken::Closed => {
+                    self.listener = None;
+                    return Poll::Ready(0);
+                }
+                Taken::Wait => {}
             }
             match self.listener.as_mut() {
                 // Registered before the next check: a push after it notifies us.
@@ -279,6 +341,13 @@ enum Next {
     Wait,
 }
 
+enum Taken {
+    /// This many events were moved (at least one).
+    Some(usize),
+    Closed,
+    Wait,
+}
+
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
@@ -302,11 +371,41 @@ impl Queue {
             }
         };
         if room_again {
-            if let Some(driver) = &self.driver {
-                driver.wake();
-            }
+            self.room_again();
         }
         next
+    }
+
+    /// Moves up to `limit` (at least 1) waiting events to `buf` under one lock.
+    fn take(&self, buf: &mut Vec<PeerEvent>, limit: usize) -> Taken {
+        let (taken, room_again) = {
+            let mut q = self.lock();
+            let full = q.is_full();
+            let mut n = 0;
+            while n < limit {
+                match q.pop() {
+                    Some(e) => buf.push(e),
+                    None => break,
+                }
+                n += 1;
+            }
+            match n {
+                0 if q.closed => (Taken::Closed, false),
+                0 => (Taken::Wait, false),
+                n => (Taken::Some(n), full && !q.is_full()),
+            }
+        };
+        if room_again {
+            self.room_again();
+        }
+        taken
+    }
+
+    /// A full queue has room again: a driver paused by it reads again.
+    fn room_again(&self) {
+        if let Some(driver) = &self.driver {
+            driver.wake();
+        }
     }
 }
 
@@ -535,7 +634,12 @@ mod tests {
     /// A compact picture of what a subscriber reads: `m3` a message, `J:x`/`L:x`
     /// membership, `lag2` a marker.
     fn drain(events: &mut Events) -> Vec<String> {
-        std::iter::from_fn(|| events.try_recv())
+        picture(std::iter::from_fn(|| events.try_recv()))
+    }
+
+    fn picture(events: impl IntoIterator<Item = PeerEvent>) -> Vec<String> {
+        events
+            .into_iter()
             .map(|e| match e {
                 PeerEvent::Message(m) => format!("m{}", m.decode::<u32>().unwrap()),
                 PeerEvent::Joined { name } => format!("J:{name}"),
@@ -690,6 +794,56 @@ mod tests {
         publish(&subs, [msg(7)]);
         let got = futures_lite::future::block_on(e.recv());
         assert!(matches!(got, Some(PeerEvent::Message(m)) if m.decode::<u32>().unwrap() == 7));
+    }
+
+    #[test]
+    fn recv_many_takes_what_is_ready_in_order_up_to_its_limit() {
+        use futures_lite::future::block_on;
+        let subs = subs(3);
+        let mut e = subs.subscribe(false);
+        publish(&subs, [joined("b"), msg(0)]);
+        publish(&subs, (1..5).map(msg));
+        publish(&subs, [left("b")]);
+        let mut buf = vec![joined("kept")];
+        assert_eq!(block_on(e.recv_many(&mut buf, 3)), 3);
+        // Appended after what the caller had; the same stream as `recv`, marker
+        // included (m0 and m1 were dropped for m3 and m4).
+        assert_eq!(picture(buf.drain(..)), ["J:kept", "J:b", "lag2", "m2"]);
+        assert_eq!(block_on(e.recv_many(&mut buf, 100)), 3);
+        assert_eq!(picture(buf.drain(..)), ["m3", "m4", "L:b"]);
+        assert_eq!(block_on(e.recv_many(&mut buf, 0)), 0, "a limit of 0");
+        // It waits for a publish, and a dropped wait loses nothing.
+        {
+            let fut = e.recv_many(&mut buf, 8);
+            futures_lite::pin!(fut);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        publish(&subs, [msg(5)]);
+        assert_eq!(block_on(e.recv_many(&mut buf, 8)), 1);
+        assert_eq!(picture(buf.drain(..)), ["m5"]);
+        subs.close();
+        assert_eq!(block_on(e.recv_many(&mut buf, 8)), 0, "closed and read");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn recv_many_tells_a_paused_driver_there_is_room() {
+        let driver = Arc::new(Signal::default());
+        let subs = Subscribers::new(2, Overflow::Backpressure, driver.clone());
+        let mut e = subs.subscribe(false);
+        publish(&subs, (0..4).map(msg));
+        assert!(subs.must_pause());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = driver.poll(&mut cx);
+        let mut buf = Vec::new();
+        // Still full after one: no wake-up yet.
+        assert_eq!(futures_lite::future::block_on(e.recv_many(&mut buf, 1)), 1);
+        assert!(driver.poll(&mut cx).is_pending());
+        assert_eq!(futures_lite::future::block_on(e.recv_many(&mut buf, 8)), 3);
+        assert_eq!(picture(buf.drain(..)), ["m0", "m1", "m2", "m3"]);
+        assert!(!subs.must_pause());
+        assert!(driver.poll(&mut cx).is_ready(), "woken once there is room");
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //!   messages per second delivered per receiver (messages each receiver gets / time
 //!   until the last receiver has them all). Zero loss is verified by exact counts and
 //!   per-sender order (each payload carries its sender's counter); a gap, a duplicate,
-//!   a reorder, a `Lagged` event or a member leaving fails the row loudly. Beside the
+//!   a reorder, a `Lagged` event or a member leaving fails the row loudly. Receivers
+//!   take their events in batches (`Events::recv_many`, up to 256). Beside the
 //!   rate, each row gives the CPU time of the whole process per delivered message
 //!   (user + system over every thread, from `/proc/self/stat`): a cost that what else
 //!   runs on the machine moves far less than it moves the rate.
@@ -761,6 +762,9 @@ impl Order {
     }
 }
 
+/// Events a receiver takes at once (`Events::recv_many`).
+const RECV_BATCH: usize = 256;
+
 /// netpeer: the senders broadcast `per_sender` messages each (as fast as broadcast
 /// returns), the receivers verify and count. With `pace`, one message per `pace` per sender (latency runs).
 async fn netpeer_load<R: Runtime>(
@@ -781,30 +785,35 @@ async fn netpeer_load<R: Runtime>(
             let mut order = Order::new(n);
             let mut lat = Vec::new();
             let mut got = 0u64;
+            let mut batch = Vec::with_capacity(RECV_BATCH);
             let run = async {
                 while got < expect {
-                    match ev.recv().await {
-                        Some(PeerEvent::Message(m)) => {
-                            let s = index_of(&m.from).ok_or("message from a stranger")?;
-                            if m.kind != KIND || m.payload.len() != load.size.max(16) {
-                                return Err(format!("p{r}: unexpected message {m:?}"));
+                    if ev.recv_many(&mut batch, RECV_BATCH).await == 0 {
+                        return Err(format!("p{r}: events ended"));
+                    }
+                    for event in batch.drain(..) {
+                        match event {
+                            PeerEvent::Message(m) => {
+                                let s = index_of(&m.from).ok_or("message from a stranger")?;
+                                if m.kind != KIND || m.payload.len() != load.size.max(16) {
+                                    return Err(format!("p{r}: unexpected message {m:?}"));
+                                }
+                                order.see(r, s, read_u64(&m.payload))?;
+                                if pace.is_some() {
+                                    let sent = read_u64(&m.payload[8..]);
+                                    lat.push(base.elapsed().as_nanos() as u64 - sent);
+                                }
+                                got += 1;
+                                counters[r * n + s].fetch_add(1, Ordering::Relaxed);
                             }
-                            order.see(r, s, read_u64(&m.payload))?;
-                            if pace.is_some() {
-                                let sent = read_u64(&m.payload[8..]);
-                                lat.push(base.elapsed().as_nanos() as u64 - sent);
+                            PeerEvent::Lagged { missed } => {
+                                return Err(format!("p{r}: LOST {missed} events (Lagged)"));
                             }
-                            got += 1;
-                            counters[r * n + s].fetch_add(1, Ordering::Relaxed);
+                            PeerEvent::Left { name, reason } => {
+                                return Err(format!("p{r}: {name} left ({reason:?})"));
+                            }
+                            _ => {}
                         }
-                        Some(PeerEvent::Lagged { missed }) => {
-                            return Err(format!("p{r}: LOST {missed} events (Lagged)"));
-                        }
-                        Some(PeerEvent::Left { name, reason }) => {
-                            return Err(format!("p{r}: {name} left ({reason:?})"));
-                        }
-                        Some(_) => {}
-                        None => return Err(format!("p{r}: events ended")),
                     }
                 }
                 Ok(())
