@@ -117,7 +117,7 @@ struct Conn<R: Runtime> {
     closing: Option<Closing>,
     /// Bytes read while input is paused (backpressure), for the machine once it
     /// resumes; while any are held the socket is not read.
-    held: Vec<u8>,
+    held: Bytes,
     /// When the held bytes were read.
     held_at: Instant,
 }
@@ -401,17 +401,12 @@ impl<R: Runtime> Driver<R> {
             let mut reads = READS_PER_TURN;
             if !paused && !c.held.is_empty() {
                 // What was held back counts as this turn's first read.
+                let held = std::mem::take(&mut c.held);
                 if c.closing.is_none() {
                     self.shared
                         .lock()
                         .machine
-                        .receive(id, &c.held, self.rt.now());
-                }
-                // A small buffer stays for the next pause; a large one (a read of up to
-                // 64 KiB) is given back.
-                c.held.clear();
-                if c.held.capacity() > readbuf::MIN {
-                    c.held = Vec::new();
+                        .receive_bytes(id, held, self.rt.now());
                 }
                 reads -= 1;
             }
@@ -429,17 +424,16 @@ impl<R: Runtime> Driver<R> {
                         break;
                     }
                     Poll::Ready(Ok(n)) if n > 0 => {
+                        let bytes = self.buf.take(n);
                         // A closing connection's input is read and ignored.
                         if c.closing.is_some() {
                         } else if paused {
-                            c.held.extend_from_slice(self.buf.filled(n));
+                            c.held = bytes;
                             c.held_at = self.rt.now();
                         } else {
                             let now = self.rt.now();
-                            let bytes = self.buf.filled(n);
-                            self.shared.lock().machine.receive(id, bytes, now);
+                            self.shared.lock().machine.receive_bytes(id, bytes, now);
                         }
-                        self.buf.read(n);
                     }
                     Poll::Ready(_) => {
                         outcome = Outcome::Closed {
@@ -545,7 +539,7 @@ impl<R: Runtime> Driver<R> {
                 pending: Vec::new(),
                 writer,
                 closing: None,
-                held: Vec::new(),
+                held: Bytes::new(),
                 held_at: self.rt.now(),
             },
         );

@@ -3,6 +3,8 @@
 //! halved after a run of reads that use less than a quarter of it ([`SmallRun`], which
 //! also tells a writer when to give its coalescing buffer back).
 
+use bytes::{Bytes, BytesMut};
+
 /// Smallest size: heartbeats and handshakes fit many times over.
 pub(crate) const MIN: usize = 4 * 1024;
 /// Largest size: one read per call of at most this (a socket's burst).
@@ -35,45 +37,54 @@ impl SmallRun {
     }
 }
 
-/// A zeroed buffer of the current size, for `poll_read`.
+/// The driver's read buffer. Reads are handed out as [`Bytes`] slices of it (the
+/// machine decodes payloads as slices of those, without copying); a read goes into the
+/// unused tail of the current allocation while a quarter of the current size is left,
+/// then into a new allocation (the old one lives on in the slices handed out, and is
+/// freed with the last of them).
 #[derive(Debug)]
 pub(crate) struct ReadBuf {
-    buf: Vec<u8>,
+    buf: BytesMut,
+    /// The size of a new allocation.
+    size: usize,
     small: SmallRun,
 }
 
 impl ReadBuf {
     pub(crate) fn new() -> Self {
         ReadBuf {
-            buf: vec![0; MIN],
+            buf: BytesMut::zeroed(MIN),
+            size: MIN,
             small: SmallRun::default(),
         }
     }
 
-    /// The buffer to read into.
+    /// The buffer to read into (zeroed or earlier bytes: never uninitialised).
     pub(crate) fn space(&mut self) -> &mut [u8] {
+        if self.buf.len() < self.size / 4 {
+            self.buf = BytesMut::zeroed(self.size);
+        }
         &mut self.buf
     }
 
-    /// The first `n` bytes, as the last read filled them.
-    pub(crate) fn filled(&self, n: usize) -> &[u8] {
-        &self.buf[..n]
-    }
-
-    /// A read of `n` bytes happened: resize for the next one. Call after the bytes
-    /// were used.
-    pub(crate) fn read(&mut self, n: usize) {
-        let len = self.buf.len();
-        if n == len && len < MAX {
-            self.resize(len * 2);
-        } else if len > MIN && self.small.shrink(n, len) {
-            self.resize(len / 2);
+    /// The first `n` bytes of [`space`](Self::space), as the last read filled them,
+    /// taken out; the buffer then adapts its size for the next reads.
+    pub(crate) fn take(&mut self, n: usize) -> Bytes {
+        let full = n == self.size;
+        let bytes = self.buf.split_to(n).freeze();
+        if full && self.size < MAX {
+            self.resize(self.size * 2);
+        } else if self.size > MIN && self.small.shrink(n, self.size) {
+            self.resize(self.size / 2);
         }
+        bytes
     }
 
-    fn resize(&mut self, len: usize) {
-        // A fresh allocation (not `resize`): a shrunk buffer gives its memory back.
-        self.buf = vec![0; len.clamp(MIN, MAX)];
+    fn resize(&mut self, size: usize) {
+        self.size = size.clamp(MIN, MAX);
+        // A fresh allocation: a shrunk buffer gives its memory back (once the slices
+        // handed out are gone).
+        self.buf = BytesMut::zeroed(self.size);
         self.small.reset();
     }
 }
@@ -82,50 +93,68 @@ impl ReadBuf {
 mod tests {
     use super::*;
 
+    /// A read that fills what `space` offers.
+    fn fill(b: &mut ReadBuf) -> Bytes {
+        let n = b.space().len();
+        b.take(n)
+    }
+
     #[test]
     fn full_reads_double_it_up_to_the_maximum() {
         let mut b = ReadBuf::new();
         assert_eq!(b.space().len(), MIN);
-        let mut sizes = vec![b.space().len()];
-        for _ in 0..8 {
-            let n = b.space().len();
-            b.read(n);
-            sizes.push(b.space().len());
-        }
+        let sizes: Vec<usize> = (0..8).map(|_| fill(&mut b).len()).collect();
         assert_eq!(
             sizes,
-            [4, 8, 16, 32, 64, 64, 64, 64, 64]
-                .map(|k| k * 1024)
-                .to_vec()
+            [4, 8, 16, 32, 64, 64, 64, 64].map(|k| k * 1024).to_vec()
         );
+    }
+
+    #[test]
+    fn reads_are_slices_of_one_allocation_until_its_tail_is_short() {
+        let mut b = ReadBuf::new();
+        b.space()[..3].copy_from_slice(b"abc");
+        let first = b.take(3);
+        b.space()[..2].copy_from_slice(b"de");
+        let second = b.take(2);
+        assert_eq!((&first[..], &second[..]), (&b"abc"[..], &b"de"[..]));
+        assert_eq!(
+            second.as_ptr() as usize,
+            first.as_ptr() as usize + 3,
+            "the next read went into the tail"
+        );
+        assert_eq!(b.space().len(), MIN - 5);
+        // Less than a quarter left: a new allocation of the full size.
+        b.take(MIN - 5 - MIN / 4 + 1);
+        assert_eq!(b.space().len(), MIN);
+        assert_eq!(&first[..], b"abc", "slices handed out are kept");
     }
 
     #[test]
     fn a_run_of_small_reads_halves_it_down_to_the_minimum_and_a_large_one_resets_the_run() {
         let mut b = ReadBuf::new();
-        while b.space().len() < MAX {
-            let n = b.space().len();
-            b.read(n);
+        while b.size < MAX {
+            fill(&mut b);
         }
         for _ in 0..SMALL_RUN - 1 {
-            b.read(100);
+            b.take(100);
         }
-        // A read of half the buffer: not small, the run starts again.
-        b.read(MAX / 2);
+        // A read of half the size: not small, the run starts again.
+        b.space();
+        b.take(MAX / 2);
         for _ in 0..SMALL_RUN - 1 {
-            b.read(100);
+            b.space();
+            b.take(100);
         }
-        assert_eq!(
-            b.space().len(),
-            MAX,
-            "no run of {SMALL_RUN} small reads yet"
-        );
-        b.read(100);
-        assert_eq!(b.space().len(), MAX / 2);
+        assert_eq!(b.size, MAX, "no run of {SMALL_RUN} small reads yet");
+        b.take(100);
+        assert_eq!(b.size, MAX / 2);
+        assert_eq!(b.space().len(), MAX / 2, "a shrunk buffer is a new one");
         for _ in 0..10 * SMALL_RUN {
-            b.read(100);
+            b.space();
+            b.take(100);
         }
-        assert_eq!(b.space().len(), MIN);
+        assert_eq!(b.size, MIN);
     }
 
     #[test]

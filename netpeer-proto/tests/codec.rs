@@ -105,8 +105,53 @@ fn stream(frames: &[Frame]) -> Vec<u8> {
         .collect()
 }
 
-/// Feeds `chunks` to one decoder and returns every frame (or the first error).
+/// Feeds `chunks` to one decoder and returns every frame (or the first error). The
+/// same chunks fed to a decoder on shared input (`decode_next_shared`) must give the
+/// same frames and the same error.
 fn decode_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<Frame>, DecodeError> {
+    let chunks: Vec<&[u8]> = chunks.into_iter().collect();
+    let copied = decode_copied(chunks.iter().copied());
+    let shared = decode_shared(chunks.iter().map(|c| Bytes::copy_from_slice(c)));
+    assert_eq!(copied, shared, "shared input decodes the same");
+    copied
+}
+
+/// Decodes shared chunks; a data frame that arrived whole in one chunk has its payload
+/// inside that chunk's buffer (not a copy).
+fn decode_shared(chunks: impl IntoIterator<Item = Bytes>) -> Result<Vec<Frame>, DecodeError> {
+    let mut decoder = FrameDecoder::new(MAX);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let (start, end) = (
+            chunk.as_ptr() as usize,
+            chunk.as_ptr() as usize + chunk.len(),
+        );
+        let mut input = chunk;
+        loop {
+            let whole = decoder.buffered() == 0;
+            let Some(frame) = decoder.decode_next_shared(&mut input)? else {
+                break;
+            };
+            if let (true, Frame::Data(d)) = (whole, &frame) {
+                let at = d.payload.as_ptr() as usize;
+                assert!(
+                    d.payload.is_empty() || (start..end).contains(&at),
+                    "a payload read whole is a slice of its read"
+                );
+            }
+            out.push(frame);
+        }
+        assert!(
+            input.is_empty(),
+            "the decoder consumes all input it is given"
+        );
+    }
+    Ok(out)
+}
+
+fn decode_copied<'a>(
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<Frame>, DecodeError> {
     let mut decoder = FrameDecoder::new(MAX);

@@ -1,7 +1,8 @@
 //! The read path of a [`Conn`]: bytes in, typed [`ConnEvent`]s out, one at a time.
 //!
 //! The connection decodes frames with its own decoder (from the caller's bytes in an
-//! open room, without copying; from decrypted segments in a private room), runs the
+//! open room, without copying: payloads are slices of the read; from decrypted
+//! segments in a private room), runs the
 //! Noise handshake and the key proofs of the identity handshake itself, and applies
 //! the [handshake-first](crate::spec#handshake-first) rule: what may arrive in which
 //! phase. Only what the room must decide on leaves it.
@@ -83,7 +84,7 @@ impl Conn {
     pub(crate) fn next_event(
         &mut self,
         id: ConnId,
-        input: &mut &[u8],
+        input: &mut Bytes,
         scratch: &mut Scratch,
         config: &Config,
         now: Instant,
@@ -94,7 +95,7 @@ impl Conn {
                 if !input.is_empty() {
                     let channel = self.secure.as_mut().expect("secure");
                     let decrypted = channel.decrypt(input, &mut scratch.plain);
-                    *input = &[];
+                    *input = Bytes::new();
                     if decrypted.is_err() {
                         scratch.reset();
                         return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
@@ -106,7 +107,8 @@ impl Conn {
                 scratch.pos += before - rest.len();
                 result
             } else {
-                self.decoder.decode_next(input)
+                // Payloads are slices of the read, not copies.
+                self.decoder.decode_next_shared(input)
             };
             let frame = match result {
                 Ok(Some(frame)) => frame,
@@ -366,7 +368,8 @@ mod tests {
         let (mut out, mut scratch, now) =
             (crate::Outbox::new(), Scratch::default(), Instant::now());
         let mut seen = Vec::new();
-        for mut input in bytes.chunks(chunk) {
+        for chunk in bytes.chunks(chunk) {
+            let mut input = Bytes::copy_from_slice(chunk);
             assert!(conn.begin_read(now, 0));
             scratch.reset();
             while let Some(e) =

@@ -202,7 +202,7 @@ impl Conns {
     pub(crate) fn next_event(
         &mut self,
         id: ConnId,
-        input: &mut &[u8],
+        input: &mut bytes::Bytes,
         scratch: &mut Scratch,
         config: &Config,
         now: Instant,

@@ -255,7 +255,19 @@ impl PeerMachine {
     }
 
     /// Bytes read from a connection, in any chunking.
+    ///
+    /// Copies them; [`receive_bytes`](Self::receive_bytes) does not.
     pub fn receive(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        self.receive_bytes(conn, Bytes::copy_from_slice(data), now);
+    }
+
+    /// [`receive`](Self::receive) without a copy: in an open room the payload of each
+    /// [`Message`](crate::Message) is a slice of `data`, so the buffer behind `data`
+    /// lives as long as the longest-lived of them (an application that keeps a few
+    /// small payloads of many reads for long can `Bytes::copy_from_slice` them).
+    /// A driver that reads into a large buffer and hands out slices of it
+    /// (`BytesMut::split_to` + `freeze`) saves an allocation and a copy per message.
+    pub fn receive_bytes(&mut self, conn: ConnId, data: Bytes, now: Instant) {
         self.tick(now);
         let mut scratch = std::mem::take(&mut self.scratch);
         let (room, mut io) = self.parts();

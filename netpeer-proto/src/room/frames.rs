@@ -19,7 +19,7 @@ impl Room {
         &mut self,
         io: &mut Io<'_>,
         conn: ConnId,
-        data: &[u8],
+        data: bytes::Bytes,
         scratch: &mut Scratch,
     ) {
         let Some(c) = io.conns.get_mut(conn) else {

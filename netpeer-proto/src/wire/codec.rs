@@ -56,7 +56,16 @@ pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
 /// else (other frames, or a data frame a foreign encoder laid out differently) goes
 /// through serde + ciborium, which decides validity and errors.
 pub(crate) fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
-    if let Some(frame) = data_fast::decode(body) {
+    decode_body_with(body, Bytes::copy_from_slice)
+}
+
+/// [`decode_body`], with the payload of a directly decoded data frame made by
+/// `payload` from its bytes in `body` (a copy, or a slice of a shared buffer).
+fn decode_body_with(
+    body: &[u8],
+    payload: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<Frame, DecodeError> {
+    if let Some(frame) = data_fast::decode(body, payload) {
         return Ok(frame);
     }
     let mut reader = body;
@@ -123,6 +132,59 @@ impl FrameDecoder {
     /// Consumes bytes from `input` until one frame is complete (returned) or `input`
     /// is exhausted (`Ok(None)`). Call again with the rest of `input` for more frames.
     pub fn decode_next(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, DecodeError> {
+        let mut used = 0;
+        let result = self.step(input, None, &mut used);
+        *input = &input[used..];
+        result
+    }
+
+    /// [`decode_next`](Self::decode_next) on shared input: the same frames and errors,
+    /// but the payload of a data frame is a slice of `input` (or of the buffer that
+    /// reassembled it), not a copy. `input` is advanced past what was consumed.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use netpeer_proto::wire::{encode_frame, Data, Frame, FrameDecoder};
+    ///
+    /// let data = Data { seq: 1, to: None, kind: "k".into(), payload: Bytes::from_static(b"hi") };
+    /// let mut input = encode_frame(&Frame::Data(data.clone()), 1 << 20).unwrap();
+    /// let start = input.as_ptr() as usize;
+    /// let mut decoder = FrameDecoder::new(1 << 20);
+    /// let Some(Frame::Data(got)) = decoder.decode_next_shared(&mut input).unwrap() else {
+    ///     unreachable!()
+    /// };
+    /// assert_eq!(got, data);
+    /// // The payload points into the input buffer.
+    /// let at = got.payload.as_ptr() as usize;
+    /// assert!(at > start && at < start + 64);
+    /// assert!(input.is_empty());
+    /// ```
+    pub fn decode_next_shared(&mut self, input: &mut Bytes) -> Result<Option<Frame>, DecodeError> {
+        let mut used = 0;
+        let result = self.step(input, Some(input), &mut used);
+        bytes::Buf::advance(input, used);
+        result
+    }
+
+    /// One step of decoding `input` from its start; `used` is set to the bytes consumed.
+    /// `shared`, if given, holds the same bytes as `input`: payloads are sliced from it.
+    fn step(
+        &mut self,
+        input: &[u8],
+        shared: Option<&Bytes>,
+        used: &mut usize,
+    ) -> Result<Option<Frame>, DecodeError> {
+        let mut rest = input;
+        let result = self.step_in(&mut rest, shared);
+        *used = input.len() - rest.len();
+        result
+    }
+
+    fn step_in(
+        &mut self,
+        input: &mut &[u8],
+        shared: Option<&Bytes>,
+    ) -> Result<Option<Frame>, DecodeError> {
         let len = match self.body_len {
             Some(len) => len,
             None => {
@@ -149,7 +211,11 @@ impl FrameDecoder {
             let (body, rest) = input.split_at(len);
             *input = rest;
             self.reset();
-            return decode_body(body).map(Some);
+            return match shared {
+                Some(shared) => decode_body_with(body, |p| shared.slice_ref(p)),
+                None => decode_body(body),
+            }
+            .map(Some);
         }
         let take = (len - self.buf.len()).min(input.len());
         self.buf.extend_from_slice(&input[..take]);
@@ -157,12 +223,17 @@ impl FrameDecoder {
         if self.buf.len() < len {
             return Ok(None);
         }
+        self.reset();
+        if shared.is_some() {
+            // The reassembled body becomes the payload's buffer.
+            let body = Bytes::from(std::mem::take(&mut self.buf));
+            return decode_body_with(&body, |p| body.slice_ref(p)).map(Some);
+        }
         let result = decode_body(&self.buf);
         self.buf.clear();
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
-        self.reset();
         result.map(Some)
     }
 
@@ -266,7 +337,7 @@ mod data_fast {
 
     /// The data frame in `body`, if `body` is exactly one in the shape [`encode`]
     /// writes (any head width is accepted); `None` sends the body to the general path.
-    pub(super) fn decode(body: &[u8]) -> Option<Frame> {
+    pub(super) fn decode(body: &[u8], payload: impl FnOnce(&[u8]) -> Bytes) -> Option<Frame> {
         let mut c = Cursor(body.strip_prefix(OPEN)?);
         c.expect(SEQ)?;
         let seq = c.head(UINT)?;
@@ -281,10 +352,11 @@ mod data_fast {
         let kind = c.text()?.to_owned();
         c.expect(PAYLOAD)?;
         let n = c.head(BYTES)?;
-        let payload = Bytes::copy_from_slice(c.take(n)?);
+        let bytes = c.take(n)?;
         if !c.0.is_empty() {
             return None;
         }
+        let payload = payload(bytes);
         Some(Frame::Data(Data {
             seq,
             to,
@@ -398,7 +470,10 @@ mod data_fast {
         fn the_fast_decoding_agrees_with_serde() {
             for frame in frames() {
                 let body = serde_encoded(&frame);
-                assert_eq!(super::decode(&body).as_ref(), Some(&frame));
+                assert_eq!(
+                    super::decode(&body, Bytes::copy_from_slice).as_ref(),
+                    Some(&frame)
+                );
                 assert_eq!(serde_decoded(&body), frame);
             }
         }
@@ -420,7 +495,7 @@ mod data_fast {
             )]);
             let mut body = Vec::new();
             ciborium::into_writer(&value, &mut body).unwrap();
-            assert_eq!(super::decode(&body), None);
+            assert_eq!(super::decode(&body, Bytes::copy_from_slice), None);
             let Ok(Frame::Data(back)) = decode_body(&body) else {
                 panic!("serde reads any key order")
             };
@@ -450,7 +525,10 @@ mod data_fast {
                 kind: "x".into(),
                 payload: Bytes::from_static(&[1, 2]),
             });
-            assert_eq!(super::decode(&wide).as_ref(), Some(&want));
+            assert_eq!(
+                super::decode(&wide, Bytes::copy_from_slice).as_ref(),
+                Some(&want)
+            );
             assert_eq!(serde_decoded(&wide), want);
 
             // Invalid UTF-8, a truncated payload, trailing bytes: the general path's errors.
