@@ -310,7 +310,7 @@ impl FFrame {
             } => Frame::Data(Data {
                 seq: *seq,
                 to: to.as_ref().map(FName::get),
-                kind: kind.clone(),
+                kind: kind.clone().into(),
                 payload: Bytes::from(payload.clone()),
             }),
             FFrame::State(v, s) => Frame::State(StateUpdate {
@@ -334,7 +334,7 @@ impl FFrame {
                 payload,
             } => Frame::Request(Request {
                 id: *id,
-                kind: kind.clone(),
+                kind: kind.clone().into(),
                 timeout_ms: *timeout_ms,
                 payload: Bytes::from(payload.clone()),
             }),

@@ -256,7 +256,7 @@ pub struct IncomingRequest {
     /// Its id, chosen by the requester (name it in the answer).
     pub id: u64,
     /// The application-chosen kind.
-    pub kind: String,
+    pub kind: crate::Kind,
     /// The request (usually a CBOR value).
     pub payload: Bytes,
 }
@@ -291,8 +291,10 @@ pub struct Message {
     /// The sender's identity key, proven in the session's handshake.
     pub key: crate::PublicKey,
     /// The application-chosen kind.
-    pub kind: String,
-    /// The payload (usually a CBOR value).
+    pub kind: crate::Kind,
+    /// The payload (usually a CBOR value). In an open room it is a slice of the buffer
+    /// the driver read it into, shared with the other messages of that read: to keep
+    /// a small payload for long, copy it (`Bytes::copy_from_slice`).
     pub payload: Bytes,
     /// `true` if it was sent to us alone (`send_to`), `false` for a broadcast.
     pub direct: bool,

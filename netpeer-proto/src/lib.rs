@@ -28,6 +28,7 @@ mod conn;
 mod error;
 mod event;
 mod identity;
+mod kind;
 mod machine;
 mod rank;
 mod room;
@@ -62,6 +63,7 @@ pub use event::{
     RejectReason, RequestOutcome,
 };
 pub use identity::{Identity, KeyParseError, PublicKey};
+pub use kind::Kind;
 pub use machine::PeerMachine;
 pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
 pub use stats::{Member, Stats};

@@ -85,7 +85,7 @@ fn sample_frames() -> Vec<Frame> {
         Frame::Data(Data {
             seq: 3,
             to: None,
-            kind: String::new(),
+            kind: "".into(),
             payload: Bytes::new(),
         }),
         Frame::State(StateUpdate {
@@ -326,7 +326,7 @@ proptest! {
     ) {
         let frames: Vec<Frame> = frames
             .into_iter()
-            .map(|(seq, to, kind, payload)| Frame::Data(Data { seq, to, kind, payload: payload.into() }))
+            .map(|(seq, to, kind, payload)| Frame::Data(Data { seq, to, kind: kind.into(), payload: payload.into() }))
             .collect();
         let bytes = stream(&frames);
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();

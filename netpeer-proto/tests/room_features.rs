@@ -235,7 +235,7 @@ fn received(sim: &Sim, p: PeerId) -> Vec<(String, u64, String, Bytes)> {
     sim.events(p)
         .into_iter()
         .filter_map(|e| match e {
-            Event::Request(r) => Some((r.from.to_string(), r.id, r.kind, r.payload)),
+            Event::Request(r) => Some((r.from.to_string(), r.id, r.kind.into(), r.payload)),
             _ => None,
         })
         .collect()

@@ -356,7 +356,7 @@ async fn a_slow_event_consumer_loses_its_oldest_messages_not_unbounded_memory() 
     let kept: Vec<String> = std::iter::from_fn(|| late.try_recv())
         .map(|e| match e {
             PeerEvent::Message(m) if m.kind == "n" => m.decode::<u32>().unwrap().to_string(),
-            PeerEvent::Message(m) => m.kind,
+            PeerEvent::Message(m) => m.kind.into(),
             other => panic!("{other:?}"),
         })
         .collect();

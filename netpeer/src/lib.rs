@@ -4,7 +4,7 @@
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
-    HostName, Identity, JoinError, KeyParseError, LeaveReason, Member, Message, Overflow,
+    HostName, Identity, JoinError, KeyParseError, Kind, LeaveReason, Member, Message, Overflow,
     PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey, RoomTicket,
     SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value,
 };

@@ -651,7 +651,7 @@ pub async fn a_late_reader_loses_old_messages_never_control_events<R: Runtime>(r
     let read: Vec<String> = std::iter::from_fn(|| late.try_recv())
         .map(|e| match e {
             PeerEvent::Message(m) if m.kind == "n" => format!("m{}", m.decode::<u32>().unwrap()),
-            PeerEvent::Message(m) => m.kind,
+            PeerEvent::Message(m) => m.kind.into(),
             PeerEvent::Joined { name } => format!("Joined {name}"),
             PeerEvent::Left { name, reason } => format!("Left {name} {reason:?}"),
             PeerEvent::StateChanged { .. } => "StateChanged".into(),

@@ -196,7 +196,7 @@ impl Room {
         let frame = Frame::Data(Data {
             seq,
             to,
-            kind: kind.to_owned(),
+            kind: kind.into(),
             payload,
         });
         let bytes = encode_frame(&frame, max).map_err(|len| SendError::TooLarge { len, max })?;

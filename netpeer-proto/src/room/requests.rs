@@ -190,7 +190,7 @@ impl Room {
         let max = io.config.max_frame_len;
         let frame = Frame::Request(Request {
             id: self.requests.last_id + 1,
-            kind: kind.to_owned(),
+            kind: kind.into(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             payload,
         });

@@ -104,7 +104,7 @@ impl Sim {
     /// for a message released later than the read it came in (held while its receiver
     /// joined): the check after quiet covers those.
     pub(super) fn check_sender(&mut self, p: PeerId, msg: &Message, hash: u64) {
-        let sent = (msg.from.to_string(), msg.key, msg.kind.clone(), hash);
+        let sent = (msg.from.to_string(), msg.key, msg.kind.to_string(), hash);
         if self.sent_index.contains(&sent) {
             return;
         }

@@ -349,7 +349,8 @@ mod data_fast {
             Some(c.text()?.to_owned())
         };
         c.expect(KIND)?;
-        let kind = c.text()?.to_owned();
+        // Inline up to 23 bytes: no allocation.
+        let kind = crate::Kind::new(c.text()?);
         c.expect(PAYLOAD)?;
         let n = c.head(BYTES)?;
         let bytes = c.take(n)?;
@@ -449,7 +450,7 @@ mod data_fast {
                 out.push(Frame::Data(Data {
                     seq,
                     to,
-                    kind,
+                    kind: kind.into(),
                     payload: Bytes::from((0..len).map(|b| b as u8).collect::<Vec<u8>>()),
                 }));
             }
@@ -487,7 +488,7 @@ mod data_fast {
             let value = ciborium::Value::Map(vec![(
                 "Data".into(),
                 ciborium::Value::Map(vec![
-                    ("kind".into(), d.kind.clone().into()),
+                    ("kind".into(), d.kind.as_str().into()),
                     ("payload".into(), ciborium::Value::Bytes(d.payload.to_vec())),
                     ("to".into(), ciborium::Value::Null),
                     ("seq".into(), d.seq.into()),

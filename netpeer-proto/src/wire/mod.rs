@@ -311,7 +311,7 @@ pub struct Data {
     /// The target's name for a direct send; `None` for a broadcast.
     pub to: Option<String>,
     /// The application kind.
-    pub kind: String,
+    pub kind: crate::Kind,
     /// The payload.
     #[serde(with = "payload")]
     pub payload: Bytes,
@@ -350,7 +350,7 @@ pub struct Request {
     /// Chosen by the sender, unique among its pending requests.
     pub id: u64,
     /// The application kind.
-    pub kind: String,
+    pub kind: crate::Kind,
     /// How long the sender waits for the answer, in milliseconds (the receiver waits
     /// at most its own `max_request_timeout`).
     pub timeout_ms: u64,

@@ -266,7 +266,7 @@ impl Rogue<'_> {
             let frame = Frame::Data(Data {
                 seq: c.seq,
                 to: None,
-                kind: kind.to_owned(),
+                kind: kind.into(),
                 payload: payload.clone(),
             });
             let acts = match &c.session {
