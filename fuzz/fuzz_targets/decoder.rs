@@ -3,8 +3,9 @@
 //! advertised host name, members with keys and host names, digests with departures,
 //! `Proof`, `Accept`, `Meta`, `Request`, `Response`) with some bytes overwritten: it never
 //! panics, never buffers more than the limit, every frame of an untouched stream comes
-//! back as it was, and every frame it returns re-encodes to a frame that decodes to the
-//! same value.
+//! back as it was, every frame it returns re-encodes to a frame that decodes to the
+//! same value, and the decoder on shared input (`decode_next_shared`, payloads sliced
+//! from the input) returns the same frames and stops at the same error.
 #![no_main]
 
 #[path = "common.rs"]
@@ -13,6 +14,7 @@ mod common;
 use arbitrary::Arbitrary;
 use common::FFrame;
 use libfuzzer_sys::fuzz_target;
+use bytes::Bytes;
 use netpeer_proto::wire::{FrameDecoder, encode_frame};
 
 const MAX: u32 = 64 * 1024;
@@ -56,14 +58,43 @@ fuzz_target!(|input: Input| {
 });
 
 /// Every frame decoded from `data` fed in chunks sized by `cuts`; `None` at the first
-/// error.
+/// error. The shared-input decoder agrees.
 fn decode_all(cuts: &[u8], data: &[u8]) -> Option<Vec<netpeer_proto::wire::Frame>> {
+    let copied = decode_copied(cuts, data);
+    assert_eq!(decode_shared(cuts, data), copied, "shared input decodes the same");
+    copied
+}
+
+fn chunk_len(cuts: &mut std::slice::Iter<'_, u8>, rest: usize) -> usize {
+    (cuts.next().copied().unwrap_or(255) as usize).clamp(1, rest)
+}
+
+fn decode_shared(cuts: &[u8], data: &[u8]) -> Option<Vec<netpeer_proto::wire::Frame>> {
+    let mut decoder = FrameDecoder::new(MAX);
+    let mut rest = Bytes::copy_from_slice(data);
+    let mut cuts = cuts.iter();
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let mut chunk = rest.split_to(chunk_len(&mut cuts, rest.len()));
+        loop {
+            match decoder.decode_next_shared(&mut chunk) {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => break,
+                Err(_) => return None,
+            }
+        }
+        assert!(chunk.is_empty());
+    }
+    Some(out)
+}
+
+fn decode_copied(cuts: &[u8], data: &[u8]) -> Option<Vec<netpeer_proto::wire::Frame>> {
     let mut decoder = FrameDecoder::new(MAX);
     let mut rest = data;
     let mut cuts = cuts.iter();
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let n = (cuts.next().copied().unwrap_or(255) as usize).clamp(1, rest.len());
+        let n = chunk_len(&mut cuts, rest.len());
         let (mut chunk, tail) = rest.split_at(n);
         rest = tail;
         loop {
