@@ -213,11 +213,14 @@ impl Room {
         payload: Bytes,
     ) -> Result<usize, SendError> {
         let bytes = self.data_frame(io, kind, None, payload)?;
-        let targets = self.members.sessions();
+        let mut targets = std::mem::take(&mut self.targets);
+        self.members.sessions_into(&mut targets);
         for &conn in &targets {
             self.send_bytes(io, conn, bytes.clone());
         }
-        Ok(targets.len())
+        let n = targets.len();
+        self.targets = targets;
+        Ok(n)
     }
 
     /// Sends `payload` to the member called `to` only.

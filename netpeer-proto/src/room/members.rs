@@ -420,7 +420,15 @@ impl MemberTable {
 
     /// The sessions of the members in view, by member name.
     pub(crate) fn sessions(&self) -> Vec<ConnId> {
-        self.map.values().filter_map(|m| m.conn).collect()
+        let mut out = Vec::new();
+        self.sessions_into(&mut out);
+        out
+    }
+
+    /// [`sessions`](Self::sessions) into `out` (emptied first), in the same order.
+    pub(crate) fn sessions_into(&self, out: &mut Vec<ConnId>) {
+        out.clear();
+        out.extend(self.map.values().filter_map(|m| m.conn));
     }
 
     /// The member in view that joined last (largest rank), with its session.

@@ -125,6 +125,9 @@ pub(crate) struct Room {
     counters: crate::stats::RoomCounters,
     /// Bounds: one backoff per address for member dials.
     addr_backoff: addr_backoff::AddrBackoff,
+    /// The sessions a frame for every member goes to, kept between sends (no
+    /// allocation per broadcast).
+    targets: Vec<ConnId>,
 }
 
 /// What a member said before the application was told of it (held while we join).
@@ -176,6 +179,7 @@ impl Room {
             requests: requests::Requests::default(),
             counters: crate::stats::RoomCounters::default(),
             addr_backoff: addr_backoff::AddrBackoff::default(),
+            targets: Vec::new(),
         }
     }
 
@@ -342,10 +346,12 @@ impl Room {
     /// Sends one frame to every session but `except`, encoded once.
     fn send_to_sessions(&mut self, io: &mut Io<'_>, frame: &Frame, except: Option<ConnId>) {
         if let Ok(bytes) = encode_frame(frame, io.config.max_frame_len) {
-            let targets = self.members.sessions();
-            for c in targets.into_iter().filter(|c| Some(*c) != except) {
+            let mut targets = std::mem::take(&mut self.targets);
+            self.members.sessions_into(&mut targets);
+            for &c in targets.iter().filter(|c| Some(**c) != except) {
                 self.send_bytes(io, c, bytes.clone());
             }
+            self.targets = targets;
         }
     }
 
