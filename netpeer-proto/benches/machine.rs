@@ -10,7 +10,7 @@ use divan::{Bencher, black_box, counter::ItemsCount};
 use netpeer_proto::{
     Config, ConnId, Identity, Output, PeerMachine,
     sim::Sim,
-    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, encode_frame},
+    wire::{Data, DialerHandshake, Frame, FrameDecoder, Hello, Nonce, encode_frame, prove, verify},
 };
 
 fn main() {
@@ -42,6 +42,31 @@ fn decode_data_frame(bencher: Bencher, size: usize) {
     bencher.bench_local(|| {
         let mut input = &bytes[..];
         decoder.decode_next(black_box(&mut input)).unwrap().unwrap()
+    });
+}
+
+/// What every new session costs each side in public-key work: proving our key (one
+/// Ed25519 signature) and checking the other's (one strict verification). A join into
+/// a room of k members opens k sessions.
+#[divan::bench]
+fn session_key_proof_one_side(bencher: Bencher) {
+    let (a, b) = (Identity::from_bytes([1; 32]), Identity::from_bytes([2; 32]));
+    let hello = |id: &Identity, name| Hello {
+        key: Some(id.public_key()),
+        ..Hello::new("netpeer", name, 1)
+    };
+    let (theirs_hello, our_hello) = (hello(&a, "alice"), hello(&b, "bob"));
+    let nonce = Nonce([3; 32]);
+    let theirs = prove(&a, &theirs_hello, &b.public_key(), &nonce);
+    bencher.bench(|| {
+        let ours = prove(black_box(&b), &our_hello, &a.public_key(), &nonce);
+        assert!(verify(
+            black_box(&theirs_hello),
+            &theirs,
+            &b.public_key(),
+            &nonce
+        ));
+        ours
     });
 }
 
