@@ -184,6 +184,28 @@ fn a_stream_decodes_identically_split_at_every_offset_and_glued() {
     assert_eq!(decode_chunks(bytes.chunks(1)).unwrap(), frames);
 }
 
+/// The decoder reuses the last kind when the next frame repeats it: kinds that repeat,
+/// change, come back, are empty or too long to be inline all decode as sent.
+#[test]
+fn repeated_and_changing_kinds_decode_as_sent() {
+    let long = "a-kind-longer-than-twenty-three-bytes";
+    let frames: Vec<Frame> = ["chat", "chat", "move", "chat", "", "", long, long, "chat"]
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            Frame::Data(Data {
+                seq: i as u64,
+                to: None,
+                kind: (*kind).into(),
+                payload: Bytes::from(vec![i as u8; i]),
+            })
+        })
+        .collect();
+    let bytes = stream(&frames);
+    assert_eq!(decode_chunks([&bytes[..]]).unwrap(), frames);
+    assert_eq!(decode_chunks(bytes.chunks(7)).unwrap(), frames);
+}
+
 #[test]
 fn a_length_prefix_over_the_limit_is_rejected_before_buffering() {
     for len in [MAX + 1, u32::MAX] {

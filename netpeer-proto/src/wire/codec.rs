@@ -4,6 +4,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::{Data, Frame, PREFIX_LEN};
+use crate::Kind;
 
 /// Why bytes from a connection could not be decoded. The connection is closed; nothing
 /// else is affected.
@@ -50,22 +51,25 @@ pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
     Ok(Bytes::from(buf))
 }
 
-/// Decodes one frame body (without prefix); trailing bytes are an error.
-///
-/// A data frame in the exact shape [`encode_frame`] writes is decoded directly; anything
-/// else (other frames, or a data frame a foreign encoder laid out differently) goes
-/// through serde + ciborium, which decides validity and errors.
+/// Decodes one frame body (without prefix), copying a data frame's payload.
+#[cfg(test)]
 pub(crate) fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
-    decode_body_with(body, Bytes::copy_from_slice)
+    decode_body_with(body, Bytes::copy_from_slice, &mut Kind::default())
 }
 
-/// [`decode_body`], with the payload of a directly decoded data frame made by
-/// `payload` from its bytes in `body` (a copy, or a slice of a shared buffer).
+/// Decodes one frame body (without prefix); trailing bytes are an error.
+///
+/// A data frame in the exact shape [`encode_frame`] writes is decoded directly, its
+/// payload made by `payload` from its bytes in `body` (a copy, or a slice of a shared
+/// buffer), its kind taken from `last_kind` when it is the same (and kept there);
+/// anything else (other frames, or a data frame a foreign encoder laid out differently)
+/// goes through serde + ciborium, which decides validity and errors.
 fn decode_body_with(
     body: &[u8],
     payload: impl FnOnce(&[u8]) -> Bytes,
+    last_kind: &mut Kind,
 ) -> Result<Frame, DecodeError> {
-    if let Some(frame) = data_fast::decode(body, payload) {
+    if let Some(frame) = data_fast::decode(body, payload, last_kind) {
         return Ok(frame);
     }
     let mut reader = body;
@@ -102,6 +106,9 @@ pub struct FrameDecoder {
     /// Body length once the header is complete.
     body_len: Option<usize>,
     buf: Vec<u8>,
+    /// The kind of the last data frame: a stream usually repeats a few kinds, and one
+    /// equal to the last is neither validated nor built again.
+    kind: Kind,
 }
 
 /// Buffers that grew beyond this are released after their frame is decoded.
@@ -116,6 +123,7 @@ impl FrameDecoder {
             header_len: 0,
             body_len: None,
             buf: Vec::new(),
+            kind: Kind::default(),
         }
     }
 
@@ -212,8 +220,8 @@ impl FrameDecoder {
             *input = rest;
             self.reset();
             return match shared {
-                Some(shared) => decode_body_with(body, |p| shared.slice_ref(p)),
-                None => decode_body(body),
+                Some(shared) => decode_body_with(body, |p| shared.slice_ref(p), &mut self.kind),
+                None => decode_body_with(body, Bytes::copy_from_slice, &mut self.kind),
             }
             .map(Some);
         }
@@ -227,9 +235,9 @@ impl FrameDecoder {
         if shared.is_some() {
             // The reassembled body becomes the payload's buffer.
             let body = Bytes::from(std::mem::take(&mut self.buf));
-            return decode_body_with(&body, |p| body.slice_ref(p)).map(Some);
+            return decode_body_with(&body, |p| body.slice_ref(p), &mut self.kind).map(Some);
         }
-        let result = decode_body(&self.buf);
+        let result = decode_body_with(&self.buf, Bytes::copy_from_slice, &mut self.kind);
         self.buf.clear();
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
@@ -249,7 +257,7 @@ impl FrameDecoder {
 mod data_fast {
     use bytes::Bytes;
 
-    use super::{Data, Frame, PREFIX_LEN};
+    use super::{Data, Frame, Kind, PREFIX_LEN};
 
     /// `{"Data": {` : a map of one entry, the key "Data", a map of four entries.
     const OPEN: &[u8] = &[0xa1, 0x64, b'D', b'a', b't', b'a', 0xa4];
@@ -337,7 +345,11 @@ mod data_fast {
 
     /// The data frame in `body`, if `body` is exactly one in the shape [`encode`]
     /// writes (any head width is accepted); `None` sends the body to the general path.
-    pub(super) fn decode(body: &[u8], payload: impl FnOnce(&[u8]) -> Bytes) -> Option<Frame> {
+    pub(super) fn decode(
+        body: &[u8],
+        payload: impl FnOnce(&[u8]) -> Bytes,
+        last_kind: &mut Kind,
+    ) -> Option<Frame> {
         let mut c = Cursor(body.strip_prefix(OPEN)?);
         c.expect(SEQ)?;
         let seq = c.head(UINT)?;
@@ -349,8 +361,14 @@ mod data_fast {
             Some(c.text()?.to_owned())
         };
         c.expect(KIND)?;
-        // Inline up to 23 bytes: no allocation.
-        let kind = crate::Kind::new(c.text()?);
+        let raw = c.text_bytes()?;
+        let kind = if raw == last_kind.as_bytes() {
+            last_kind.clone()
+        } else {
+            // Inline up to 23 bytes: no allocation.
+            *last_kind = Kind::new(std::str::from_utf8(raw).ok()?);
+            last_kind.clone()
+        };
         c.expect(PAYLOAD)?;
         let n = c.head(BYTES)?;
         let bytes = c.take(n)?;
@@ -404,8 +422,13 @@ mod data_fast {
         }
 
         fn text(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.text_bytes()?).ok()
+        }
+
+        /// A text string's bytes, not yet checked to be UTF-8.
+        fn text_bytes(&mut self) -> Option<&'a [u8]> {
             let n = self.head(TEXT)?;
-            std::str::from_utf8(self.take(n)?).ok()
+            self.take(n)
         }
     }
 
@@ -414,6 +437,7 @@ mod data_fast {
         use bytes::Bytes;
 
         use super::super::{Data, Frame, decode_body, encode_frame};
+        use crate::Kind;
 
         fn serde_encoded(frame: &Frame) -> Vec<u8> {
             let mut buf = Vec::new();
@@ -472,7 +496,7 @@ mod data_fast {
             for frame in frames() {
                 let body = serde_encoded(&frame);
                 assert_eq!(
-                    super::decode(&body, Bytes::copy_from_slice).as_ref(),
+                    super::decode(&body, Bytes::copy_from_slice, &mut Kind::default()).as_ref(),
                     Some(&frame)
                 );
                 assert_eq!(serde_decoded(&body), frame);
@@ -496,7 +520,10 @@ mod data_fast {
             )]);
             let mut body = Vec::new();
             ciborium::into_writer(&value, &mut body).unwrap();
-            assert_eq!(super::decode(&body, Bytes::copy_from_slice), None);
+            assert_eq!(
+                super::decode(&body, Bytes::copy_from_slice, &mut Kind::default()),
+                None
+            );
             let Ok(Frame::Data(back)) = decode_body(&body) else {
                 panic!("serde reads any key order")
             };
@@ -527,7 +554,7 @@ mod data_fast {
                 payload: Bytes::from_static(&[1, 2]),
             });
             assert_eq!(
-                super::decode(&wide, Bytes::copy_from_slice).as_ref(),
+                super::decode(&wide, Bytes::copy_from_slice, &mut Kind::default()).as_ref(),
                 Some(&want)
             );
             assert_eq!(serde_decoded(&wide), want);
