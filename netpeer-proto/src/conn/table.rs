@@ -385,6 +385,16 @@ impl Conns {
         }
     }
 
+    /// Every connection's empty buffers given back (see
+    /// [`PeerMachine::shrink_buffers`](crate::PeerMachine::shrink_buffers)).
+    pub(crate) fn shrink_buffers(&mut self) {
+        for c in self.map.values_mut() {
+            c.shrink_buffers();
+        }
+        self.dirty.shrink_to_fit();
+        self.rearm.shrink_to_fit();
+    }
+
     /// Frames and bytes of every connection, removed ones included.
     pub(crate) fn traffic(&self) -> Traffic {
         let mut t = self.removed_traffic;

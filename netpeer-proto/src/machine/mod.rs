@@ -25,6 +25,10 @@ use crate::{
     wire::StateVersion,
 };
 
+/// Outputs the queue keeps room for after [`PeerMachine::shrink_buffers`] (a few
+/// turns of a quiet peer: heartbeats, a broadcast to a small room).
+const OUTPUTS_KEPT: usize = 16;
+
 /// The sans-IO protocol state machine of one peer.
 ///
 /// It never touches a socket, a clock or a global RNG: the driver feeds it inputs
@@ -217,6 +221,24 @@ impl PeerMachine {
                 .flush_dirty(&self.config, self.now, &mut self.outputs);
         }
         self.outputs.pop_front()
+    }
+
+    /// Gives back the spare capacity a burst left behind: the output queue keeps room
+    /// for 16 outputs (or for what it holds), the buffers of private
+    /// sessions and of decryption are dropped while empty. Changes nothing the machine
+    /// does; cheap (a few reallocations), for a driver to call once its peer is quiet
+    /// after a burst (not after every input: the next burst grows them again).
+    pub fn shrink_buffers(&mut self) {
+        let keep = self.outputs.len().max(OUTPUTS_KEPT);
+        if self.outputs.capacity() >= 2 * keep {
+            // A fresh allocation, not `shrink_to`: the large one is freed whole (the
+            // allocator can give it back), not cut down where it lies.
+            let mut fresh = Outbox::with_capacity(keep);
+            fresh.extend(self.outputs.drain(..));
+            self.outputs = fresh;
+        }
+        self.conns.shrink_buffers();
+        self.scratch = Scratch::default();
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) must be
@@ -437,5 +459,55 @@ impl PeerMachine {
         self.tick(now);
         let (room, mut io) = self.parts();
         room.leave_room(&mut io, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CloseReason, ConnId};
+
+    fn machine() -> PeerMachine {
+        PeerMachine::new(Config::new("a"), Instant::now()).expect("valid config")
+    }
+
+    #[test]
+    fn shrink_buffers_gives_back_what_a_drained_burst_left_in_the_output_queue() {
+        let mut m = machine();
+        let close = |i| Output::Close {
+            conn: ConnId(i),
+            reason: CloseReason::Leave,
+        };
+        m.outputs.extend((0..10_000).map(close));
+        while m.poll_output().is_some() {}
+        assert!(
+            m.outputs.capacity() >= 10_000,
+            "draining keeps the capacity"
+        );
+        m.shrink_buffers();
+        assert!(m.outputs.capacity() >= OUTPUTS_KEPT);
+        assert!(m.outputs.capacity() < 2 * OUTPUTS_KEPT);
+    }
+
+    #[test]
+    fn shrink_buffers_keeps_what_is_queued() {
+        let mut m = machine();
+        let close = |i| Output::Close {
+            conn: ConnId(i),
+            reason: CloseReason::Leave,
+        };
+        m.outputs.extend((0..10_000).map(close));
+        for _ in 0..9_000 {
+            m.poll_output();
+        }
+        m.shrink_buffers();
+        assert!(m.outputs.capacity() < 10_000);
+        let rest: Vec<u64> = std::iter::from_fn(|| m.poll_output())
+            .map(|o| match o {
+                Output::Close { conn, .. } => conn.0,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rest, (9_000..10_000).collect::<Vec<_>>());
     }
 }
