@@ -16,7 +16,9 @@
 //!    every socket that became readable meanwhile, and step 1 runs again first;
 //! 4. the machine's outputs, drained and routed: frames to the writers, dials, closes,
 //!    events to every subscription at once, then join and leave answers;
-//! 5. waiting sends are told to check again (flow control).
+//! 5. waiting sends are told to check again (flow control);
+//! 6. once the peer has been quiet for a while after a busy turn ([`Quiet`]), the
+//!    capacity the burst left in the queues is given back.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -42,6 +44,7 @@ use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 use crate::{
     error::JoinError,
     events::PeerEvent,
+    quiet::{self, Quiet},
     readbuf::{self, ReadBuf, SmallRun},
     runtime::{Runtime, Task},
     shared::{Shared, peer_event},
@@ -198,6 +201,8 @@ struct Driver<R: Runtime> {
     paused: bool,
     /// After a stall: the machine's timers wait until then (one more reactor turn).
     settle: Option<Instant>,
+    /// When to give back what a burst left in the queues.
+    quiet: Quiet,
 }
 
 /// Runs one peer until [`Shared::request_shutdown`] (`close`, or the last handle
@@ -224,6 +229,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             timer: None,
             paused: false,
             settle: None,
+            quiet: Quiet::default(),
         };
         d.accept = Some(d.spawn(accept_loop(rt, listener, io_tx)));
         d.serve().await;
@@ -303,21 +309,50 @@ impl<R: Runtime> Driver<R> {
             } else {
                 self.settle = None;
             }
-            self.route();
+            let taken = self.route();
             self.linger(self.rt.now());
             self.shared.progress.notify(usize::MAX);
+            if self.quiet.turn(now, taken > quiet::BUSY_OUTPUTS) {
+                self.shrink();
+            }
         }
     }
 
-    /// The earliest of the machine's timer, a closing connection's deadline and a
-    /// waiting leave's.
+    /// Step 6: the peer is quiet after a burst; the queues the burst grew give their
+    /// capacity back (each keeps a little, or what it holds).
+    fn shrink(&mut self) {
+        trace!("quiet: shrinking the queues");
+        self.shared.lock().machine.shrink_buffers();
+        self.shared.subscribers.shrink();
+        // Routed and published every turn: empty here.
+        self.events = Vec::new();
+        self.dirty = Vec::new();
+        // Back to its smallest size (the slices it handed out keep their memory until
+        // they are dropped).
+        self.buf = ReadBuf::new();
+        for c in self.conns.values() {
+            if let Some(tx) = &c.tx {
+                // An empty batch (never sent otherwise) tells the writer to give its
+                // coalescing buffer back.
+                let _ = tx.try_send(Vec::new());
+            }
+        }
+    }
+
+    /// The earliest of the machine's timer, a closing connection's deadline, a
+    /// waiting leave's and the shrink clock's.
     fn deadline(&self, machine: Option<Instant>) -> Option<Instant> {
         let closing = self
             .conns
             .values()
             .filter_map(|c| c.closing.as_ref().map(|c| c.deadline));
         let leaves = self.leaves.iter().map(|l| l.deadline);
-        machine.into_iter().chain(closing).chain(leaves).min()
+        machine
+            .into_iter()
+            .chain(closing)
+            .chain(leaves)
+            .chain(self.quiet.deadline())
+            .min()
     }
 
     /// Until a command, a socket, a writer or the deadline wants the driver.
@@ -546,8 +581,10 @@ impl<R: Runtime> Driver<R> {
     }
 
     /// Step 4 of a turn: carries out everything the machine asked for, then hands each
-    /// writer its frames and every subscription its events, one batch each.
-    fn route(&mut self) {
+    /// writer its frames and every subscription its events, one batch each. Returns how
+    /// many outputs it took.
+    fn route(&mut self) -> usize {
+        let mut taken = 0;
         let mut replies = Vec::new();
         let mut leaves = Vec::new();
         // Routing takes no lock of its own: it is done as the outputs are taken.
@@ -555,7 +592,7 @@ impl<R: Runtime> Driver<R> {
         loop {
             let mut core = shared.lock();
             let mut drained = false;
-            for _ in 0..OUTPUTS_PER_LOCK {
+            for i in 0..OUTPUTS_PER_LOCK {
                 match core.machine.poll_output() {
                     Some(Output::Deliver(message)) => {
                         self.events.push(PeerEvent::Message(message));
@@ -576,6 +613,7 @@ impl<R: Runtime> Driver<R> {
                         // Everything a `leave` closed has been taken out.
                         leaves.append(&mut core.leaves);
                         drained = true;
+                        taken += i;
                         break;
                     }
                 }
@@ -584,6 +622,7 @@ impl<R: Runtime> Driver<R> {
             if drained {
                 break;
             }
+            taken += OUTPUTS_PER_LOCK;
         }
         for conn in self.dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -611,6 +650,7 @@ impl<R: Runtime> Driver<R> {
                 });
             }
         }
+        taken
     }
 
     fn output(&mut self, output: Output) {
@@ -789,6 +829,12 @@ async fn writer<R: Runtime>(
     // After a burst, a quiet connection gives its coalescing buffer back.
     let mut small = SmallRun::default();
     while let Ok(mut batch) = rx.recv().await {
+        if batch.is_empty() {
+            // The driver found the peer quiet after a burst.
+            buf = Vec::new();
+            small = SmallRun::default();
+            continue;
+        }
         while batch.len() < 4096 {
             match rx.try_recv() {
                 Ok(more) => batch.extend(more),

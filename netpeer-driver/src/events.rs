@@ -305,6 +305,9 @@ impl Stream for Events {
 /// A queue that grew past this many slots is shrunk once it is empty again.
 const SHRINK_ABOVE: usize = 16 * 1024;
 const SHRINK_TO: usize = 256;
+/// Slots a queue keeps at least when [`Subscribers::shrink`] finds it nearly empty
+/// (an idle peer's events: a few membership changes, heartbeats bring none).
+const QUIET_KEEPS: usize = 16;
 
 /// What a full subscription does with the next message. Set with
 /// [`Builder::event_overflow`](crate::Builder::event_overflow).
@@ -588,6 +591,24 @@ impl Subscribers {
             q.ready.notify(usize::MAX);
         }
         batch.clear();
+    }
+
+    /// The peer is quiet after a burst: each subscription's queue that holds less than
+    /// a quarter of its slots keeps room for twice what it holds (at least
+    /// [`QUIET_KEEPS`] items); one that holds more is being read, and left as it is.
+    pub(crate) fn shrink(&self) {
+        let queues: Vec<Arc<Queue>> = self.lock().iter().filter_map(Weak::upgrade).collect();
+        for q in queues {
+            let mut state = q.lock();
+            let (len, capacity) = (state.items.len(), state.items.capacity());
+            if capacity > 2 * QUIET_KEEPS && len < capacity / 4 {
+                // A fresh allocation, not `shrink_to`: the large one is freed whole
+                // (the allocator can give it back), not cut down where it lies.
+                let mut fresh = VecDeque::with_capacity((2 * len).max(QUIET_KEEPS));
+                fresh.extend(state.items.drain(..));
+                state.items = fresh;
+            }
+        }
     }
 
     /// The peer is closed: every subscription ends once its queue is read.
@@ -876,5 +897,37 @@ mod tests {
         drop(e);
         drop(other);
         assert!(!subs.must_pause());
+    }
+
+    #[test]
+    fn shrink_gives_back_the_slots_of_a_drained_burst_and_keeps_what_is_queued() {
+        let subs = subs(20_000);
+        let mut drained = subs.subscribe(false);
+        let mut holding = subs.subscribe(false);
+        let mut busy = subs.subscribe(false);
+        publish(&subs, (0..10_000).map(msg));
+        // Below the size at which a queue shrinks itself once empty.
+        let slots = |e: &Events| e.queue.lock().items.capacity();
+        assert!((10_000..=SHRINK_ABOVE).contains(&slots(&drained)));
+        assert_eq!(drain(&mut drained).len(), 10_000);
+        for _ in 0..9_990 {
+            holding.try_recv();
+        }
+        for _ in 0..1_000 {
+            busy.try_recv();
+        }
+        assert_eq!(slots(&drained), slots(&busy), "draining keeps the slots");
+        subs.shrink();
+        assert!((QUIET_KEEPS..2 * QUIET_KEEPS).contains(&slots(&drained)));
+        assert!(
+            (2 * 10..4 * 10).contains(&slots(&holding)),
+            "room for twice its 10"
+        );
+        assert!(
+            slots(&busy) >= 9_000,
+            "a queue still being read keeps its slots"
+        );
+        let rest: Vec<String> = (9_990..10_000).map(|n| format!("m{n}")).collect();
+        assert_eq!(drain(&mut holding), rest);
     }
 }

@@ -19,6 +19,7 @@ mod driver;
 mod error;
 mod events;
 mod peer;
+mod quiet;
 mod readbuf;
 mod request;
 mod runtime;
