@@ -1288,6 +1288,9 @@ async fn member_process_rss<R: Runtime>(
 struct RoomMemory {
     base_kib: u64,
     idle_kib: u64,
+    /// The anonymous part (`RssAnon`) of each RSS: the rest is file-backed, mostly
+    /// code pages touched for the first time (once, not per peer).
+    anon_kib: [Option<u64>; 3],
     /// After the throughput runs (in a room of 8 only).
     after_kib: Option<u64>,
     peers: usize,
@@ -1299,10 +1302,13 @@ struct RoomMemory {
 fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
     async fn body<R: Runtime>(rt: R, n: usize, opts: Opts) -> Result<RoomMemory, String> {
         sleep(&rt, Duration::from_millis(100)).await;
+        let anon = || status_kib(None, "RssAnon:");
         let base_kib = rss_kib(None)?;
+        let mut anon_kib = [Some(anon()?), None, None];
         let (peers, mut events) = room(&rt, n, None).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let idle_kib = rss_kib(None)?;
+        anon_kib[1] = Some(anon()?);
         let mut after_kib = None;
         if n == 8 {
             for size in [4096, 64] {
@@ -1318,12 +1324,14 @@ fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
             }
             sleep(&rt, Duration::from_secs(1)).await;
             after_kib = Some(rss_kib(None)?);
+            anon_kib[2] = Some(anon()?);
         }
         drop(events);
         teardown(&rt, peers).await;
         Ok(RoomMemory {
             base_kib,
             idle_kib,
+            anon_kib,
             after_kib,
             peers: n,
         })
@@ -1867,21 +1875,29 @@ async fn room_memory_rows<R: Runtime>(
     };
     let idle = per(|m| Some(m.idle_kib));
     let after = per(|m| m.after_kib);
-    let check = |what: &str, k: fn(&RoomMemory) -> Option<u64>| {
+    let check = |what: &str, k: fn(&RoomMemory) -> Option<u64>, at: usize| {
         mem.as_ref().map_err(Clone::clone).and_then(|m| {
             let rss = k(m).ok_or("no RSS after the throughput runs")?;
-            Ok(format!(
+            let mut text = format!(
                 "{what}: (RSS {} − RSS before the peers {}) / {}",
                 group(rss),
                 group(m.base_kib),
                 m.peers
-            ))
+            );
+            if let [Some(base), .., Some(anon)] = [m.anon_kib[0], m.anon_kib[at]] {
+                // The rest of the growth is file-backed: code pages touched once.
+                text += &format!(
+                    "; anonymous only: {} KiB per peer",
+                    group(anon.saturating_sub(base) / m.peers as u64)
+                );
+            }
+            Ok(text)
         })
     };
     if want_idle {
         let mut row = Row::new(runtime, "memory", idle_case, "KiB")
             .values(idle, None)
-            .checked(check("idle", |m| Some(m.idle_kib)));
+            .checked(check("idle", |m| Some(m.idle_kib), 1));
         if n == 8 {
             let met = row.ok && idle.is_some_and(|k| k < 100.0);
             row = row.target("< 100 KiB per additional peer", met);
@@ -1891,7 +1907,7 @@ async fn room_memory_rows<R: Runtime>(
     if want_after {
         let row = Row::new(runtime, "memory", after_case, "KiB")
             .values(after, None)
-            .checked(check("after 4 KiB and 64 B runs", |m| m.after_kib));
+            .checked(check("after 4 KiB and 64 B runs", |m| m.after_kib, 2));
         emit(rows, row);
     }
 }
