@@ -214,7 +214,10 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
-        self.note(id);
+        // `note`, without looking the connection up again (once per frame).
+        if conn.take_started_congestion() {
+            self.rearm.push(id);
+        }
         event
     }
 
@@ -311,7 +314,10 @@ impl Conns {
             return Ok(());
         };
         let dirty = conn.queue(id, bytes, config, now, out);
-        self.note(id);
+        // `note`, without looking the connection up again (once per frame per session).
+        if conn.take_started_congestion() {
+            self.rearm.push(id);
+        }
         if dirty? {
             self.dirty.push(id);
         }
