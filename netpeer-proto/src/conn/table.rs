@@ -374,6 +374,11 @@ impl Conns {
         }
     }
 
+    /// Flow control: whether any connection is above the high-water mark.
+    pub(crate) fn any_congested(&self, config: &Config) -> bool {
+        self.map.values().any(|c| c.is_congested(config))
+    }
+
     /// Flow control: the members' connections among `conns` above the high-water mark.
     pub(crate) fn congested(&self, conn: ConnId, config: &Config) -> bool {
         self.map.get(&conn).is_some_and(|c| c.is_congested(config))

@@ -103,6 +103,11 @@ impl Room {
         config: &Config,
         to: Option<&str>,
     ) -> Result<(), crate::SendError> {
+        // Asked before every send: most of the time no connection is above the mark,
+        // which one pass over the connections tells without a lookup per member.
+        if !conns.any_congested(config) {
+            return Ok(());
+        }
         let congested =
             |m: &&super::members::Member| m.conn().is_some_and(|c| conns.congested(c, config));
         let members: Vec<String> = match to {
