@@ -624,6 +624,8 @@ pub async fn a_late_reader_loses_old_messages_never_control_events<R: Runtime>(r
     // Read as things happen (it may lag too: it counts what it missed).
     let mut prompt = a.subscribe();
     let mut late = a.subscribe();
+    // As late, read in batches.
+    let mut late_batches = a.subscribe();
     let b = peer(&rt, "b").await;
     enter(&rt, &b, &a).await;
     joined(&rt, &mut prompt, &["b"]).await;
@@ -648,17 +650,13 @@ pub async fn a_late_reader_loses_old_messages_never_control_events<R: Runtime>(r
     b.broadcast("end", &()).await.expect("broadcast");
     message(&rt, &mut prompt, "the end").await;
 
-    let read: Vec<String> = std::iter::from_fn(|| late.try_recv())
-        .map(|e| match e {
-            PeerEvent::Message(m) if m.kind == "n" => format!("m{}", m.decode::<u32>().unwrap()),
-            PeerEvent::Message(m) => m.kind.into(),
-            PeerEvent::Joined { name } => format!("Joined {name}"),
-            PeerEvent::Left { name, reason } => format!("Left {name} {reason:?}"),
-            PeerEvent::StateChanged { .. } => "StateChanged".into(),
-            PeerEvent::Lagged { missed } => format!("Lagged {missed}"),
-            other => format!("{other:?}"),
-        })
-        .collect();
+    let mut batches = Vec::new();
+    while !late_batches.is_empty() {
+        let n = within(&rt, "a batch", late_batches.recv_many(&mut batches, 3)).await;
+        assert!((1..=3).contains(&n), "a batch of {n}");
+    }
+    let read = picture(std::iter::from_fn(|| late.try_recv()));
+    assert_eq!(picture(batches), read, "recv_many reads the same stream");
     let mut want: Vec<String> = [
         "Joined b",
         "Lagged 50",
@@ -671,6 +669,22 @@ pub async fn a_late_reader_loses_old_messages_never_control_events<R: Runtime>(r
     want.extend((93..100).map(|i| format!("m{i}")));
     want.extend(["Left c Left".into(), "end".into()]);
     assert_eq!(read, want);
+}
+
+/// What a late subscriber reads, one line per event.
+fn picture(events: impl IntoIterator<Item = PeerEvent>) -> Vec<String> {
+    events
+        .into_iter()
+        .map(|e| match e {
+            PeerEvent::Message(m) if m.kind == "n" => format!("m{}", m.decode::<u32>().unwrap()),
+            PeerEvent::Message(m) => m.kind.into(),
+            PeerEvent::Joined { name } => format!("Joined {name}"),
+            PeerEvent::Left { name, reason } => format!("Left {name} {reason:?}"),
+            PeerEvent::StateChanged { .. } => "StateChanged".into(),
+            PeerEvent::Lagged { missed } => format!("Lagged {missed}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
 }
 
 /// Waits until `events` received or missed `want` messages of kind `"n"`.
