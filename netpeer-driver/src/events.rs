@@ -239,48 +239,37 @@ impl Events {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
-        loop {
-            match self.queue.next() {
-                Next::Event(event) => {
-                    self.listener = None;
-                    return Poll::Ready(Some(event));
-                }
-                Next::Closed => {
-                    self.listener = None;
-                    return Poll::Ready(None);
-                }
-                Next::Wait => {}
-            }
-            match self.listener.as_mut() {
-                // Registered before the next check: a push after it notifies us.
-                None => self.listener = Some(self.queue.ready.listen()),
-                Some(listener) => {
-                    ready!(Pin::new(listener).poll(cx));
-                    self.listener = None;
-                }
-            }
-        }
+        self.poll_until(cx, |q| match q.next() {
+            Next::Event(event) => Some(Some(event)),
+            Next::Closed => Some(None),
+            Next::Wait => None,
+        })
     }
-}
 
-impl Events {
     fn poll_recv_many(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut Vec<PeerEvent>,
         limit: usize,
     ) -> Poll<usize> {
+        self.poll_until(cx, |q| match q.take(buf, limit) {
+            Taken::Some(n) => Some(n),
+            Taken::Closed => Some(0),
+            Taken::Wait => None,
+        })
+    }
+
+    /// Polls `take` on the queue until it has an answer, waiting for the driver's
+    /// notification between tries.
+    fn poll_until<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&Queue) -> Option<T>,
+    ) -> Poll<T> {
         loop {
-            match self.queue.take(buf, limit) {
-                Taken::Some(n) => {
-                    self.listener = None;
-                    return Poll::Ready(n);
-                }
-                Taken::Closed => {
-                    self.listener = None;
-                    return Poll::Ready(0);
-                }
-                Taken::Wait => {}
+            if let Some(answer) = take(&self.queue) {
+                self.listener = None;
+                return Poll::Ready(answer);
             }
             match self.listener.as_mut() {
                 // Registered before the next check: a push after it notifies us.

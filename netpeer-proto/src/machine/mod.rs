@@ -471,14 +471,20 @@ mod tests {
         PeerMachine::new(Config::new("a"), Instant::now()).expect("valid config")
     }
 
-    #[test]
-    fn shrink_buffers_gives_back_what_a_drained_burst_left_in_the_output_queue() {
+    /// A machine whose output queue holds 10,000 closes (of connections 0, 1, ...).
+    fn burst() -> PeerMachine {
         let mut m = machine();
         let close = |i| Output::Close {
             conn: ConnId(i),
             reason: CloseReason::Leave,
         };
         m.outputs.extend((0..10_000).map(close));
+        m
+    }
+
+    #[test]
+    fn shrink_buffers_gives_back_what_a_drained_burst_left_in_the_output_queue() {
+        let mut m = burst();
         while m.poll_output().is_some() {}
         assert!(
             m.outputs.capacity() >= 10_000,
@@ -491,12 +497,7 @@ mod tests {
 
     #[test]
     fn shrink_buffers_keeps_what_is_queued() {
-        let mut m = machine();
-        let close = |i| Output::Close {
-            conn: ConnId(i),
-            reason: CloseReason::Leave,
-        };
-        m.outputs.extend((0..10_000).map(close));
+        let mut m = burst();
         for _ in 0..9_000 {
             m.poll_output();
         }
