@@ -214,10 +214,7 @@ impl Conns {
         if !had && conn.has_plain_out() {
             self.dirty.push(id);
         }
-        // `note`, without looking the connection up again (once per frame).
-        if conn.take_started_congestion() {
-            self.rearm.push(id);
-        }
+        noted(&mut self.rearm, id, conn);
         event
     }
 
@@ -314,10 +311,7 @@ impl Conns {
             return Ok(());
         };
         let dirty = conn.queue(id, bytes, config, now, out);
-        // `note`, without looking the connection up again (once per frame per session).
-        if conn.take_started_congestion() {
-            self.rearm.push(id);
-        }
+        noted(&mut self.rearm, id, conn);
         if dirty? {
             self.dirty.push(id);
         }
@@ -347,9 +341,7 @@ impl Conns {
         for id in std::mem::take(&mut self.dirty) {
             if let Some(conn) = self.map.get_mut(&id) {
                 conn.flush_secure(id, config, now, out);
-                if conn.take_started_congestion() {
-                    self.rearm.push(id);
-                }
+                noted(&mut self.rearm, id, conn);
             }
         }
     }
@@ -365,12 +357,8 @@ impl Conns {
 
     /// Notes a connection whose congestion clock started in a call just made.
     fn note(&mut self, id: ConnId) {
-        if self
-            .map
-            .get_mut(&id)
-            .is_some_and(Conn::take_started_congestion)
-        {
-            self.rearm.push(id);
+        if let Some(conn) = self.map.get_mut(&id) {
+            noted(&mut self.rearm, id, conn);
         }
     }
 
@@ -413,5 +401,13 @@ impl Conns {
             t.add(c.traffic());
         }
         t
+    }
+}
+
+/// [`Conns::note`] for a connection already at hand (no second lookup on the hot paths):
+/// if its congestion clock started, its timer is re-armed after the call.
+fn noted(rearm: &mut Vec<ConnId>, id: ConnId, conn: &mut Conn) {
+    if conn.take_started_congestion() {
+        rearm.push(id);
     }
 }
