@@ -1,10 +1,11 @@
-//! The driver: one task per peer carries out what the machine asks for. It reads every
-//! socket itself, so what already arrived reaches the machine before any timer fires;
-//! per connection a writer task coalesces frames into few writes. No protocol rule
-//! lives here: every decision is the machine's.
+//! The driver: one task per peer carries out what the machine asks for. It reads and
+//! writes every socket itself: what already arrived reaches the machine before any
+//! timer fires, and a frame routed in a turn is written in the same turn, small ones
+//! gathered into few writes ([`Outgoing`]). No protocol rule lives here: every
+//! decision is the machine's.
 //!
 //! One turn of the driver, after any wake-up (a command queued output, a socket became
-//! readable, a writer reported, a timer expired):
+//! readable or writable, a timer expired):
 //!
 //! 1. **input**: every connection whose socket was signalled readable is read (at most
 //!    [`READS_PER_TURN`] reads each); when the machine's timer has expired, *every*
@@ -14,10 +15,14 @@
 //! 3. the machine's timers, if due; a timer found more than [`STALL`] late (the process
 //!    or its runtime was stalled) waits [`SETTLE`] more, for the reactor to report
 //!    every socket that became readable meanwhile, and step 1 runs again first;
-//! 4. the machine's outputs, drained and routed: frames to the writers, dials, closes,
-//!    events to every subscription at once, then join and leave answers;
-//! 5. waiting sends are told to check again (flow control);
-//! 6. once the peer has been quiet for a while after a busy turn ([`Quiet`]), the
+//! 4. the machine's outputs, drained and routed: frames to their connections, dials,
+//!    closes, events to every subscription at once, then join and leave answers;
+//! 5. output: every connection with frames routed this turn, or whose socket was
+//!    signalled writable, is written (at most [`WRITES_PER_TURN`] writes each), and the
+//!    machine told what was transmitted; a closing connection that wrote everything
+//!    shuts its write side down;
+//! 6. waiting sends are told to check again (flow control);
+//! 7. once the peer has been quiet for a while after a busy turn ([`Quiet`]), the
 //!    capacity the burst left in the queues is given back.
 
 use std::{
@@ -36,31 +41,34 @@ use std::{
 
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use futures_io::AsyncRead;
-use futures_lite::{AsyncWriteExt, future};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_lite::future;
 use netpeer_proto::{ConnId, ConnectFailure, DialAddr, Output};
 use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 
 use crate::{
     error::JoinError,
     events::PeerEvent,
+    outgoing::Outgoing,
     quiet::{self, Quiet},
-    readbuf::{self, ReadBuf, SmallRun},
+    readbuf::ReadBuf,
     runtime::{Runtime, Task},
     shared::{Shared, peer_event},
 };
 
 /// Socket events handled per turn (bounded work per wake-up).
 const BATCH: usize = 256;
-/// Socket events waiting for the driver; their tasks wait when it is full.
-const IO_QUEUE: usize = 128;
+/// Accepted and dialled sockets waiting for the driver; their tasks wait when it is
+/// full.
+const IO_QUEUE: usize = 16;
 /// Reads per connection per turn; a connection with more to read is read again next
 /// turn, after the others.
 pub(crate) const READS_PER_TURN: usize = 4;
+/// Writes per connection per turn; a connection with more to write is written again
+/// next turn, after the others.
+const WRITES_PER_TURN: usize = 4;
 /// Outputs taken (and routed) per hold of the machine's lock (commands get their turn).
 const OUTPUTS_PER_LOCK: usize = 1024;
-/// Frames smaller than this are copied into one buffer and written with one call.
-const COALESCE: usize = 64 * 1024;
 /// How long a closing connection may take to flush before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 /// A timer found later than this after its deadline means the driver was stalled.
@@ -75,29 +83,36 @@ const GRACE: Duration = Duration::from_millis(200);
 enum Io<R: Runtime> {
     Accepted(R::Stream, SocketAddr),
     Connected(ConnId, Result<R::Stream, ConnectFailure>),
-    Written(ConnId, usize),
-    WriteFailed(ConnId),
-    /// The writer flushed everything and shut the write side down.
-    WriterDone(ConnId),
 }
 
-/// The waker handed to a connection's reader: it lists the connection as readable.
-struct ReadWaker {
+/// The waker handed to one direction of a connection's socket: it lists the
+/// connection as readable (or writable).
+struct ConnWaker {
     conn: ConnId,
-    /// Listed and not read since.
+    writable: bool,
+    /// Listed and not served since.
     listed: AtomicBool,
     shared: Arc<Shared>,
 }
 
-impl ReadWaker {
+impl ConnWaker {
+    fn new(conn: ConnId, writable: bool, shared: &Arc<Shared>) -> Arc<Self> {
+        Arc::new(ConnWaker {
+            conn,
+            writable,
+            listed: AtomicBool::new(false),
+            shared: shared.clone(),
+        })
+    }
+
     fn list(&self) {
         if !self.listed.swap(true, Ordering::AcqRel) {
-            self.shared.signal.ready(self.conn);
+            self.shared.signal.ready(self.conn, self.writable);
         }
     }
 }
 
-impl Wake for ReadWaker {
+impl Wake for ConnWaker {
     fn wake(self: Arc<Self>) {
         self.list();
     }
@@ -109,13 +124,13 @@ impl Wake for ReadWaker {
 
 struct Conn<R: Runtime> {
     reader: R::Reader,
-    flag: Arc<ReadWaker>,
+    flag: Arc<ConnWaker>,
     waker: Waker,
-    /// The writer's queue: one batch of frames per turn. `None` once closing.
-    tx: Option<async_channel::Sender<Vec<Bytes>>>,
-    /// Frames routed during this turn, not yet handed to the writer.
-    pending: Vec<Bytes>,
-    writer: R::Task,
+    writer: R::Writer,
+    write_flag: Arc<ConnWaker>,
+    write_waker: Waker,
+    /// Frames routed to it and not written yet.
+    out: Outgoing,
     /// The machine has closed it; it is flushing.
     closing: Option<Closing>,
     /// Bytes read while input is paused (backpressure), for the machine once it
@@ -126,21 +141,20 @@ struct Conn<R: Runtime> {
 }
 
 struct Closing {
+    /// Everything was written and the write side shut down.
     flushed: bool,
     /// Dropped at the latest then.
     deadline: Instant,
 }
 
-impl<R: Runtime> Conn<R> {
-    /// Hands the frames routed so far to the writer.
-    fn hand_over(&mut self) {
-        if let Some(tx) = &self.tx {
-            if !self.pending.is_empty() {
-                // Unbounded channel: the machine bounds it (max_send_queue).
-                let _ = tx.try_send(std::mem::take(&mut self.pending));
-            }
-        }
-    }
+/// What one connection's writes came to in a turn.
+enum Wrote {
+    /// Bytes written (the machine is told).
+    Bytes(usize),
+    /// Closing: it wrote everything and shut its write side down.
+    Flushed(usize),
+    /// The socket failed.
+    Failed(usize),
 }
 
 /// A `leave` waiting for the connections it closed to flush.
@@ -189,10 +203,12 @@ struct Driver<R: Runtime> {
     tasks: Arc<Tasks>,
     /// The one read buffer (every connection is read into it in turn).
     buf: ReadBuf,
-    /// Connections with `pending` frames.
+    /// Connections given frames this turn.
     dirty: Vec<ConnId>,
     /// Connections to read this turn.
     to_read: Vec<ConnId>,
+    /// Connections to write this turn.
+    to_write: Vec<ConnId>,
     /// Events of this turn, for every subscription.
     events: Vec<PeerEvent>,
     leaves: Vec<LeaveWait>,
@@ -224,6 +240,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             buf: ReadBuf::new(),
             dirty: Vec::new(),
             to_read: Vec::new(),
+            to_write: Vec::new(),
             events: Vec::new(),
             leaves: Vec::new(),
             timer: None,
@@ -310,6 +327,7 @@ impl<R: Runtime> Driver<R> {
                 self.settle = None;
             }
             let taken = self.route();
+            self.write_out();
             self.linger(self.rt.now());
             self.shared.progress.notify(usize::MAX);
             if self.quiet.turn(now, taken > quiet::BUSY_OUTPUTS) {
@@ -327,15 +345,12 @@ impl<R: Runtime> Driver<R> {
         // Routed and published every turn: empty here.
         self.events = Vec::new();
         self.dirty = Vec::new();
+        self.to_write = Vec::new();
         // Back to its smallest size (the slices it handed out keep their memory until
         // they are dropped).
         self.buf = ReadBuf::new();
-        for c in self.conns.values() {
-            if let Some(tx) = &c.tx {
-                // An empty batch (never sent otherwise) tells the writer to give its
-                // coalescing buffer back.
-                let _ = tx.try_send(Vec::new());
-            }
+        for c in self.conns.values_mut() {
+            c.out.shrink();
         }
     }
 
@@ -355,7 +370,7 @@ impl<R: Runtime> Driver<R> {
             .min()
     }
 
-    /// Until a command, a socket, a writer or the deadline wants the driver.
+    /// Until a command, a socket or the deadline wants the driver.
     async fn wait(&mut self, deadline: Option<Instant>) {
         if self.timer.as_ref().map(|(t, _)| *t) != deadline {
             self.timer = deadline.map(|t| {
@@ -406,7 +421,7 @@ impl<R: Runtime> Driver<R> {
     /// silent) and nothing reaches the machine.
     fn read_input(&mut self, all: bool) {
         let mut ids = std::mem::take(&mut self.to_read);
-        self.shared.signal.take_ready(&mut ids);
+        self.shared.signal.take_ready(&mut ids, false);
         if all {
             ids.extend(self.conns.keys().copied());
         }
@@ -530,49 +545,28 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
-            Io::Written(conn, n) => self.shared.lock().machine.transmitted(conn, n),
-            Io::WriteFailed(conn) => {
-                if let Some(c) = self.conns.get(&conn) {
-                    let closing = c.closing.is_some();
-                    self.drop_conn(conn);
-                    if !closing {
-                        self.shared.lock().machine.closed(conn, now);
-                    }
-                }
-            }
-            Io::WriterDone(conn) => {
-                if let Some(closing) = self.conns.get_mut(&conn).and_then(|c| c.closing.as_mut()) {
-                    closing.flushed = true;
-                    closing.deadline = closing.deadline.min(now + GRACE);
-                }
-            }
         }
     }
 
-    /// A connected socket: the driver reads it, a writer task writes it.
+    /// A connected socket: the driver reads and writes it.
     fn start(&mut self, conn: ConnId, stream: R::Stream) {
-        let (reader, write) = R::split(stream);
-        let (tx, rx) = async_channel::unbounded();
-        let io = self.io_tx.clone();
-        let writer =
-            self.spawn(writer::<R>(conn, write, rx, io).instrument(debug_span!("conn", %conn)));
-        let flag = Arc::new(ReadWaker {
-            conn,
-            listed: AtomicBool::new(false),
-            shared: self.shared.clone(),
-        });
+        let (reader, writer) = R::split(stream);
+        let flag = ConnWaker::new(conn, false, &self.shared);
         // Read at the next turn: that registers the waker with the reactor.
         flag.list();
         let waker = Waker::from(flag.clone());
+        let write_flag = ConnWaker::new(conn, true, &self.shared);
+        let write_waker = Waker::from(write_flag.clone());
         self.conns.insert(
             conn,
             Conn {
                 reader,
                 flag,
                 waker,
-                tx: Some(tx),
-                pending: Vec::new(),
                 writer,
+                write_flag,
+                write_waker,
+                out: Outgoing::default(),
                 closing: None,
                 held: Bytes::new(),
                 held_at: self.rt.now(),
@@ -580,9 +574,9 @@ impl<R: Runtime> Driver<R> {
         );
     }
 
-    /// Step 4 of a turn: carries out everything the machine asked for, then hands each
-    /// writer its frames and every subscription its events, one batch each. Returns how
-    /// many outputs it took.
+    /// Step 4 of a turn: carries out everything the machine asked for (frames queue on
+    /// their connections), then hands every subscription its events, one batch.
+    /// Returns how many outputs it took.
     fn route(&mut self) -> usize {
         let mut taken = 0;
         let mut replies = Vec::new();
@@ -624,11 +618,6 @@ impl<R: Runtime> Driver<R> {
             }
             taken += OUTPUTS_PER_LOCK;
         }
-        for conn in self.dirty.drain(..) {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.hand_over();
-            }
-        }
         // Events reach the subscriptions before a join's caller is answered.
         self.shared.subscribers.publish(&mut self.events);
         for (reply, result) in replies {
@@ -657,10 +646,10 @@ impl<R: Runtime> Driver<R> {
         match output {
             Output::Send { conn, bytes } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.pending.is_empty() {
+                    if c.out.is_empty() {
                         self.dirty.push(conn);
                     }
-                    c.pending.push(bytes);
+                    c.out.push(bytes);
                 }
             }
             Output::Connect { conn, addr } => {
@@ -696,19 +685,104 @@ impl<R: Runtime> Driver<R> {
             self.drop_conn(conn);
             return;
         }
-        // The writer drains its queue, shuts the write side down and ends; the socket
-        // keeps being read (and ignored) until then.
-        c.hand_over();
-        c.tx = None;
+        // It writes what is left, then shuts the write side down; the socket keeps
+        // being read (and ignored) until then.
         c.closing = Some(Closing {
             flushed: false,
             deadline: self.rt.now() + LINGER,
         });
+        self.dirty.push(conn);
     }
 
     fn drop_conn(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            c.writer.abort();
+        // Dropping the write half shuts it down.
+        self.conns.remove(&conn);
+    }
+
+    /// Step 5 of a turn: every connection given frames this turn or signalled
+    /// writable writes what it can; the machine learns what was transmitted and which
+    /// sockets failed.
+    fn write_out(&mut self) {
+        let mut ids = std::mem::take(&mut self.to_write);
+        self.shared.signal.take_ready(&mut ids, true);
+        ids.append(&mut self.dirty);
+        if ids.is_empty() {
+            self.to_write = ids;
+            return;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let now = self.rt.now();
+        let mut wrote = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if let Some(w) = self.write_conn(id, now) {
+                wrote.push((id, w));
+            }
+        }
+        let mut failed = Vec::new();
+        {
+            let mut core = self.shared.lock();
+            for (id, w) in &wrote {
+                let (Wrote::Bytes(n) | Wrote::Flushed(n) | Wrote::Failed(n)) = *w;
+                if n > 0 {
+                    core.machine.transmitted(*id, n);
+                }
+                if matches!(w, Wrote::Failed(_)) {
+                    failed.push(*id);
+                }
+            }
+        }
+        for id in failed {
+            let closing = self.conns.get(&id).is_some_and(|c| c.closing.is_some());
+            self.drop_conn(id);
+            if !closing {
+                self.shared.lock().machine.closed(id, now);
+            }
+        }
+        ids.clear();
+        self.to_write = ids;
+    }
+
+    /// Writes `id`'s frames, at most [`WRITES_PER_TURN`] calls; a closing connection
+    /// that wrote everything shuts its write side down.
+    fn write_conn(&mut self, id: ConnId, now: Instant) -> Option<Wrote> {
+        let c = self.conns.get_mut(&id)?;
+        if c.closing.as_ref().is_some_and(|c| c.flushed) {
+            return None;
+        }
+        // Cleared before writing: a wake-up from now on lists it again.
+        c.write_flag.listed.store(false, Ordering::Release);
+        let mut cx = Context::from_waker(&c.write_waker);
+        let mut n = 0;
+        for _ in 0..WRITES_PER_TURN {
+            let Some(chunk) = c.out.chunk() else {
+                break;
+            };
+            match Pin::new(&mut c.writer).poll_write(&mut cx, chunk) {
+                Poll::Pending => return Some(Wrote::Bytes(n)),
+                Poll::Ready(Ok(k)) if k > 0 => {
+                    c.out.advance(k);
+                    n += k;
+                }
+                Poll::Ready(_) => return Some(Wrote::Failed(n)),
+            }
+        }
+        if !c.out.is_empty() {
+            // More to write: next turn, after the others.
+            c.write_flag.list();
+            return Some(Wrote::Bytes(n));
+        }
+        let Some(closing) = c.closing.as_mut() else {
+            return Some(Wrote::Bytes(n));
+        };
+        match Pin::new(&mut c.writer).poll_close(&mut cx) {
+            Poll::Pending => Some(Wrote::Bytes(n)),
+            // Shut down, or failed to: either way nothing more will be written.
+            Poll::Ready(_) => {
+                closing.flushed = true;
+                closing.deadline = closing.deadline.min(now + GRACE);
+                Some(Wrote::Flushed(n))
+            }
         }
     }
 
@@ -767,6 +841,7 @@ impl<R: Runtime> Driver<R> {
         for id in open {
             self.close(id, true);
         }
+        self.write_out();
         self.shared.progress.notify(usize::MAX);
         let deadline = self.rt.now() + LINGER;
         while !self.conns.is_empty() && self.rt.now() < deadline {
@@ -774,6 +849,7 @@ impl<R: Runtime> Driver<R> {
             self.wait(next).await;
             self.read_input(false);
             self.drain_io();
+            self.write_out();
             self.linger(self.rt.now());
         }
         for id in self.conns.keys().copied().collect::<Vec<_>>() {
@@ -813,81 +889,6 @@ impl<R: Runtime> Driver<R> {
         }
         debug!("closed");
     }
-}
-
-/// Writes every queued frame, coalescing small ones, and reports progress after every
-/// write (at most [`COALESCE`] bytes: a large frame is written in pieces), so that the
-/// machine sees a slow but steady reader progress (rule 11). When its queue is closed
-/// it writes what is left, shuts the write side down, reports and ends.
-async fn writer<R: Runtime>(
-    conn: ConnId,
-    mut write: R::Writer,
-    rx: async_channel::Receiver<Vec<Bytes>>,
-    io: async_channel::Sender<Io<R>>,
-) {
-    let mut buf: Vec<u8> = Vec::new();
-    // After a burst, a quiet connection gives its coalescing buffer back.
-    let mut small = SmallRun::default();
-    while let Ok(mut batch) = rx.recv().await {
-        if batch.is_empty() {
-            // The driver found the peer quiet after a burst.
-            buf = Vec::new();
-            small = SmallRun::default();
-            continue;
-        }
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch::<R>(conn, &mut write, &batch, &mut buf, &io).await;
-        let bytes: usize = batch.iter().map(Bytes::len).sum();
-        if buf.capacity() > readbuf::MIN && small.shrink(bytes, buf.capacity()) {
-            buf = Vec::new();
-        }
-        drop(batch);
-        if result.is_err() {
-            let _ = io.send(Io::WriteFailed(conn)).await;
-            return;
-        }
-    }
-    let _ = write.close().await;
-    let _ = io.send(Io::WriterDone(conn)).await;
-}
-
-async fn write_batch<R: Runtime>(
-    conn: ConnId,
-    write: &mut R::Writer,
-    batch: &[Bytes],
-    buf: &mut Vec<u8>,
-    io: &async_channel::Sender<Io<R>>,
-) -> io::Result<()> {
-    // The driver may be gone (shutting down): progress reports are best effort.
-    let written = |n: usize| async move {
-        let _ = io.send(Io::Written(conn, n)).await;
-    };
-    for b in batch {
-        if buf.len() + b.len() > COALESCE && !buf.is_empty() {
-            write.write_all(buf).await?;
-            written(buf.len()).await;
-            buf.clear();
-        }
-        if b.len() >= COALESCE {
-            for piece in b.chunks(COALESCE) {
-                write.write_all(piece).await?;
-                written(piece.len()).await;
-            }
-        } else {
-            buf.extend_from_slice(b);
-        }
-    }
-    if !buf.is_empty() {
-        write.write_all(buf).await?;
-        written(buf.len()).await;
-        buf.clear();
-    }
-    write.flush().await
 }
 
 /// Dials a target: an IP directly; a host name through the runtime's resolver, each

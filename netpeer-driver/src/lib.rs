@@ -5,8 +5,8 @@
 //! answer with the machine's own verdict, events reach every subscription without
 //! losing a membership change, sends wait for slow members (flow control), and `close`
 //! leaves and stops everything. Routing the machine's outputs, reading every socket
-//! before firing timers, per-connection write queues with coalescing and bounded work
-//! per wake-up exist once, here. An adapter supplies a [`Runtime`]: spawning, sockets,
+//! before firing timers, writing them with small frames gathered into few writes, and
+//! bounded work per wake-up exist once, here. An adapter supplies a [`Runtime`]: spawning, sockets,
 //! timers and name resolution, and, if it is a simulation, its virtual clock and a
 //! reproducible random source ([`Runtime::now`], [`Runtime::random_bytes`]).
 //!
@@ -18,6 +18,7 @@ mod addr;
 mod driver;
 mod error;
 mod events;
+mod outgoing;
 mod peer;
 mod quiet;
 mod readbuf;

@@ -1,6 +1,6 @@
 //! When the driver gives back what a burst left in its queues. A burst grows the
 //! machine's output queue, the driver's event batch, the subscriptions' queues, the
-//! read buffer and the writers' coalescing buffers; drained, they keep their capacity.
+//! read buffer and the connections' write buffers; drained, they keep their capacity.
 //! [`Quiet`] says when to shrink them: once no turn has been busy for [`QUIET`] after
 //! a busy one. A turn costs one comparison (and one store if busy); the deadline moves
 //! at most once per [`QUIET`] while turns stay busy, so the driver's timer is not

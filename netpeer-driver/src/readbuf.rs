@@ -1,7 +1,7 @@
 //! Buffers sized to the traffic. The driver's read buffer is small while the room is
 //! quiet (an idle peer keeps 4 KiB, not 64), doubled by every read that fills it, and
 //! halved after a run of reads that use less than a quarter of it ([`SmallRun`], which
-//! also tells a writer when to give its coalescing buffer back).
+//! also tells a connection when to give its write buffer back).
 
 use bytes::{Bytes, BytesMut};
 

@@ -16,14 +16,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Wakes the driver: commands queued output, a socket is readable, a full subscription
-/// has room again, or a shutdown was asked for.
+/// Wakes the driver: commands queued output, a socket is readable or writable, a full
+/// subscription has room again, or a shutdown was asked for.
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
     pending: AtomicBool,
     waker: Mutex<Option<Waker>>,
     /// Connections whose reader was woken (each listed once until the driver reads it).
-    ready: Mutex<Vec<ConnId>>,
+    readable: Mutex<Vec<ConnId>>,
+    /// Connections whose writer was woken (each listed once until the driver writes).
+    writable: Mutex<Vec<ConnId>>,
 }
 
 impl Signal {
@@ -35,14 +37,22 @@ impl Signal {
         }
     }
 
-    /// `conn`'s socket may be readable.
-    pub(crate) fn ready(&self, conn: ConnId) {
-        lock(&self.ready).push(conn);
+    /// `conn`'s socket may be readable (or, `writable`, take more bytes).
+    pub(crate) fn ready(&self, conn: ConnId, writable: bool) {
+        lock(self.list(writable)).push(conn);
         self.wake();
     }
 
-    pub(crate) fn take_ready(&self, into: &mut Vec<ConnId>) {
-        into.append(&mut lock(&self.ready));
+    /// The connections listed readable (or writable) since the last call.
+    pub(crate) fn take_ready(&self, into: &mut Vec<ConnId>, writable: bool) {
+        into.append(&mut lock(self.list(writable)));
+    }
+
+    fn list(&self, writable: bool) -> &Mutex<Vec<ConnId>> {
+        match writable {
+            true => &self.writable,
+            false => &self.readable,
+        }
     }
 
     /// Ready once [`wake`](Self::wake) was called since the last `Ready`.
