@@ -1352,15 +1352,72 @@ fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
     }
 }
 
+/// What the `memory-second` child measured: RSS (and its anonymous part) with one idle
+/// room of [`SECOND_ROOM`] peers, then with a second one beside it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct SecondRoom {
+    first_kib: u64,
+    second_kib: u64,
+    first_anon_kib: u64,
+    second_anon_kib: u64,
+}
+
+/// Peers in each room of the `memory-second` child.
+const SECOND_ROOM: usize = 8;
+
+/// Child mode `memory-second RT`: an idle room of 8, RSS; a second idle room of 8 in
+/// the same process, RSS again. The difference is what 8 more peers cost once the
+/// process runs netpeer already (its code pages and the runtime's threads are there
+/// with the first room), printed as JSON.
+fn child_memory_second(runtime: &str) -> ExitCode {
+    async fn body<R: Runtime>(rt: R) -> Result<SecondRoom, String> {
+        let anon = || status_kib(None, "RssAnon:");
+        let (first, first_events) = room(&rt, SECOND_ROOM, None).await?;
+        sleep(&rt, Duration::from_secs(1)).await;
+        let (first_kib, first_anon_kib) = (rss_kib(None)?, anon()?);
+        let (second, second_events) = room(&rt, SECOND_ROOM, None).await?;
+        sleep(&rt, Duration::from_secs(1)).await;
+        let (second_kib, second_anon_kib) = (rss_kib(None)?, anon()?);
+        drop((first_events, second_events));
+        teardown(&rt, second).await;
+        teardown(&rt, first).await;
+        Ok(SecondRoom {
+            first_kib,
+            second_kib,
+            first_anon_kib,
+            second_anon_kib,
+        })
+    }
+    let result = match runtime {
+        "tokio" => on_tokio(body),
+        _ => on_smol(body),
+    };
+    match result {
+        Ok(m) => {
+            println!("{}", serde_json::to_string(&m).expect("json"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("memory-second: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn room_memory(runtime: &str, n: usize, opts: Opts) -> Result<RoomMemory, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let n = n.to_string();
     let mut args = vec!["--child", "memory-room", runtime, &n];
     if opts.quick {
         args.push("--quick");
     }
+    memory_child(&args)
+}
+
+/// Runs meshbench as a child with `args` and parses the JSON it prints.
+fn memory_child<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args(&args)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
@@ -1818,8 +1875,12 @@ async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<R
     const MEMBER: &str = "process with 1 idle peer in a room of 8";
     const IDLE: &str = "per idle peer, 8 in one process";
     const AFTER: &str = "per peer after the throughput run, 8 in one process";
+    const SECOND: &str = "per additional idle peer: a second room of 8 in one process";
     if opts.wants("memory", MEMBER) {
         member_memory(rt, runtime, MEMBER, rows).await;
+    }
+    if opts.wants("memory", SECOND) {
+        second_room_row(rt, runtime, SECOND, rows).await;
     }
     let (idle, after) = (opts.wants("memory", IDLE), opts.wants("memory", AFTER));
     if idle || after {
@@ -1848,6 +1909,31 @@ async fn member_memory<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut
         }));
     let met = row.ok && rss.is_some_and(|k| k < 5.0 * 1024.0);
     row = row.target("< 5 MiB", met);
+    emit(rows, row);
+}
+
+/// The row of the `memory-second` child: RSS growth per peer of a second idle room.
+async fn second_room_row<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut Vec<Row>) {
+    let runtime_owned = runtime.to_owned();
+    let r: Result<SecondRoom, String> = blocking(rt, move || {
+        memory_child(&["--child", "memory-second", &runtime_owned])
+    })
+    .await;
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / SECOND_ROOM as f64;
+    let kib = r.as_ref().ok().map(|m| per(m.first_kib, m.second_kib));
+    let mut row = Row::new(runtime, "memory", case, "KiB")
+        .values(kib, None)
+        .checked(r.map(|m| {
+            format!(
+                "(RSS with two idle rooms {} − RSS with the first alone {}) / {SECOND_ROOM}, \
+                 code pages and runtime threads already there; anonymous only: {} KiB per peer",
+                group(m.second_kib),
+                group(m.first_kib),
+                group(per(m.first_anon_kib, m.second_anon_kib) as u64)
+            )
+        }));
+    let met = row.ok && kib.is_some_and(|k| k <= 64.0);
+    row = row.target("≤ 64 KiB", met);
     emit(rows, row);
 }
 
@@ -2096,6 +2182,7 @@ fn main() -> ExitCode {
             (Some("memory-room"), Some(rt), n) => {
                 child_memory_room(rt, n.and_then(|n| n.parse().ok()).unwrap_or(8), opts)
             }
+            (Some("memory-second"), Some(rt), _) => child_memory_second(rt),
             _ => {
                 eprintln!("meshbench: bad child arguments {args:?}");
                 ExitCode::FAILURE
