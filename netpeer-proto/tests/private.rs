@@ -120,6 +120,9 @@ struct Wire {
     b_events: Vec<Event>,
     b_closes: Vec<CloseReason>,
     b_delivered: Vec<Bytes>,
+    /// For each `Joined` b told: whether a, having read every send b made before it,
+    /// was in b's room then.
+    a_in_room_at_joined: Vec<bool>,
 }
 
 fn config(name: &str, key: &RoomKey, seed: u64) -> Config {
@@ -156,6 +159,7 @@ impl Wire {
             b_events: Vec::new(),
             b_closes: Vec::new(),
             b_delivered: Vec::new(),
+            a_in_room_at_joined: Vec::new(),
         };
         w.pump();
         w
@@ -178,7 +182,13 @@ impl Wire {
                         self.a.receive(self.a_conn, &bytes, self.now);
                         moved = true;
                     }
-                    Output::Notify(e) => self.b_events.push(e),
+                    Output::Notify(e) => {
+                        if matches!(e, Event::Joined { .. }) {
+                            let entered = self.a.members().contains(&"bob".to_string());
+                            self.a_in_room_at_joined.push(entered);
+                        }
+                        self.b_events.push(e);
+                    }
                     Output::Close { reason, .. } => self.b_closes.push(reason),
                     Output::Deliver(m) => self.b_delivered.push(m.payload),
                     Output::Connect { .. } => {}
@@ -233,6 +243,20 @@ fn captured_bytes_contain_no_plaintext() {
         panic!()
     };
     assert!(contains(&bytes, b"alice-the-sender"));
+}
+
+#[test]
+fn the_welcome_goes_out_before_the_welcomer_reports_the_newcomer_joined() {
+    // A private session encrypts what it queued at the next drain: the Welcome must
+    // still be handed out ahead of the Joined event that follows it.
+    let key = RoomKey::generate();
+    let w = Wire::new(&key);
+    assert!(
+        w.b_events
+            .iter()
+            .any(|e| matches!(e, Event::Joined { name } if name == "alice-the-sender"))
+    );
+    assert_eq!(w.a_in_room_at_joined, [true]);
 }
 
 #[test]

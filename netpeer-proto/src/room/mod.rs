@@ -64,7 +64,13 @@ pub(crate) struct Io<'a> {
 }
 
 impl Io<'_> {
+    /// Tells the application `event`, after every frame queued before it (gathered
+    /// frames are handed out first): the frames a change made us send go out ahead
+    /// of the event that reports it.
     fn notify(&mut self, event: Event) {
+        if self.conns.has_dirty() {
+            self.conns.flush_dirty(self.config, self.now, self.out);
+        }
         self.out.push_back(Output::Notify(event));
     }
 }

@@ -36,12 +36,19 @@ impl Sim {
         })
     }
 
-    /// Watched on every send of a machine: a `Welcome` (each frame of an open room is
-    /// one send) means that a newcomer asked this peer for one, so the peer is in a room
-    /// again ([`Watched::NotJoined`]).
+    /// Watched on every send of a machine: a `Welcome` means that a newcomer asked
+    /// this peer for one, so the peer is in a room again ([`Watched::NotJoined`]). An
+    /// open room's send is whole frames (one, or several gathered), each behind its
+    /// 4-byte length.
     pub(super) fn sniff_welcome(&mut self, p: PeerId, bytes: &[u8]) {
-        if bytes.get(4..4 + WELCOME.len()) == Some(WELCOME) {
-            self.peers[p.0].may_be_in_room = true;
+        let mut rest = bytes;
+        while let Some((len, body)) = rest.split_first_chunk::<4>() {
+            if body.starts_with(WELCOME) {
+                self.peers[p.0].may_be_in_room = true;
+                return;
+            }
+            let len = u32::from_be_bytes(*len) as usize;
+            rest = body.get(len..).unwrap_or_default();
         }
     }
 
