@@ -1,7 +1,8 @@
 //! The receive path allocates nothing per message: a data frame's payload is a slice of
 //! the bytes handed to `PeerMachine::receive_bytes`, and its kind is inline (up to 23
-//! bytes) or, when it repeats the last one, shared. Counted with an allocator that
-//! counts the allocations of the test's own thread.
+//! bytes) or, when it repeats the last one, shared. The send path allocates once per
+//! few dozen small messages: their frames are slices of shared chunks. Counted with an
+//! allocator that counts the allocations of the test's own thread.
 #![allow(unsafe_code)]
 
 use std::{
@@ -146,4 +147,53 @@ fn a_read_of_a_thousand_messages_allocates_nothing_per_message() {
 #[test]
 fn a_kind_too_long_to_be_inline_is_shared_while_it_repeats() {
     no_allocation_per_message("a-kind-longer-than-twenty-three-bytes");
+}
+
+/// Broadcasts `n` messages of 64 bytes and takes every output: the allocations it took
+/// (the outputs kept, so that no chunk is freed and reused meanwhile), and the frames.
+fn broadcast(m: &mut PeerMachine, n: usize) -> (u64, Vec<Bytes>) {
+    let payload = Bytes::from(vec![7; 64]);
+    let mut frames = Vec::with_capacity(2 * n);
+    let before = allocations();
+    for _ in 0..n {
+        assert_eq!(m.broadcast("chat", payload.clone(), Instant::now()), Ok(1));
+        while let Some(o) = m.poll_output() {
+            if let Output::Send { bytes, .. } = o {
+                frames.push(bytes);
+            }
+        }
+    }
+    (allocations() - before, frames)
+}
+
+#[test]
+fn a_burst_of_small_broadcasts_shares_a_few_allocations() {
+    let (mut m, _) = machine();
+    let (took, frames) = broadcast(&mut m, 1000);
+    assert_eq!(frames.len(), 1000);
+    // As many frames as fit in a 4 KiB chunk share it: one allocation per chunk and
+    // one for the shared header of each (and a few for the output queue), not one
+    // per message.
+    let chunks = 1000usize.div_ceil(4096 / frames[0].len()) as u64;
+    assert!(
+        took <= 2 * chunks + 4,
+        "{took} allocations for 1,000 broadcasts ({chunks} chunks)"
+    );
+    let mut decoder = FrameDecoder::new(MAX);
+    for (i, f) in frames.iter().enumerate() {
+        let mut input = &f[..];
+        let Ok(Some(Frame::Data(d))) = decoder.decode_next(&mut input) else {
+            panic!("frame {i} is not a data frame");
+        };
+        assert_eq!((d.kind.as_str(), &d.payload[..]), ("chat", &[7; 64][..]));
+        assert!(input.is_empty(), "one whole frame per send");
+    }
+    // Once written and dropped, the chunks are reused: a second burst allocates no
+    // more than the first.
+    drop(frames);
+    let (again, _) = broadcast(&mut m, 1000);
+    assert!(
+        again <= took,
+        "{again} allocations the second time, {took} the first"
+    );
 }

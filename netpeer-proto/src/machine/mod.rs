@@ -225,7 +225,8 @@ impl PeerMachine {
 
     /// Gives back the spare capacity a burst left behind: the output queue keeps room
     /// for 16 outputs (or for what it holds), the buffers of private
-    /// sessions and of decryption are dropped while empty. Changes nothing the machine
+    /// sessions and of decryption are dropped while empty, and so is the chunk our
+    /// data frames are encoded into. Changes nothing the machine
     /// does; cheap (a few reallocations), for a driver to call once its peer is quiet
     /// after a burst (not after every input: the next burst grows them again).
     pub fn shrink_buffers(&mut self) {
@@ -238,6 +239,7 @@ impl PeerMachine {
             self.outputs = fresh;
         }
         self.conns.shrink_buffers();
+        self.room.shrink_buffers();
         self.scratch = Scratch::default();
     }
 

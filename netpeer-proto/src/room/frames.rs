@@ -1,15 +1,15 @@
 //! What connections tell the room, frame by frame, and the
 //! [messages](crate::spec#messages) rule: application data in and out.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::{Cause, Early, Io, JoinPhase, Room};
+use super::{ARENA_CHUNK, Cause, Early, Io, JoinPhase, Room};
 use crate::{
     config::MAX_KIND_LEN,
     conn::{ConnEvent, Scratch},
     error::SendError,
     event::{ConnId, Message, Output, RejectReason},
-    wire::{Data, Frame, encode_frame},
+    wire::{Data, Frame, encode_frame_with},
 };
 
 impl Room {
@@ -173,6 +173,12 @@ impl Room {
         self.early.clear();
     }
 
+    /// Gives back the chunk data frames are encoded into (the frames still queued
+    /// keep theirs alive).
+    pub(crate) fn shrink_buffers(&mut self) {
+        self.arena = BytesMut::new();
+    }
+
     /// Encodes a data frame with our next sequence number; a frame that cannot fit is
     /// the caller's error (framing).
     fn data_frame(
@@ -199,7 +205,11 @@ impl Room {
             kind: kind.into(),
             payload,
         });
-        let bytes = encode_frame(&frame, max).map_err(|len| SendError::TooLarge { len, max })?;
+        if self.arena.capacity() == 0 {
+            self.arena = BytesMut::with_capacity(ARENA_CHUNK);
+        }
+        let bytes = encode_frame_with(&frame, max, Some(&mut self.arena))
+            .map_err(|len| SendError::TooLarge { len, max })?;
         self.next_seq = seq;
         Ok(bytes)
     }

@@ -52,6 +52,10 @@ use crate::{
 use members::MemberTable;
 use tombstones::Tombstones;
 
+/// The size of a chunk of [`Room::arena`]: about 60 small data frames; a peer keeps
+/// at most one partly used chunk (and gives it back while quiet).
+const ARENA_CHUNK: usize = 4096;
+
 /// What the room works with while it handles one input.
 pub(crate) struct Io<'a> {
     pub(crate) config: &'a Config,
@@ -131,6 +135,10 @@ pub(crate) struct Room {
     counters: crate::stats::RoomCounters,
     /// Bounds: one backoff per address for member dials.
     addr_backoff: addr_backoff::AddrBackoff,
+    /// Where our data frames are encoded: each is a slice of a chunk of
+    /// [`ARENA_CHUNK`] bytes, so that a burst of small messages allocates once per
+    /// chunk, not once per message (a chunk whose frames were all written is reused).
+    arena: bytes::BytesMut,
     /// The sessions a frame for every member goes to, kept between sends (no
     /// allocation per broadcast).
     targets: Vec<ConnId>,
@@ -185,6 +193,7 @@ impl Room {
             requests: requests::Requests::default(),
             counters: crate::stats::RoomCounters::default(),
             addr_backoff: addr_backoff::AddrBackoff::default(),
+            arena: bytes::BytesMut::new(),
             targets: Vec::new(),
         }
     }

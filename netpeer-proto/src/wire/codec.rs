@@ -36,6 +36,20 @@ pub enum DecodeError {
 /// `max_frame_len`. A [`Frame::Data`] takes a direct path (one exact allocation, no
 /// serde); its bytes are the ones serde + ciborium write for it.
 pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
+    encode_frame_with(frame, max_frame_len, None)
+}
+
+/// [`encode_frame`]; a [`Frame::Data`] is written at the end of `arena` (when given)
+/// and split off it, so that the frames of a burst share few allocations (each slice
+/// keeps its chunk alive; a chunk whose slices are all gone is reused).
+pub(crate) fn encode_frame_with(
+    frame: &Frame,
+    max_frame_len: u32,
+    arena: Option<&mut bytes::BytesMut>,
+) -> Result<Bytes, usize> {
+    if let (Frame::Data(data), Some(arena)) = (frame, arena) {
+        return data_fast::encode_in(data, max_frame_len, arena);
+    }
     if let Frame::Data(data) = frame {
         return data_fast::encode(data, max_frame_len);
     }
@@ -255,7 +269,7 @@ impl FrameDecoder {
 /// `{"Data": {"seq": uint, "to": null / text, "kind": text, "payload": bytes}}` with
 /// definite lengths and minimal heads, which is what serde + ciborium write for it.
 mod data_fast {
-    use bytes::Bytes;
+    use bytes::{BufMut, Bytes, BytesMut};
 
     use super::{Data, Frame, Kind, PREFIX_LEN};
 
@@ -281,27 +295,48 @@ mod data_fast {
         }
     }
 
-    fn put_head(buf: &mut Vec<u8>, major: u8, v: u64) {
+    fn put_head(buf: &mut impl BufMut, major: u8, v: u64) {
         let m = major << 5;
         match head_len(v) {
-            1 => buf.push(m | v as u8),
-            2 => buf.extend_from_slice(&[m | 24, v as u8]),
+            1 => buf.put_u8(m | v as u8),
+            2 => buf.put_slice(&[m | 24, v as u8]),
             3 => {
-                buf.push(m | 25);
-                buf.extend_from_slice(&(v as u16).to_be_bytes());
+                buf.put_u8(m | 25);
+                buf.put_u16(v as u16);
             }
             5 => {
-                buf.push(m | 26);
-                buf.extend_from_slice(&(v as u32).to_be_bytes());
+                buf.put_u8(m | 26);
+                buf.put_u32(v as u32);
             }
             _ => {
-                buf.push(m | 27);
-                buf.extend_from_slice(&v.to_be_bytes());
+                buf.put_u8(m | 27);
+                buf.put_u64(v);
             }
         }
     }
 
     pub(super) fn encode(d: &Data, max_frame_len: u32) -> Result<Bytes, usize> {
+        let len = body_len(d, max_frame_len)?;
+        let mut buf = Vec::with_capacity(PREFIX_LEN + len);
+        write(d, len, &mut buf);
+        Ok(Bytes::from(buf))
+    }
+
+    /// [`encode`], written at the end of `arena` and split off it: the frames of a
+    /// burst share few allocations.
+    pub(super) fn encode_in(
+        d: &Data,
+        max_frame_len: u32,
+        arena: &mut BytesMut,
+    ) -> Result<Bytes, usize> {
+        let len = body_len(d, max_frame_len)?;
+        arena.reserve(PREFIX_LEN + len);
+        write(d, len, arena);
+        Ok(arena.split().freeze())
+    }
+
+    /// The frame's length (prefix excluded), if within `max_frame_len`.
+    fn body_len(d: &Data, max_frame_len: u32) -> Result<usize, usize> {
         let to_len =
             d.to.as_ref()
                 .map_or(1, |t| head_len(t.len() as u64) + t.len());
@@ -319,28 +354,32 @@ mod data_fast {
         if len > max_frame_len as usize {
             return Err(len);
         }
-        let mut buf = Vec::with_capacity(PREFIX_LEN + len);
+        Ok(len)
+    }
+
+    /// Writes the frame (its prefix, then its `len` bytes).
+    fn write(d: &Data, len: usize, buf: &mut impl BufMut) {
+        let start = buf.remaining_mut();
         // len <= max_frame_len, a u32.
-        buf.extend_from_slice(&(len as u32).to_be_bytes());
-        buf.extend_from_slice(OPEN);
-        buf.extend_from_slice(SEQ);
-        put_head(&mut buf, UINT, d.seq);
-        buf.extend_from_slice(TO);
+        buf.put_u32(len as u32);
+        buf.put_slice(OPEN);
+        buf.put_slice(SEQ);
+        put_head(buf, UINT, d.seq);
+        buf.put_slice(TO);
         match &d.to {
-            None => buf.push(NULL),
+            None => buf.put_u8(NULL),
             Some(t) => {
-                put_head(&mut buf, TEXT, t.len() as u64);
-                buf.extend_from_slice(t.as_bytes());
+                put_head(buf, TEXT, t.len() as u64);
+                buf.put_slice(t.as_bytes());
             }
         }
-        buf.extend_from_slice(KIND);
-        put_head(&mut buf, TEXT, d.kind.len() as u64);
-        buf.extend_from_slice(d.kind.as_bytes());
-        buf.extend_from_slice(PAYLOAD);
-        put_head(&mut buf, BYTES, d.payload.len() as u64);
-        buf.extend_from_slice(&d.payload);
-        debug_assert_eq!(buf.len(), PREFIX_LEN + len);
-        Ok(Bytes::from(buf))
+        buf.put_slice(KIND);
+        put_head(buf, TEXT, d.kind.len() as u64);
+        buf.put_slice(d.kind.as_bytes());
+        buf.put_slice(PAYLOAD);
+        put_head(buf, BYTES, d.payload.len() as u64);
+        buf.put_slice(&d.payload);
+        debug_assert_eq!(start - buf.remaining_mut(), PREFIX_LEN + len);
     }
 
     /// The data frame in `body`, if `body` is exactly one in the shape [`encode`]
@@ -436,7 +475,7 @@ mod data_fast {
     mod tests {
         use bytes::Bytes;
 
-        use super::super::{Data, Frame, decode_body, encode_frame};
+        use super::super::{Data, Frame, decode_body, encode_frame, encode_frame_with};
         use crate::Kind;
 
         fn serde_encoded(frame: &Frame) -> Vec<u8> {
@@ -488,6 +527,27 @@ mod data_fast {
                 let body = serde_encoded(&frame);
                 assert_eq!(&fast[..4], &(body.len() as u32).to_be_bytes());
                 assert_eq!(&fast[4..], &body[..], "{}", frame.name());
+            }
+        }
+
+        #[test]
+        fn frames_encoded_into_a_shared_arena_are_the_same_bytes() {
+            let mut arena = bytes::BytesMut::with_capacity(4096);
+            let mut encoded = Vec::new();
+            for frame in frames().iter().chain(frames().iter()) {
+                let shared = encode_frame_with(frame, u32::MAX, Some(&mut arena)).unwrap();
+                encoded.push((shared, encode_frame(frame, u32::MAX).unwrap()));
+            }
+            // Compared once all are encoded: a later frame did not overwrite one before.
+            for (shared, alone) in &encoded {
+                assert_eq!(shared, alone);
+            }
+            // Too large: the same error.
+            for frame in frames() {
+                assert_eq!(
+                    encode_frame_with(&frame, 40, Some(&mut arena)).err(),
+                    encode_frame(&frame, 40).err()
+                );
             }
         }
 
