@@ -173,7 +173,7 @@ impl Config {
     /// The high-water mark in force: [`send_high_water`](Self::send_high_water), or
     /// 1 MiB (a quarter of `max_send_queue` if that is less). Measured with meshbench:
     /// a mark of 8 MiB held ~80,000 small frames in flight per member and cost
-    /// throughput; 1 MiB keeps the writers busy with a bounded backlog.
+    /// throughput; 1 MiB keeps the sockets busy with a bounded backlog.
     pub fn high_water(&self) -> usize {
         self.send_high_water
             .unwrap_or((self.max_send_queue / 4).min(DEFAULT_HIGH_WATER))

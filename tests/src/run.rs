@@ -83,7 +83,7 @@ fn with_executor(body: impl FnOnce(&Arc<Executor<'static>>)) {
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// A second runtime of the same kind, for a member that must stall as a whole process
-/// does: [`freeze`](Self::freeze) stops all of its tasks (driver, writers), while its
+/// does: [`freeze`](Self::freeze) stops all of its tasks (its drivers among them), while its
 /// sockets keep receiving. On a real runtime it is run by one thread of its own, which
 /// a freeze blocks; on a simulated one ([`turmoil_isolated`]) its tasks are behind a
 /// [`Gate`] that a freeze closes for a span of virtual time. Its runtime is

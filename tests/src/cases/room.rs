@@ -322,7 +322,7 @@ pub async fn rtt_and_stats<R: Runtime>(rt: R) {
     assert!(c1.delivered >= c0.delivered + N, "{c0:?} then {c1:?}");
     assert!(c1.frames_in >= c0.frames_in + N, "{c0:?} then {c1:?}");
     assert!(c1.bytes_in > c0.bytes_in, "{c0:?} then {c1:?}");
-    // b's written bytes are counted as its writers report them.
+    // b's written bytes are counted as its driver writes them.
     until(&rt, "b's bytes out counted", || {
         let b1 = b.stats();
         b1.frames_out >= b0.frames_out + 2 * N && b1.bytes_out > b0.bytes_out
