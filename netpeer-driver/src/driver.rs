@@ -147,14 +147,11 @@ struct Closing {
     deadline: Instant,
 }
 
-/// What one connection's writes came to in a turn.
-enum Wrote {
-    /// Bytes written (the machine is told).
-    Bytes(usize),
-    /// Closing: it wrote everything and shut its write side down.
-    Flushed(usize),
-    /// The socket failed.
-    Failed(usize),
+/// What one connection's writes came to in a turn: the bytes written (the machine is
+/// told), and whether the socket failed.
+struct Wrote {
+    bytes: usize,
+    failed: bool,
 }
 
 /// A `leave` waiting for the connections it closed to flush.
@@ -723,11 +720,10 @@ impl<R: Runtime> Driver<R> {
         {
             let mut core = self.shared.lock();
             for (id, w) in &wrote {
-                let (Wrote::Bytes(n) | Wrote::Flushed(n) | Wrote::Failed(n)) = *w;
-                if n > 0 {
-                    core.machine.transmitted(*id, n);
+                if w.bytes > 0 {
+                    core.machine.transmitted(*id, w.bytes);
                 }
-                if matches!(w, Wrote::Failed(_)) {
+                if w.failed {
                     failed.push(*id);
                 }
             }
@@ -753,37 +749,39 @@ impl<R: Runtime> Driver<R> {
         // Cleared before writing: a wake-up from now on lists it again.
         c.write_flag.listed.store(false, Ordering::Release);
         let mut cx = Context::from_waker(&c.write_waker);
-        let mut n = 0;
+        let mut wrote = Wrote {
+            bytes: 0,
+            failed: false,
+        };
         for _ in 0..WRITES_PER_TURN {
             let Some(chunk) = c.out.chunk() else {
                 break;
             };
             match Pin::new(&mut c.writer).poll_write(&mut cx, chunk) {
-                Poll::Pending => return Some(Wrote::Bytes(n)),
-                Poll::Ready(Ok(k)) if k > 0 => {
-                    c.out.advance(k);
-                    n += k;
+                Poll::Pending => return Some(wrote),
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    c.out.advance(n);
+                    wrote.bytes += n;
                 }
-                Poll::Ready(_) => return Some(Wrote::Failed(n)),
+                Poll::Ready(_) => {
+                    wrote.failed = true;
+                    return Some(wrote);
+                }
             }
         }
         if !c.out.is_empty() {
             // More to write: next turn, after the others.
             c.write_flag.list();
-            return Some(Wrote::Bytes(n));
+            return Some(wrote);
         }
-        let Some(closing) = c.closing.as_mut() else {
-            return Some(Wrote::Bytes(n));
-        };
-        match Pin::new(&mut c.writer).poll_close(&mut cx) {
-            Poll::Pending => Some(Wrote::Bytes(n)),
+        if let Some(closing) = c.closing.as_mut() {
             // Shut down, or failed to: either way nothing more will be written.
-            Poll::Ready(_) => {
+            if Pin::new(&mut c.writer).poll_close(&mut cx).is_ready() {
                 closing.flushed = true;
                 closing.deadline = closing.deadline.min(now + GRACE);
-                Some(Wrote::Flushed(n))
             }
         }
+        Some(wrote)
     }
 
     /// Closing connections that flushed (and had their grace) or ran out of time are
