@@ -1672,12 +1672,12 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             .checked(check);
         row.detail = serde_json::json!({ "netpeer_ms": times, "raw_ms": raws });
         if n == 32 && !at_once {
-            let met = row.ok && t.is_some_and(|t| t < 50.0);
-            row = row.target("< 50 ms", met);
+            let met = row.ok && row.ratio.is_some_and(|r| r <= 2.0);
+            row = row.target("≤ 2× raw", met);
         }
         if n == 32 && at_once {
-            let met = row.ok;
-            row = row.target("full mesh every time", met);
+            let met = row.ok && row.ratio.is_some_and(|r| r <= 3.0);
+            row = row.target("≤ 3× raw, full mesh every time", met);
         }
         emit(&mut rows, row);
     }
@@ -1746,15 +1746,21 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             "netpeer_cpu_ns_per_delivery": np.as_ref().ok().map(Measured::cpu_ns_per_delivery),
             "raw_cpu_ns_per_delivery": raw.as_ref().ok().map(Measured::cpu_ns_per_delivery),
         });
-        if load.n == 8 && !load.all_senders {
-            let ratio = row.ratio.unwrap_or(0.0);
-            if load.size == 64 {
+        let ratio = row.ratio.unwrap_or(0.0);
+        match (load.n, load.all_senders, load.size) {
+            (8, false, 64) => {
                 let met = row.ok && a.unwrap_or(0.0) >= 300_000.0 && ratio >= 0.5;
                 row = row.target("≥ 300,000 msg/s and ≥ 50 % of raw", met);
-            } else {
-                let met = row.ok && ratio >= 0.8;
-                row = row.target("≥ 80 % of raw byte rate", met);
             }
+            (8, false, _) => {
+                let met = row.ok && ratio >= 0.9;
+                row = row.target("≥ 90 % of raw byte rate", met);
+            }
+            (8, true, 64) => {
+                let met = row.ok && ratio >= 0.4;
+                row = row.target("≥ 40 % of raw", met);
+            }
+            _ => {}
         }
         emit(&mut rows, row);
     }
@@ -1787,12 +1793,16 @@ async fn suite<R: Runtime>(rt: R, runtime: &str, opts: Opts) -> Vec<Row> {
             (Err(e), _) => Err(format!("private: {e}")),
             (_, Err(e)) => Err(format!("open: {e}")),
         };
-        let row = Row::new(runtime, "private", &case, "msg/s")
+        let mut row = Row::new(runtime, "private", &case, "msg/s")
             .values(
                 private.as_ref().ok().map(|m| m.rate),
                 open.as_ref().ok().map(|m| m.rate),
             )
             .checked(check);
+        if size == 4096 {
+            let met = row.ok && row.ratio.is_some_and(|r| r >= 0.7);
+            row = row.target("≥ 70 % of the open room", met);
+        }
         emit(&mut rows, row);
     }
 
@@ -1863,8 +1873,8 @@ async fn latency<R: Runtime>(
             .values(a, b)
             .checked(check);
         if label == "p99" {
-            let met = row.ok && a.is_some_and(|a| a < 1.0);
-            row = row.target("< 1 ms", met);
+            let met = row.ok && a.is_some_and(|a| a < 1.0) && row.ratio.is_some_and(|r| r <= 1.5);
+            row = row.target("< 1 ms and ≤ 1.5× raw", met);
         }
         emit(rows, row);
     }
@@ -1985,15 +1995,17 @@ async fn room_memory_rows<R: Runtime>(
             .values(idle, None)
             .checked(check("idle", |m| Some(m.idle_kib), 1));
         if n == 8 {
-            let met = row.ok && idle.is_some_and(|k| k < 100.0);
-            row = row.target("< 100 KiB per additional peer", met);
+            let met = row.ok && idle.is_some_and(|k| k <= 64.0);
+            row = row.target("≤ 64 KiB", met);
         }
         emit(rows, row);
     }
     if want_after {
-        let row = Row::new(runtime, "memory", after_case, "KiB")
+        let mut row = Row::new(runtime, "memory", after_case, "KiB")
             .values(after, None)
             .checked(check("after 4 KiB and 64 B runs", |m| m.after_kib, 2));
+        let met = row.ok && after.is_some_and(|k| k <= 512.0);
+        row = row.target("≤ 512 KiB once idle again", met);
         emit(rows, row);
     }
 }
