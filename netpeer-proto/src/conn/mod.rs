@@ -57,6 +57,11 @@ enum Phase {
     Established,
 }
 
+/// A secure session encrypts what it gathered once it holds this much, without
+/// waiting for the drain: the sender's own call does the cipher work then (a Noise
+/// message holds at most 65,519 bytes, so nothing is lost by not waiting).
+const ENCRYPT_AT: usize = 32 * 1024;
+
 /// An outstanding liveness probe (a `Ping` with a nonce).
 #[derive(Debug, Clone, Copy)]
 struct Probe {
@@ -261,8 +266,9 @@ impl Conn {
 
     // ------------------------------------------------------------ sending
 
-    /// Queues whole frames (encrypted at the next drain in a secure session); returns
-    /// whether the connection now has plaintext waiting for encryption.
+    /// Queues whole frames (in a secure session encrypted at the next drain, or as
+    /// soon as [`ENCRYPT_AT`] bytes wait); returns whether the connection now has
+    /// plaintext waiting for the drain.
     fn queue(
         &mut self,
         id: ConnId,
@@ -285,7 +291,12 @@ impl Conn {
         self.queued += bytes.len();
         self.last_send = now;
         self.started_congestion |= self.track_congestion(config, now, false);
-        Ok(first)
+        if self.plain_out.len() >= ENCRYPT_AT {
+            // Enough for a large Noise message: encrypted now, by the caller, rather
+            // than all at the drain.
+            self.flush_secure(id, config, now, out);
+        }
+        Ok(first && !self.plain_out.is_empty())
     }
 
     /// Queues bytes as they are (the Noise handshake and what precedes it).
