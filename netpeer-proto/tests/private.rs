@@ -260,6 +260,40 @@ fn the_welcome_goes_out_before_the_welcomer_reports_the_newcomer_joined() {
 }
 
 #[test]
+fn a_burst_is_encrypted_as_it_grows_and_arrives_whole_and_in_order() {
+    let key = RoomKey::from_bytes([6; 32]);
+    let mut w = Wire::new(&key);
+    let payloads: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 8 * 1024])).collect();
+    // Ten 8 KiB messages before any drain: the session encrypts each 32 KiB it
+    // gathers at once, the rest at the drain.
+    for p in &payloads {
+        w.a.broadcast("m", p.clone(), w.now).unwrap();
+    }
+    let mut segs = Vec::new();
+    while let Some(o) = w.a.poll_output() {
+        if let Output::Send { bytes, .. } = o {
+            segs.push(bytes);
+        }
+    }
+    assert_eq!(
+        segs.len(),
+        3,
+        "two sends of 32 KiB and more, one of the rest"
+    );
+    assert!(
+        segs[..2].iter().all(|s| s.len() > 32 * 1024),
+        "{:?}",
+        segs.iter().map(Bytes::len).collect::<Vec<_>>()
+    );
+    for bytes in &segs {
+        w.b.receive(w.b_conn, bytes, w.now);
+    }
+    w.pump();
+    assert_eq!(w.b_delivered, payloads, "every message, whole, in order");
+    assert!(w.b_closes.is_empty());
+}
+
+#[test]
 fn replayed_reordered_or_modified_segments_end_that_session_only() {
     let key = RoomKey::from_bytes([5; 32]);
     for tamper in ["replay", "reorder", "modify"] {
