@@ -9,7 +9,7 @@ use crate::{
     conn::{ConnEvent, Scratch},
     error::SendError,
     event::{ConnId, Message, Output, RejectReason},
-    wire::{Data, Frame, encode_frame_with},
+    wire::{Data, Frame, encode_data_in},
 };
 
 impl Room {
@@ -199,16 +199,16 @@ impl Room {
             });
         }
         let seq = self.next_seq + 1;
-        let frame = Frame::Data(Data {
+        let data = Data {
             seq,
             to,
             kind: kind.into(),
             payload,
-        });
+        };
         if self.arena.capacity() == 0 {
             self.arena = BytesMut::with_capacity(ARENA_CHUNK);
         }
-        let bytes = encode_frame_with(&frame, max, Some(&mut self.arena))
+        let bytes = encode_data_in(&data, max, &mut self.arena)
             .map_err(|len| SendError::TooLarge { len, max })?;
         self.next_seq = seq;
         Ok(bytes)

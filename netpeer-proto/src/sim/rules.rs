@@ -38,8 +38,8 @@ impl Sim {
 
     /// Watched on every send of a machine: a `Welcome` means that a newcomer asked
     /// this peer for one, so the peer is in a room again ([`Watched::NotJoined`]). An
-    /// open room's send is whole frames (one, or several gathered), each behind its
-    /// 4-byte length.
+    /// open room's send is whole frames, each behind its 4-byte length: every one of
+    /// them is looked at, not only the first.
     pub(super) fn sniff_welcome(&mut self, p: PeerId, bytes: &[u8]) {
         let mut rest = bytes;
         while let Some((len, body)) = rest.split_first_chunk::<4>() {

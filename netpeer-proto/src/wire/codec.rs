@@ -36,20 +36,6 @@ pub enum DecodeError {
 /// `max_frame_len`. A [`Frame::Data`] takes a direct path (one exact allocation, no
 /// serde); its bytes are the ones serde + ciborium write for it.
 pub fn encode_frame(frame: &Frame, max_frame_len: u32) -> Result<Bytes, usize> {
-    encode_frame_with(frame, max_frame_len, None)
-}
-
-/// [`encode_frame`]; a [`Frame::Data`] is written at the end of `arena` (when given)
-/// and split off it, so that the frames of a burst share few allocations (each slice
-/// keeps its chunk alive; a chunk whose slices are all gone is reused).
-pub(crate) fn encode_frame_with(
-    frame: &Frame,
-    max_frame_len: u32,
-    arena: Option<&mut bytes::BytesMut>,
-) -> Result<Bytes, usize> {
-    if let (Frame::Data(data), Some(arena)) = (frame, arena) {
-        return data_fast::encode_in(data, max_frame_len, arena);
-    }
     if let Frame::Data(data) = frame {
         return data_fast::encode(data, max_frame_len);
     }
@@ -63,6 +49,17 @@ pub(crate) fn encode_frame_with(
     }
     buf[..PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(Bytes::from(buf))
+}
+
+/// [`encode_frame`] of a [`Frame::Data`], written at the end of `arena` and split off
+/// it, so that the frames of a burst share few allocations (each slice keeps its chunk
+/// alive; a chunk whose slices are all gone is reused).
+pub(crate) fn encode_data_in(
+    data: &Data,
+    max_frame_len: u32,
+    arena: &mut bytes::BytesMut,
+) -> Result<Bytes, usize> {
+    data_fast::encode_in(data, max_frame_len, arena)
 }
 
 /// Decodes one frame body (without prefix), copying a data frame's payload.
@@ -475,7 +472,7 @@ mod data_fast {
     mod tests {
         use bytes::Bytes;
 
-        use super::super::{Data, Frame, decode_body, encode_frame, encode_frame_with};
+        use super::super::{Data, Frame, decode_body, encode_data_in, encode_frame};
         use crate::Kind;
 
         fn serde_encoded(frame: &Frame) -> Vec<u8> {
@@ -535,7 +532,10 @@ mod data_fast {
             let mut arena = bytes::BytesMut::with_capacity(4096);
             let mut encoded = Vec::new();
             for frame in frames().iter().chain(frames().iter()) {
-                let shared = encode_frame_with(frame, u32::MAX, Some(&mut arena)).unwrap();
+                let Frame::Data(d) = frame else {
+                    unreachable!()
+                };
+                let shared = encode_data_in(d, u32::MAX, &mut arena).unwrap();
                 encoded.push((shared, encode_frame(frame, u32::MAX).unwrap()));
             }
             // Compared once all are encoded: a later frame did not overwrite one before.
@@ -544,8 +544,11 @@ mod data_fast {
             }
             // Too large: the same error.
             for frame in frames() {
+                let Frame::Data(d) = &frame else {
+                    unreachable!()
+                };
                 assert_eq!(
-                    encode_frame_with(&frame, 40, Some(&mut arena)).err(),
+                    encode_data_in(d, 40, &mut arena).err(),
                     encode_frame(&frame, 40).err()
                 );
             }

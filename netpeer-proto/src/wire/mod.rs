@@ -19,7 +19,7 @@ use crate::{
     identity::PublicKey,
 };
 
-pub(crate) use codec::encode_frame_with;
+pub(crate) use codec::encode_data_in;
 pub use codec::{DecodeError, FrameDecoder, encode_frame};
 pub use handshake::{AcceptorHandshake, DialerHandshake};
 pub use proof::{Nonce, Proof, prove, prove_bound, verify, verify_bound};
