@@ -206,6 +206,8 @@ struct Driver<R: Runtime> {
     to_read: Vec<ConnId>,
     /// Connections to write this turn.
     to_write: Vec<ConnId>,
+    /// What this turn's writes came to, per connection (kept between turns).
+    wrote: Vec<(ConnId, Wrote)>,
     /// Events of this turn, for every subscription.
     events: Vec<PeerEvent>,
     leaves: Vec<LeaveWait>,
@@ -238,6 +240,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             dirty: Vec::new(),
             to_read: Vec::new(),
             to_write: Vec::new(),
+            wrote: Vec::new(),
             events: Vec::new(),
             leaves: Vec::new(),
             timer: None,
@@ -343,6 +346,7 @@ impl<R: Runtime> Driver<R> {
         self.events = Vec::new();
         self.dirty = Vec::new();
         self.to_write = Vec::new();
+        self.wrote = Vec::new();
         // Back to its smallest size (the slices it handed out keep their memory until
         // they are dropped).
         self.buf = ReadBuf::new();
@@ -710,31 +714,28 @@ impl<R: Runtime> Driver<R> {
         ids.sort_unstable();
         ids.dedup();
         let now = self.rt.now();
-        let mut wrote = Vec::with_capacity(ids.len());
+        let mut wrote = std::mem::take(&mut self.wrote);
         for &id in &ids {
             if let Some(w) = self.write_conn(id, now) {
                 wrote.push((id, w));
             }
         }
-        let mut failed = Vec::new();
         {
             let mut core = self.shared.lock();
             for (id, w) in &wrote {
                 if w.bytes > 0 {
                     core.machine.transmitted(*id, w.bytes);
                 }
-                if w.failed {
-                    failed.push(*id);
-                }
             }
         }
-        for id in failed {
+        for (id, _) in wrote.drain(..).filter(|(_, w)| w.failed) {
             let closing = self.conns.get(&id).is_some_and(|c| c.closing.is_some());
             self.drop_conn(id);
             if !closing {
                 self.shared.lock().machine.closed(id, now);
             }
         }
+        self.wrote = wrote;
         ids.clear();
         self.to_write = ids;
     }
