@@ -1340,16 +1340,7 @@ fn child_memory_room(runtime: &str, n: usize, opts: Opts) -> ExitCode {
         "tokio" => on_tokio(|rt| body(rt, n, opts)),
         _ => on_smol(|rt| body(rt, n, opts)),
     };
-    match result {
-        Ok(m) => {
-            println!("{}", serde_json::to_string(&m).expect("json"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("memory-room: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    child_output("memory-room", result)
 }
 
 /// What the `memory-second` child measured: RSS (and its anonymous part) with one idle
@@ -1392,13 +1383,18 @@ fn child_memory_second(runtime: &str) -> ExitCode {
         "tokio" => on_tokio(body),
         _ => on_smol(body),
     };
+    child_output("memory-second", result)
+}
+
+/// A memory child's answer: its measurement as JSON on stdout, or its error.
+fn child_output<T: Serialize>(mode: &str, result: Result<T, String>) -> ExitCode {
     match result {
         Ok(m) => {
             println!("{}", serde_json::to_string(&m).expect("json"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("memory-second: {e}");
+            eprintln!("{mode}: {e}");
             ExitCode::FAILURE
         }
     }
