@@ -31,7 +31,7 @@ use rand_core::{Rng, SeedableRng};
 use snow::{
     HandshakeState, TransportState,
     params::{CipherChoice, DHChoice, HashChoice},
-    resolvers::{CryptoResolver, DefaultResolver},
+    resolvers::{CryptoResolver, DefaultResolver, RingResolver},
     types::{Cipher, Dh, Hash, Random},
 };
 use thiserror::Error;
@@ -63,7 +63,9 @@ pub enum SecureError {
     Malformed,
 }
 
-/// snow's default primitives, with our seeded generator for the ephemeral keys.
+/// snow's default X25519 and BLAKE2s, ring's ChaCha20-Poly1305 (the same cipher, 2.5× as
+/// fast here as the portable one: it is most of a private room's cost per byte), and our
+/// seeded generator for the ephemeral keys.
 struct SeededResolver {
     seed: [u8; 32],
 }
@@ -91,7 +93,7 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        RingResolver.resolve_cipher(choice)
     }
 }
 
