@@ -1,15 +1,15 @@
 //! The read path of a [`Conn`]: bytes in, typed [`ConnEvent`]s out, one at a time.
 //!
 //! The connection decodes frames with its own decoder (from the caller's bytes in an
-//! open room, without copying: payloads are slices of the read; from decrypted
-//! segments in a private room), runs the
+//! open room, without copying: payloads are slices of the read; in a private room
+//! slices of the segments, decrypted in place), runs the
 //! Noise handshake and the key proofs of the identity handshake itself, and applies
 //! the [handshake-first](crate::spec#handshake-first) rule: what may arrive in which
 //! phase. Only what the room must decide on leaves it.
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Conn, Phase};
 use crate::{
@@ -49,20 +49,32 @@ pub(crate) enum ConnEvent {
 }
 
 /// Decrypted input of a private room not yet decoded, lent by the machine for one
-/// `receive` (one buffer per machine, not per connection).
+/// `receive` (one buffer per machine, not per connection). Segments are decrypted in
+/// place in `buf`; what they held is decoded from `plain`, a shared slice of it, so
+/// payloads are slices of the decrypted bytes, not copies.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    plain: Vec<u8>,
-    pos: usize,
+    buf: BytesMut,
+    plain: Bytes,
 }
 
 impl Scratch {
-    /// Starts a new read: empties the buffer (keeping at most 1 MiB of capacity).
+    /// Starts a new read.
     pub(crate) fn reset(&mut self) {
-        self.plain.clear();
-        self.pos = 0;
-        if self.plain.capacity() > 1 << 20 {
-            self.plain = Vec::new();
+        self.plain = Bytes::new();
+    }
+
+    /// Takes what was decrypted into `buf` as the input to decode (after anything of
+    /// `plain` not yet decoded).
+    fn take_decrypted(&mut self) {
+        if self.plain.is_empty() {
+            self.plain = self.buf.split().freeze();
+        } else {
+            let mut both = BytesMut::with_capacity(self.plain.len() + self.buf.len());
+            both.extend_from_slice(&self.plain);
+            both.extend_from_slice(&self.buf);
+            self.buf.clear();
+            self.plain = both.freeze();
         }
     }
 }
@@ -94,18 +106,16 @@ impl Conn {
             let result = if self.is_secure() {
                 if !input.is_empty() {
                     let channel = self.secure.as_mut().expect("secure");
-                    let decrypted = channel.decrypt(input, &mut scratch.plain);
+                    let decrypted = channel.decrypt(input, &mut scratch.buf);
                     *input = Bytes::new();
                     if decrypted.is_err() {
+                        scratch.buf.clear();
                         scratch.reset();
                         return Some(ConnEvent::Violation(CloseReason::ProtocolViolation));
                     }
+                    scratch.take_decrypted();
                 }
-                let mut rest = &scratch.plain[scratch.pos..];
-                let before = rest.len();
-                let result = self.decoder.decode_next(&mut rest);
-                scratch.pos += before - rest.len();
-                result
+                self.decoder.decode_next_shared(&mut scratch.plain)
             } else {
                 // Payloads are slices of the read, not copies.
                 self.decoder.decode_next_shared(input)
