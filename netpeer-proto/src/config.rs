@@ -99,6 +99,11 @@ pub struct Config {
     /// The room key of a private room: every connection is then a Noise session bound
     /// to it (see [`RoomKey`](crate::RoomKey)). `None`: an open room.
     pub room_key: Option<crate::RoomKey>,
+    /// The cipher of the private room's sessions this member dials (an acceptor takes
+    /// either, so members may differ). `None`:
+    /// [`NoiseCipher::preferred`](crate::NoiseCipher::preferred), the faster one on
+    /// this processor.
+    pub noise_cipher: Option<crate::NoiseCipher>,
     /// Seed of the Noise ephemeral keys and handshake nonces. Adapters fill it from
     /// the operating system's random source; `None` derives it from `seed`
     /// (deterministic, for simulations).
@@ -159,6 +164,7 @@ impl Config {
             send_high_water: None,
             seed: 0,
             room_key: None,
+            noise_cipher: None,
             crypto_seed: None,
             identity: None,
             min_frame_rate: 16 * 1024,

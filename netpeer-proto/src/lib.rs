@@ -65,7 +65,7 @@ pub use event::{
 pub use identity::{Identity, KeyParseError, PublicKey};
 pub use kind::Kind;
 pub use machine::PeerMachine;
-pub use secure::{NOISE_PATTERN, RoomKey, RoomKeyError, SecureError};
+pub use secure::{NoiseCipher, RoomKey, RoomKeyError, SecureError};
 pub use stats::{Member, Stats};
 pub use ticket::{MAX_TICKET_ADDRS, MAX_TICKET_LEN, RoomTicket, TICKET_PREFIX, TicketError};
 pub use wire::StateVersion;

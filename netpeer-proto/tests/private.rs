@@ -1,4 +1,4 @@
-//! Private rooms (a room key, Noise NNpsk0): strangers are kept out with a clear reason,
+//! Private rooms (a room key, Noise NNpsk0, AES-GCM or ChaChaPoly): strangers are kept out with a clear reason,
 //! the bytes carry no plaintext, and tampering ends one session only.
 
 mod pinned;
@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use netpeer_proto::{
-    CloseReason, Config, ConnId, Event, LeaveReason, Output, PeerMachine, RejectReason, RoomKey,
-    encode_value,
+    CloseReason, Config, ConnId, Event, LeaveReason, NoiseCipher, Output, PeerMachine,
+    RejectReason, RoomKey, encode_value,
     sim::{PeerId, Sim},
 };
 
@@ -55,6 +55,36 @@ fn a_private_room_works_like_an_open_one() {
     }
     sim.check_all().unwrap();
     pinned::check("private", "private_room", &sim);
+}
+
+/// Members that dial with different ciphers share one room: each session speaks
+/// its dialer's cipher, every acceptor takes either.
+#[test]
+fn members_dialling_with_different_ciphers_share_a_room() {
+    let key = RoomKey::from_bytes([9; 32]);
+    let mut sim = Sim::from_env(23);
+    let peers: Vec<PeerId> = (0..6)
+        .map(|i| {
+            let mut c = sim.config_for(&format!("p{i}"));
+            c.room_key = Some(key.clone());
+            c.noise_cipher = Some(NoiseCipher::ALL[i % 2]);
+            sim.add_peer_with(c)
+        })
+        .collect();
+    for i in 1..6 {
+        // Through alternating members: each cipher dials each other one.
+        sim.join(peers[i], peers[(i - 1) / 2]);
+        sim.run_until_quiet().unwrap();
+    }
+    sim.check_full_mesh(&peers).unwrap();
+    for (i, &p) in peers.iter().enumerate() {
+        sim.broadcast(p, "n", encode_value(&i).unwrap()).unwrap();
+    }
+    sim.run_until_quiet().unwrap();
+    for &p in &peers {
+        assert_eq!(sim.delivered(p).len(), 5, "seed {}", sim.seed());
+    }
+    sim.check_all().unwrap();
 }
 
 #[test]

@@ -228,10 +228,13 @@ impl Conn {
 
     /// The transport connected. In a private room, the Noise handshake comes first:
     /// returns its first message (to send as it is); `None`: send `Hello` now.
-    pub(crate) fn connected(&mut self, key: Option<(&crate::RoomKey, [u8; 32])>) -> Option<Bytes> {
+    pub(crate) fn connected(
+        &mut self,
+        key: Option<(&crate::RoomKey, [u8; 32], crate::NoiseCipher)>,
+    ) -> Option<Bytes> {
         self.phase = Phase::Handshake;
-        let (key, seed) = key?;
-        let (channel, first) = SecureChannel::initiator(key, seed);
+        let (key, seed, cipher) = key?;
+        let (channel, first) = SecureChannel::initiator(key, seed, cipher);
         self.secure = Some(channel);
         Some(first)
     }

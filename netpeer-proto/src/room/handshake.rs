@@ -13,7 +13,7 @@ use crate::{
     conn::Purpose,
     event::{CloseReason, ConnId, Event, RejectReason},
     rank::Epoch,
-    secure::session_seed,
+    secure::{NoiseCipher, session_seed},
     timer::TimerKey,
     wire::{Digest, Frame, Hello, MemberInfo, Welcome},
 };
@@ -29,7 +29,13 @@ impl Room {
             return;
         }
         let noise = match &io.config.room_key {
-            Some(key) => c.connected(Some((key, session_seed(io.crypto)))),
+            Some(key) => {
+                let cipher = io
+                    .config
+                    .noise_cipher
+                    .unwrap_or_else(NoiseCipher::preferred);
+                c.connected(Some((key, session_seed(io.crypto), cipher)))
+            }
             None => c.connected(None),
         };
         match noise {
