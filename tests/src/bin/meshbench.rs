@@ -1356,17 +1356,18 @@ struct SecondRoom {
 /// Peers in each room of the `memory-second` child.
 const SECOND_ROOM: usize = 8;
 
-/// Child mode `memory-second RT`: an idle room of 8, RSS; a second idle room of 8 in
-/// the same process, RSS again. The difference is what 8 more peers cost once the
-/// process runs netpeer already (its code pages and the runtime's threads are there
-/// with the first room), printed as JSON.
-fn child_memory_second(runtime: &str) -> ExitCode {
-    async fn body<R: Runtime>(rt: R) -> Result<SecondRoom, String> {
+/// Child mode `memory-second RT [private]`: an idle room of 8, RSS; a second idle room
+/// of 8 in the same process, RSS again. The difference is what 8 more peers cost once
+/// the process runs netpeer already (its code pages and the runtime's threads are there
+/// with the first room), printed as JSON. `private`: both rooms have a room key.
+fn child_memory_second(runtime: &str, private: bool) -> ExitCode {
+    async fn body<R: Runtime>(rt: R, private: bool) -> Result<SecondRoom, String> {
         let anon = || status_kib(None, "RssAnon:");
-        let (first, first_events) = room(&rt, SECOND_ROOM, None).await?;
+        let key = private.then(|| RoomKey::from_bytes([42; 32]));
+        let (first, first_events) = room(&rt, SECOND_ROOM, key.as_ref()).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let (first_kib, first_anon_kib) = (rss_kib(None)?, anon()?);
-        let (second, second_events) = room(&rt, SECOND_ROOM, None).await?;
+        let (second, second_events) = room(&rt, SECOND_ROOM, key.as_ref()).await?;
         sleep(&rt, Duration::from_secs(1)).await;
         let (second_kib, second_anon_kib) = (rss_kib(None)?, anon()?);
         drop((first_events, second_events));
@@ -1380,8 +1381,8 @@ fn child_memory_second(runtime: &str) -> ExitCode {
         })
     }
     let result = match runtime {
-        "tokio" => on_tokio(body),
-        _ => on_smol(body),
+        "tokio" => on_tokio(|rt| body(rt, private)),
+        _ => on_smol(|rt| body(rt, private)),
     };
     child_output("memory-second", result)
 }
@@ -1882,11 +1883,16 @@ async fn memory<R: Runtime>(rt: &R, runtime: &str, opts: &Opts, rows: &mut Vec<R
     const IDLE: &str = "per idle peer, 8 in one process";
     const AFTER: &str = "per peer after the throughput run, 8 in one process";
     const SECOND: &str = "per additional idle peer: a second room of 8 in one process";
+    const SECOND_PRIVATE: &str =
+        "per additional idle peer: a second private room of 8 in one process";
     if opts.wants("memory", MEMBER) {
         member_memory(rt, runtime, MEMBER, rows).await;
     }
     if opts.wants("memory", SECOND) {
-        second_room_row(rt, runtime, SECOND, rows).await;
+        second_room_row(rt, runtime, SECOND, false, rows).await;
+    }
+    if opts.wants("memory", SECOND_PRIVATE) {
+        second_room_row(rt, runtime, SECOND_PRIVATE, true, rows).await;
     }
     let (idle, after) = (opts.wants("memory", IDLE), opts.wants("memory", AFTER));
     if idle || after {
@@ -1918,11 +1924,22 @@ async fn member_memory<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut
     emit(rows, row);
 }
 
-/// The row of the `memory-second` child: RSS growth per peer of a second idle room.
-async fn second_room_row<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &mut Vec<Row>) {
+/// The row of the `memory-second` child: RSS growth per peer of a second idle room
+/// (`private`: of two private rooms).
+async fn second_room_row<R: Runtime>(
+    rt: &R,
+    runtime: &str,
+    case: &str,
+    private: bool,
+    rows: &mut Vec<Row>,
+) {
     let runtime_owned = runtime.to_owned();
     let r: Result<SecondRoom, String> = blocking(rt, move || {
-        memory_child(&["--child", "memory-second", &runtime_owned])
+        let mut args = vec!["--child", "memory-second", &runtime_owned];
+        if private {
+            args.push("private");
+        }
+        memory_child(&args)
     })
     .await;
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / SECOND_ROOM as f64;
@@ -1938,8 +1955,10 @@ async fn second_room_row<R: Runtime>(rt: &R, runtime: &str, case: &str, rows: &m
                 group(per(m.first_anon_kib, m.second_anon_kib) as u64)
             )
         }));
-    let met = row.ok && kib.is_some_and(|k| k <= 64.0);
-    row = row.target("≤ 64 KiB", met);
+    if !private {
+        let met = row.ok && kib.is_some_and(|k| k <= 64.0);
+        row = row.target("≤ 64 KiB", met);
+    }
     emit(rows, row);
 }
 
@@ -2190,7 +2209,9 @@ fn main() -> ExitCode {
             (Some("memory-room"), Some(rt), n) => {
                 child_memory_room(rt, n.and_then(|n| n.parse().ok()).unwrap_or(8), opts)
             }
-            (Some("memory-second"), Some(rt), _) => child_memory_second(rt),
+            (Some("memory-second"), Some(rt), private) => {
+                child_memory_second(rt, private.is_some_and(|p| p == "private"))
+            }
             _ => {
                 eprintln!("meshbench: bad child arguments {args:?}");
                 ExitCode::FAILURE
