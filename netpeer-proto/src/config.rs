@@ -102,7 +102,8 @@ pub struct Config {
     /// The cipher of the private room's sessions this member dials (an acceptor takes
     /// either, so members may differ). `None`:
     /// [`NoiseCipher::preferred`](crate::NoiseCipher::preferred), the faster one on
-    /// this processor.
+    /// this processor (the ciphertext then depends on the processor; its lengths, the
+    /// events and a simulation's trace do not).
     pub noise_cipher: Option<crate::NoiseCipher>,
     /// Seed of the Noise ephemeral keys and handshake nonces. Adapters fill it from
     /// the operating system's random source; `None` derives it from `seed`
