@@ -21,7 +21,11 @@
 //!   reads the first message as AES-GCM, then as ChaChaPoly: each is its own Noise
 //!   protocol (the name is hashed into the handshake) and the first message is
 //!   authenticated by the room key, so the one that opens it is the dialer's, and no
-//!   one without the key can make an acceptor take the other.
+//!   one without the key can make an acceptor take the other. A session dialled by a
+//!   member with AES instructions to one without runs AES-GCM in software on the
+//!   latter (slower there than ChaChaPoly, still far beyond what a game or a chat
+//!   sends); a room of such members can set `Config::noise_cipher` to ChaChaPoly
+//!   everywhere.
 //!
 //! The two handshake messages travel in plaintext `Frame::Noise` frames so that a
 //! keyless peer and a keyed one recognise each other and fail with a clear reason
