@@ -32,8 +32,8 @@ pub use error::{Error, JoinError, RequestError};
 pub use events::{Entered, Events, Overflow, PeerEvent};
 pub use netpeer_proto::{
     self as proto, Config, ConnectFailure, DecodeValueError, DialAddr, HostName, Identity,
-    KeyParseError, Kind, LeaveReason, Member, Message, PublicKey, RejectReason, RespondError,
-    RoomKey, RoomTicket, SendError, Stats, TicketError, decode_value, encode_value,
+    KeyParseError, Kind, LeaveReason, Member, Message, NoiseCipher, PublicKey, RejectReason,
+    RespondError, RoomKey, RoomTicket, SendError, Stats, TicketError, decode_value, encode_value,
 };
 pub use peer::{
     Builder, DEFAULT_REQUEST_TIMEOUT, JOIN_OR_OPEN_ATTEMPTS, Peer, Started, TICKET_ADDRS,

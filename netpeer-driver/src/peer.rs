@@ -4,8 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use netpeer_proto::{
-    Config, DialAddr, Identity, Member, PeerMachine, PublicKey, RoomKey, RoomTicket, SendError,
-    Stats,
+    Config, DialAddr, Identity, Member, NoiseCipher, PeerMachine, PublicKey, RoomKey, RoomTicket,
+    SendError, Stats,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -118,6 +118,25 @@ impl<R: Runtime> Builder<R> {
     /// from outsiders, not members from each other.
     pub fn room_key(mut self, key: RoomKey) -> Self {
         self.config.room_key = Some(key);
+        self
+    }
+
+    /// The cipher of the private room's connections this peer dials. By default the
+    /// faster one on this processor ([`NoiseCipher::preferred`]): AES-256-GCM with AES
+    /// instructions, ChaCha20-Poly1305 without. Every peer accepts either, so members
+    /// may differ; a room whose members mostly lack AES instructions can choose
+    /// ChaCha20-Poly1305 on all of them.
+    ///
+    /// ```
+    /// use netpeer_driver::{Builder, NoiseCipher, RoomKey};
+    /// # fn f<R: netpeer_driver::Runtime>(rt: R) -> Builder<R> {
+    /// Builder::new(rt, "alice")
+    ///     .room_key(RoomKey::from_bytes([7; 32]))
+    ///     .noise_cipher(NoiseCipher::ChaChaPoly)
+    /// # }
+    /// ```
+    pub fn noise_cipher(mut self, cipher: NoiseCipher) -> Self {
+        self.config.noise_cipher = Some(cipher);
         self
     }
 

@@ -44,9 +44,9 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
-    HostName, Identity, JoinError, KeyParseError, Kind, LeaveReason, Member, Message, Overflow,
-    PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey, RoomTicket,
-    SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value, proto,
+    HostName, Identity, JoinError, KeyParseError, Kind, LeaveReason, Member, Message, NoiseCipher,
+    Overflow, PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey,
+    RoomTicket, SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value, proto,
 };
 
 /// A member of a room, driven by tokio. See the [crate docs](crate).

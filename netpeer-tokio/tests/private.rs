@@ -1,12 +1,13 @@
-//! Private rooms on real sockets: a recording proxy sees no plaintext, and strangers get
-//! a clear error.
+//! Private rooms on real sockets: a recording proxy sees no plaintext (with either
+//! cipher, between members that prefer different ones), and strangers get a clear
+//! error.
 
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use netpeer_tokio::{JoinError, Peer, PeerEvent, RejectReason, RoomKey};
+use netpeer_tokio::{JoinError, NoiseCipher, Peer, PeerEvent, RejectReason, RoomKey};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -15,7 +16,13 @@ use tokio::{
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn peer(name: &str, key: Option<RoomKey>) -> Peer {
-    let mut b = Peer::builder(name).state(&"the room's secret state");
+    peer_with(name, key, NoiseCipher::preferred()).await
+}
+
+async fn peer_with(name: &str, key: Option<RoomKey>, cipher: NoiseCipher) -> Peer {
+    let mut b = Peer::builder(name)
+        .state(&"the room's secret state")
+        .noise_cipher(cipher);
     if let Some(key) = key {
         b = b.room_key(key);
     }
@@ -68,10 +75,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_proxy_sees_no_plaintext() {
     let key = RoomKey::from_bytes([9; 32]);
-    for private in [true, false] {
+    // Each cipher as bob's (the dialer's) choice, alice's the other one; then no key.
+    let runs = [
+        (true, NoiseCipher::AesGcm, NoiseCipher::ChaChaPoly),
+        (true, NoiseCipher::ChaChaPoly, NoiseCipher::AesGcm),
+        (false, NoiseCipher::AesGcm, NoiseCipher::AesGcm),
+    ];
+    for (private, bobs, alices) in runs {
         let k = private.then(|| key.clone());
-        let alice = peer("alice-in-the-middle", k.clone()).await;
-        let bob = peer("bob-the-listener", k).await;
+        let alice = peer_with("alice-in-the-middle", k.clone(), alices).await;
+        let bob = peer_with("bob-the-listener", k, bobs).await;
         let mut events = bob.subscribe();
         let (proxy, log) = recording_proxy(alice.local_addr()).await;
         let entered = bob.join(&proxy).await.unwrap();

@@ -171,8 +171,8 @@ use turmoil::net::{
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, Entered, Error, Events, FlowControl, Identity,
-    JoinError, KeyParseError, Kind, LeaveReason, Message, Overflow, PeerEvent, PublicKey,
-    RejectReason, RoomKey, SendError, ToAddrs, decode_value, encode_value, proto,
+    JoinError, KeyParseError, Kind, LeaveReason, Message, NoiseCipher, Overflow, PeerEvent,
+    PublicKey, RejectReason, RoomKey, SendError, ToAddrs, decode_value, encode_value, proto,
 };
 /// The turmoil this crate is built on (build your `turmoil::Sim` with it, or depend on
 /// the same version).

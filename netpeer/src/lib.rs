@@ -4,9 +4,9 @@
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
-    HostName, Identity, JoinError, KeyParseError, Kind, LeaveReason, Member, Message, Overflow,
-    PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey, RoomTicket,
-    SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value,
+    HostName, Identity, JoinError, KeyParseError, Kind, LeaveReason, Member, Message, NoiseCipher,
+    Overflow, PeerEvent, PublicKey, RejectReason, Request, RequestError, RespondError, RoomKey,
+    RoomTicket, SendError, Started, Stats, TicketError, ToAddrs, decode_value, encode_value,
 };
 pub use netpeer_proto::{DialAddrError, HostNameError, RoomKeyError};
 
