@@ -14,6 +14,9 @@ use crate::readbuf::{self, SmallRun};
 pub(crate) const COALESCE: usize = 64 * 1024;
 /// Frames at least this large are written from their own buffer, never gathered.
 const LARGE: usize = COALESCE / 2;
+/// A gathered write at least this large is a burst's: its buffers are kept once the
+/// queue drains.
+const BURST: usize = COALESCE / 2;
 
 /// A connection's frames not yet written.
 #[derive(Debug, Default)]
@@ -85,11 +88,30 @@ impl Outgoing {
             self.gathered = Vec::new();
         }
         let Some(first) = self.frames.front() else {
+            // Everything is written: a connection that waits keeps no gathering buffer
+            // (an idle room's connections are many; the next gathered write allocates
+            // once), unless its last gathered write was a burst's (a throughput run
+            // drains its queue often): that one is kept while the burst lasts, and
+            // given back by a quiet run ([`shrink`](Self::shrink)), as is the queue.
+            if used < BURST {
+                self.gathered = Vec::new();
+            }
             return;
         };
         if first.len() >= LARGE || self.frames.len() == 1 {
             self.direct = self.frames.pop_front().expect("a first frame");
             return;
+        }
+        if self.gathered.capacity() == 0 {
+            // One allocation for this write: the frames it will take.
+            let mut len = 0;
+            for f in &self.frames {
+                if f.len() >= LARGE || len + f.len() > COALESCE {
+                    break;
+                }
+                len += f.len();
+            }
+            self.gathered.reserve_exact(len);
         }
         while let Some(f) = self.frames.front() {
             if f.len() >= LARGE || self.gathered.len() + f.len() > COALESCE {
@@ -169,29 +191,47 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_run_gives_the_gathering_buffer_back() {
+    fn a_drained_connection_keeps_buffers_only_after_a_burst_and_small_writes_shrink_them() {
         let mut o = Outgoing::default();
         for _ in 0..2000 {
             o.push(frame(64, 1));
         }
-        drain(&mut o, usize::MAX);
-        // Drained, the buffer keeps its capacity until the next gathered writes.
-        o.push(frame(64, 1));
-        o.push(frame(64, 1));
-        drain(&mut o, usize::MAX);
-        assert!(o.gathered.capacity() >= COALESCE);
+        // While frames wait, the buffer is kept from one write to the next...
+        let mut writes = 0;
+        while o.chunk().is_some() {
+            assert!(o.gathered.capacity() >= COALESCE - 64);
+            o.advance(COALESCE);
+            writes += 1;
+        }
+        assert!(writes > 1);
+        // ... and once everything is written, a burst's buffers are kept (for a quiet
+        // run or `shrink` to give back)...
+        assert!(o.gathered.capacity() >= COALESCE - 64);
         o.shrink();
+        assert_eq!((o.gathered.capacity(), o.frames.capacity()), (0, 0));
+        // ... and a few frames gathered take one allocation of their size, given back
+        // once they are written.
+        o.push(frame(64, 1));
+        o.push(frame(64, 1));
+        assert_eq!(o.chunk().map(<[u8]>::len), Some(128));
+        assert_eq!(o.gathered.capacity(), 128);
+        o.advance(128);
+        assert_eq!(o.chunk(), None);
         assert_eq!(o.gathered.capacity(), 0);
-        // Small gathered writes in a row shrink it too.
+        // Small gathered writes in a row while frames keep waiting shrink it too.
         for _ in 0..2000 {
             o.push(frame(64, 1));
         }
-        drain(&mut o, usize::MAX);
-        for _ in 0..64 {
+        let mut capacities = Vec::new();
+        for _ in 0..40 {
+            let n = o.chunk().expect("frames wait").len();
+            capacities.push(o.gathered.capacity());
+            // Two more frames arrive before this write completes.
             o.push(frame(64, 1));
             o.push(frame(64, 1));
-            drain(&mut o, usize::MAX);
+            o.advance(n);
         }
-        assert!(o.gathered.capacity() < COALESCE);
+        assert!(capacities[2] >= COALESCE, "kept while frames wait");
+        assert!(*capacities.last().unwrap() < COALESCE, "{capacities:?}");
     }
 }
