@@ -17,7 +17,7 @@
 //!   or modified segment fails to decrypt and ends that one session.
 //! - **The cipher** ([`NoiseCipher`]) is the dialer's choice: AES-256-GCM where the
 //!   processor has AES instructions (3.5 times as fast as ChaCha20-Poly1305 there),
-//!   ChaCha20-Poly1305 elsewhere (many times as fast as AES without them). The acceptor
+//!   ChaCha20-Poly1305 elsewhere (the faster one in software). The acceptor
 //!   reads the first message as AES-GCM, then as ChaChaPoly: each is its own Noise
 //!   protocol (the name is hashed into the handshake) and the first message is
 //!   authenticated by the room key, so the one that opens it is the dialer's, and no
