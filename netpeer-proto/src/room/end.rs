@@ -143,6 +143,22 @@ impl Room {
             // member that left is never redialled. Neither is our own address.
             Cause::RemoteRejected(RejectReason::NameTaken | RejectReason::Departed)
             | Cause::Local(CloseReason::SelfConnection) => {
+                // Identity: a dial while we hold a session with the name's holder is a
+                // challenge (the other identity a member list vouched for). Refused, it
+                // is settled: what answered there left the room (it is buried, so
+                // member lists do not bring it back) or names another holder; the
+                // holder stays, and is not buried.
+                if let Some(m) = self.members.get_mut(name).filter(|m| m.conn().is_some()) {
+                    let challenger = m.challenger().map(|c| (c.key, c.incarnation));
+                    m.end_dial(conn);
+                    m.clear_challenger();
+                    if let (Some(identity), Cause::RemoteRejected(RejectReason::Departed)) =
+                        (challenger, cause)
+                    {
+                        self.bury_identity(io, name, identity, true);
+                    }
+                    return;
+                }
                 // Identity: a member that entered before us and that we lost (this is a
                 // redial) holds our name for another member now: it gave the name away
                 // after it lost us. The room decided, and we are out, as a member of
