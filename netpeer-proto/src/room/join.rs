@@ -74,6 +74,10 @@ impl Room {
         self.departed = false;
         if self.members.view_len() == 0 {
             self.set_epoch(io, Epoch::Unranked);
+            // State: alone, our state is no room's either. Its version drops below
+            // every room's, so a member that meets us before our welcome (or after a
+            // join that failed) sends us the room's state, and ours never replaces it.
+            self.state_version = crate::wire::StateVersion::default();
         }
         let contact = io.conns.open_outbound(
             (Purpose::Join, addr.clone()),
