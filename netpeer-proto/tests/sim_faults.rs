@@ -1015,3 +1015,26 @@ fn regression_a_joiner_met_before_its_welcome_takes_the_rooms_state() {
     }
     pinned::check("sim_faults", "regression_joiner_takes_rooms_state", &sim);
 }
+
+/// Found by the property test (seed 13026953308068299764, 2 peers). p1's welcome from
+/// p0 was in flight when p0 crashed and, restarted, dialled p1 (held until p1's join
+/// ended). The welcome then let p1 enter, admitting the held p0 in its contact's
+/// place; the admission completed the join (`Entered`, p0 listed) and then reported
+/// p0 as `Joined` too. A member the application was told of already is not joined
+/// again. Shrunk schedule.
+#[test]
+fn regression_a_member_listed_in_entered_is_not_joined_again() {
+    let schedule = Schedule {
+        peers: 2,
+        ops: vec![Op::Crash { peer: 0 }, Op::Impostor { peer: 2, via: 0 }],
+    };
+    let (sim, result) = schedule.execute(13026953308068299764);
+    result.unwrap();
+    let joined_p0 = sim
+        .events(PeerId(1))
+        .into_iter()
+        .filter(|e| matches!(e, Event::Joined { name } if name == "p0"))
+        .count();
+    assert_eq!(joined_p0, 0, "p0 was listed when p1 entered");
+    pinned::check("sim_faults", "regression_entered_then_joined", &sim);
+}

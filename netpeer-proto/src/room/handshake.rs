@@ -433,7 +433,10 @@ impl Room {
             self.send_frame(io, conn, &me);
             self.send_meta(io, conn);
         }
-        if !silent && self.reports_membership(conn) {
+        // Membership events: a member the application was told of already (the
+        // `Entered` that this very admission completed lists it) is not joined again.
+        let reported = self.members.get(name).is_some_and(|m| m.reported());
+        if !silent && !reported && self.reports_membership(conn) {
             if let Some(m) = self.members.get_mut(name) {
                 m.set_reported(true);
             }
