@@ -244,6 +244,12 @@ impl Conn {
         self.secure = Some(SecureChannel::responder(key, seed));
     }
 
+    /// The remote's `Hello`, received and proven, while the room has not decided on
+    /// it yet (a dial of ours waiting for the acceptor's verdict).
+    pub(crate) fn pending_hello(&self) -> Option<&Hello> {
+        self.theirs.as_deref()
+    }
+
     /// The room holds the answer to this connection's `Hello`.
     pub(crate) fn hold(&mut self) {
         self.phase = Phase::Held;

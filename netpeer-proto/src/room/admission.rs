@@ -68,6 +68,9 @@ pub(crate) struct View<'a> {
     /// The member that has the claimed name, if any.
     pub(crate) holder: Option<Holder>,
     pub(crate) joining: Joining<'a>,
+    /// The name and key our join's contact proved in its `Hello` (while we wait for
+    /// its verdict).
+    pub(crate) contact_claim: Option<(&'a str, PublicKey)>,
     /// The connection the `Hello` came on.
     pub(crate) conn: ConnId,
     /// Whether the remote dialled it.
@@ -235,6 +238,9 @@ pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
     {
         return decided(None, existing_session(view, hello, key, old, holder));
     }
+    if let Some(verdict) = claims_contacts_name(view, hello, key) {
+        return Decision::just(verdict);
+    }
     let member_claim = view.inbound && !hello.wants_welcome;
     let lost_holder = view.holder.filter(|h| member_claim && h.key != key);
     if let Some(holder) = lost_holder {
@@ -253,6 +259,29 @@ pub(crate) fn decide(view: &View<'_>, hello: &Hello) -> Decision {
     }
     let (drop_our_dial, verdict) = crossing(view, hello, key);
     decided(drop_our_dial, verdict)
+}
+
+/// Identity, while we join: the contact whose room we join proved a name that another
+/// key now claims. A newcomer is no judge of two claimants: the claim waits until our
+/// join ends (then the room we entered decides, or, if the join failed, nobody holds
+/// the name here); a dial of ours to it ends silently. The peer at our contact's own
+/// address joining us (our contact restarted) is [`crossing`]'s to resolve.
+fn claims_contacts_name(view: &View<'_>, hello: &Hello, key: PublicKey) -> Option<Verdict> {
+    let Joining::Through { contact, addr } = view.joining else {
+        return None;
+    };
+    let (name, contact_key) = view.contact_claim?;
+    if view.conn == contact || name != hello.name || contact_key == key {
+        return None;
+    }
+    if hello.wants_welcome && view.their_addr.as_ref() == Some(addr) {
+        return None;
+    }
+    Some(if view.inbound {
+        Verdict::AwaitJoin
+    } else {
+        Verdict::Duplicate
+    })
 }
 
 /// What is refused before anything else: a version or network we do not share, a

@@ -341,5 +341,51 @@ pub(super) fn rows() -> Vec<(&'static str, View<'static>, Hello, Decision)> {
             },
             just(Verdict::AwaitJoin),
         ),
+        (
+            "a member claims our contact's name under another key while our join waits: held until the join ends",
+            View {
+                joining,
+                contact_claim: Some(("x", key(7))),
+                ..view()
+            },
+            hello("x", 1, 1, 5),
+            just(Verdict::AwaitJoin),
+        ),
+        (
+            "our dial reaches another key under our contact's name while our join waits: it ends",
+            View {
+                joining,
+                contact_claim: Some(("x", key(7))),
+                conn: DIAL,
+                inbound: false,
+                ..view()
+            },
+            hello("x", 1, 1, 5),
+            just(Verdict::Duplicate),
+        ),
+        (
+            "our contact's own key on another connection while our join waits: admitted",
+            View {
+                joining,
+                contact_claim: Some(("x", key(7))),
+                ..view()
+            },
+            hello("x", 7, 1, 5),
+            just(admit()),
+        ),
+        (
+            "the peer at our contact's address joins us under its name (it restarted): the joins cross",
+            View {
+                joining,
+                contact_claim: Some(("x", key(7))),
+                their_addr: Some(addr()),
+                ..view()
+            },
+            Hello {
+                wants_welcome: true,
+                ..hello("x", 1, 1, u64::MAX)
+            },
+            just(Verdict::AwaitDial(CONTACT)),
+        ),
     ]
 }

@@ -63,6 +63,7 @@ fn view() -> View<'static> {
         youngest: Some((YOUNGEST, rank(7, 1))),
         holder: None,
         joining: Joining::No,
+        contact_claim: None,
         conn: C,
         inbound: true,
         their_addr: Some(addr()),

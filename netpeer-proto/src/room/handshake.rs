@@ -153,6 +153,14 @@ impl Room {
                 } => Joining::Through { contact, addr },
                 _ => Joining::No,
             },
+            contact_claim: match self.join {
+                JoinPhase::Joining { contact, .. } => io
+                    .conns
+                    .get(contact)
+                    .and_then(|c| c.pending_hello())
+                    .and_then(|h| Some((h.name.as_str(), h.key?))),
+                _ => None,
+            },
             conn,
             inbound: c.is_some_and(|c| c.is_inbound()),
             their_addr: c.and_then(|c| advertised(hello, c.addr())),
