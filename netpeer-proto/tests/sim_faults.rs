@@ -13,8 +13,8 @@ use std::time::Duration;
 use netpeer_proto::{
     ConnectFailure, Event, LeaveReason, RejectReason, encode_value,
     sim::{
-        Listener, NetConfig, Observed, PeerId, Sim, UnknownHost, ViolationKind,
-        schedule::{Op, Schedule},
+        Claim, Listener, NetConfig, Observed, PeerId, Sim, UnknownHost, ViolationKind,
+        schedule::{Op, RogueAct, Schedule},
     },
     wire::{Data, Frame, encode_frame},
 };
@@ -990,4 +990,81 @@ fn regression_a_member_listed_in_entered_is_not_joined_again() {
         .count();
     assert_eq!(joined_p0, 0, "p0 was listed when p1 entered");
     pinned::check("sim_faults", "regression_entered_then_joined", &sim);
+}
+
+/// Found by the property test (seed 14471615859673059856, 7 peers). p4 restarted and
+/// joined through p2, which had crashed: its join waited while p0 and the others,
+/// healing, dialled it. p4 met the whole room before any welcome and kept its own
+/// initial state, whose version (counter 0, written by "p4") outranked the room's
+/// (counter 0, by "p0"); as a joining peer it never sent it, and nobody sent it the
+/// room's, which looked older: two states for ever. A peer that joins alone with its
+/// untouched initial state now drops that state's version below every room's, so the
+/// room's state reaches it. Shrunk schedule.
+#[test]
+fn regression_a_joiner_met_before_its_welcome_takes_the_rooms_state() {
+    let schedule = Schedule {
+        peers: 7,
+        ops: vec![
+            Op::SetMeta { peer: 0, size: 9 },
+            Op::Broadcast { from: 0, size: 9 },
+            Op::Broadcast { from: 0, size: 9 },
+            Op::Run(9),
+            Op::SendTo { from: 6, to: 1 },
+            Op::Restart { peer: 11, via: 2 },
+            Op::Partition { mask: 11949 },
+            Op::Run(3),
+            Op::SetMeta { peer: 7, size: 9 },
+            Op::Broadcast { from: 8, size: 9 },
+            Op::Crash { peer: 0 },
+            Op::SetMeta { peer: 0, size: 9 },
+            Op::Broadcast { from: 6, size: 9 },
+            Op::Restart { peer: 2, via: 0 },
+            Op::Rogue {
+                rogue: 0,
+                act: RogueAct::Claim {
+                    target: 0,
+                    via: 0,
+                    how: Claim::VictimKey,
+                },
+            },
+        ],
+    };
+    let (sim, result) = schedule.execute(14471615859673059856);
+    result.unwrap();
+    // Everyone holds the room's state, the one p0 opened it with.
+    for p in 0..7 {
+        let m = sim.machine(PeerId(p)).expect("running");
+        assert_eq!(m.state_version().writer, "p0", "{}", sim.tag(PeerId(p)));
+    }
+    pinned::check("sim_faults", "regression_joiner_takes_rooms_state", &sim);
+}
+
+/// Found by the property test (seed 10607089890955115677, 3 peers). p0 froze; an
+/// impostor took its name through p1; p1 and p2 restarted and joined through the
+/// impostor, whose welcome to p1 waited (it probed p1's old incarnation). The
+/// unfrozen p0, redialling, reached p1, which knew no p0 yet and admitted it: p1's
+/// view and p2's then named different holders of "p0", each refused the other's for
+/// ever. A joining peer now holds a claim to its contact's name until its join ends.
+#[test]
+fn regression_a_joiner_does_not_admit_a_second_holder_of_its_contacts_name() {
+    let schedule = Schedule {
+        peers: 3,
+        ops: vec![
+            Op::Freeze { peer: 15 },
+            Op::Impostor { peer: 3, via: 0 },
+            Op::Crash { peer: 2 },
+            Op::Run(5002),
+            Op::Restart { peer: 7, via: 0 },
+        ],
+    };
+    let (sim, result) = schedule.execute(10607089890955115677);
+    result.unwrap();
+    // One holder of "p0" is in the room, and every member names the same one.
+    let holders: Vec<PeerId> = sim
+        .peer_ids()
+        .into_iter()
+        .filter(|p| sim.is_live(*p) && sim.name(*p) == "p0" && !sim.view(*p).is_empty())
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    pinned::check("sim_faults", "regression_contacts_name_held", &sim);
 }
