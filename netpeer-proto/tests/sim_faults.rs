@@ -1068,3 +1068,41 @@ fn regression_a_joiner_does_not_admit_a_second_holder_of_its_contacts_name() {
     assert_eq!(holders.len(), 1, "{holders:?}");
     pinned::check("sim_faults", "regression_contacts_name_held", &sim);
 }
+
+/// Found by the property test (seed 15334751034599700270, 12 peers). An impostor of
+/// p0 joined through p6 during a partition; p6, unable to reach p0, admitted it, but
+/// its welcome never arrived and the join failed. Dialled by p1 after the heal, the
+/// impostor ranked itself after every epoch it had seen, which counted only p1's:
+/// its epoch (2) came before nearly every member's, so no member list could challenge
+/// it, and none could challenge the real p0 (epoch 0) either: each half of the room
+/// kept its own "p0" for ever. A peer's epoch clock now sees its contact's epoch as
+/// soon as the contact's proof checks (before the verdict), so the impostor ranks after
+/// its contact and the real p0 wins the challenge. Shrunk schedule.
+#[test]
+fn regression_a_peer_ranks_itself_after_its_contacts_epoch() {
+    let schedule = Schedule {
+        peers: 12,
+        ops: vec![
+            Op::Impostor { peer: 12, via: 4 },
+            Op::Partition { mask: 11436 },
+            Op::Impostor { peer: 0, via: 6 },
+            Op::Run(8),
+            Op::LeaveInPartition {
+                peer: 2,
+                mask: 10566,
+            },
+        ],
+    };
+    let (sim, result) = schedule.execute(15334751034599700270);
+    result.unwrap();
+    // The first p0 keeps its name; the impostors were told they are out.
+    assert!(!sim.view(PeerId(0)).is_empty(), "{}", sim.tag(PeerId(0)));
+    for impostor in [PeerId(12), PeerId(13)] {
+        let rejected = sim
+            .events(impostor)
+            .iter()
+            .any(|e| matches!(e, Event::Rejected { .. }));
+        assert!(rejected, "{}", sim.tag(impostor));
+    }
+    pinned::check("sim_faults", "regression_contact_epoch_seen", &sim);
+}

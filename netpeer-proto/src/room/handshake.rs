@@ -111,6 +111,11 @@ impl Room {
         if !matches!(decision.verdict, Verdict::Admit { .. }) {
             return self.on_hello(io, conn, hello);
         }
+        // Identity: the acceptor's epoch counts for our clock as soon as its proof
+        // checks: a join that fails before the verdict still ranks us after it.
+        if decision.sees_epoch() {
+            self.epochs.see(Epoch::from_wire(hello.join_epoch));
+        }
         if io
             .conns
             .send_proof(conn, io.config, io.now, io.out)
