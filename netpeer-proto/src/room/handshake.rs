@@ -257,6 +257,11 @@ impl Room {
                     self.abandon_join_for(io, contact);
                 }
                 self.admit(io, conn, *hello, silent);
+                if abandon_join.is_some() {
+                    // Only now, with the peer we enter through recorded: a newcomer
+                    // held for our join that claims its name meets its holder.
+                    self.release_held_for_join(io);
+                }
             }
         }
     }
@@ -493,7 +498,6 @@ impl Room {
         };
         self.close_quietly(io, contact, CloseReason::Duplicate);
         self.join = JoinPhase::entering(deadline);
-        self.release_held_for_join(io);
     }
 
     /// Our digest: the members in view (`except` left out), our state version, and
