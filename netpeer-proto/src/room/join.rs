@@ -74,23 +74,7 @@ impl Room {
         self.departed = false;
         if self.members.view_len() == 0 {
             self.set_epoch(io, Epoch::Unranked);
-            // State: alone with the initial state we started with (never a room's:
-            // neither adopted nor written), it is no room's. Its version drops below
-            // every room's, so a member that meets us before our welcome (or after a
-            // join that failed) sends us the room's state, and ours never replaces it.
-            // It stays ours alone (our incarnation): one version, one state.
-            let initial = crate::wire::StateVersion {
-                counter: 0,
-                writer: io.config.name.clone(),
-                incarnation: self.incarnation,
-            };
-            if self.state_version == initial {
-                self.state_version = crate::wire::StateVersion {
-                    counter: 0,
-                    writer: String::new(),
-                    incarnation: self.incarnation,
-                };
-            }
+            self.yield_initial_state(io);
         }
         let contact = io.conns.open_outbound(
             (Purpose::Join, addr.clone()),

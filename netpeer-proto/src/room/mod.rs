@@ -175,11 +175,7 @@ impl Room {
             tombstones: Tombstones::default(),
             join: JoinPhase::Idle,
             state: config.initial_state.clone(),
-            state_version: StateVersion {
-                counter: 0,
-                writer: config.name.clone(),
-                incarnation,
-            },
+            state_version: StateVersion::initial(&config.name, incarnation),
             next_digest: now + config.digest_interval,
             held: BTreeMap::new(),
             departed: false,

@@ -29,6 +29,17 @@ impl Room {
         !matches!(self.join, JoinPhase::Joining { .. })
     }
 
+    /// We join alone: if we hold the initial state we started with (never a room's:
+    /// neither adopted nor written), its version drops below every room's, so a member
+    /// that meets us before our welcome (or after a join that failed) sends us the
+    /// room's state, and ours never replaces it. It stays ours alone (our incarnation):
+    /// one version, one state.
+    pub(super) fn yield_initial_state(&mut self, io: &Io<'_>) {
+        if self.state_version == StateVersion::initial(&io.config.name, self.incarnation) {
+            self.state_version = StateVersion::initial("", self.incarnation);
+        }
+    }
+
     /// Whether a member at `theirs` should be sent our state.
     pub(super) fn state_is_behind(&self, theirs: &StateVersion) -> bool {
         self.may_push_state() && state_is_newer(&self.state_version, theirs)
@@ -95,6 +106,17 @@ impl Room {
             self.send_bytes(io, conn, frame.clone());
         }
         Ok(())
+    }
+}
+
+impl StateVersion {
+    /// The version of the state a peer starts with, written by `writer`.
+    pub(crate) fn initial(writer: &str, incarnation: u64) -> Self {
+        StateVersion {
+            counter: 0,
+            writer: writer.to_owned(),
+            incarnation,
+        }
     }
 }
 
