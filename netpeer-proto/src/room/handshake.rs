@@ -112,10 +112,9 @@ impl Room {
             return self.on_hello(io, conn, hello);
         }
         // Identity: the acceptor's epoch counts for our clock as soon as its proof
-        // checks: a join that fails before the verdict still ranks us after it.
-        if decision.sees_epoch() {
-            self.epochs.see(Epoch::from_wire(hello.join_epoch));
-        }
+        // checks (we admit it: its identity was weighed): a join that fails before
+        // the verdict still ranks us after it.
+        self.epochs.see(Epoch::from_wire(hello.join_epoch));
         if io
             .conns
             .send_proof(conn, io.config, io.now, io.out)
@@ -128,6 +127,18 @@ impl Room {
     /// What admission looks at for `hello` on `conn`.
     fn admission_view<'a>(&'a self, io: &'a Io<'_>, conn: ConnId, hello: &Hello) -> View<'a> {
         let c = io.conns.get(conn);
+        let (joining, contact_claim) = match self.join {
+            JoinPhase::Joining {
+                contact, ref addr, ..
+            } => (
+                Joining::Through { contact, addr },
+                io.conns
+                    .get(contact)
+                    .and_then(|c| c.pending_hello())
+                    .and_then(|h| Some((h.name.as_str(), h.key?))),
+            ),
+            _ => (Joining::No, None),
+        };
         let holder = self.members.get(&hello.name).map(|m| Holder {
             session: m
                 .conn()
@@ -152,20 +163,8 @@ impl Room {
             view_len: self.members.view_len(),
             youngest: self.members.youngest(),
             holder,
-            joining: match self.join {
-                JoinPhase::Joining {
-                    contact, ref addr, ..
-                } => Joining::Through { contact, addr },
-                _ => Joining::No,
-            },
-            contact_claim: match self.join {
-                JoinPhase::Joining { contact, .. } => io
-                    .conns
-                    .get(contact)
-                    .and_then(|c| c.pending_hello())
-                    .and_then(|h| Some((h.name.as_str(), h.key?))),
-                _ => None,
-            },
+            joining,
+            contact_claim,
             conn,
             inbound: c.is_some_and(|c| c.is_inbound()),
             their_addr: c.and_then(|c| advertised(hello, c.addr())),
