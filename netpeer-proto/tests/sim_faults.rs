@@ -960,6 +960,13 @@ fn regression_a_refused_challenge_is_settled() {
     };
     let (sim, result) = schedule.execute(2613763669954252257);
     result.unwrap();
+    // The schedule still reaches its case: a dial of p11's was refused.
+    assert!(
+        sim.trace()
+            .iter()
+            .any(|l| l.contains(" p11 close ") && l.ends_with(" RejectedByRemote")),
+        "the schedule no longer reaches its case: p11 had no dial refused"
+    );
     // The room went quiet long before the simulator's limit.
     assert!(
         sim.now() < std::time::Duration::from_secs(60),
@@ -991,6 +998,14 @@ fn regression_a_member_listed_in_entered_is_not_joined_again() {
     };
     let (sim, result) = schedule.execute(13026953308068299764);
     result.unwrap();
+    // The schedule still reaches its case: p1 entered with p0 listed.
+    assert!(
+        sim.events(PeerId(1)).iter().any(
+            |e| matches!(e, Event::Entered { members, .. } if members.iter().any(|m| m == "p0"))
+        ),
+        "the schedule no longer reaches its case: {:?}",
+        sim.events(PeerId(1))
+    );
     let joined_p0 = sim
         .events(PeerId(1))
         .into_iter()
@@ -1053,6 +1068,21 @@ fn regression_a_joiner_met_before_its_welcome_takes_the_rooms_state() {
     };
     let (sim, result) = schedule.execute(14471615859673059856);
     result.unwrap();
+    // The schedule still reaches its case: restarted, p4 met members of the room
+    // before it entered.
+    let trace = sim.trace();
+    let restarted = trace
+        .iter()
+        .position(|l| l.ends_with(" p4 restart"))
+        .expect("p4 restarted");
+    let after: Vec<&String> = trace[restarted..]
+        .iter()
+        .filter(|l| l.contains(" p4 event joined ") || l.contains(" p4 event entered "))
+        .collect();
+    assert!(
+        after.first().is_some_and(|l| l.contains(" joined ")),
+        "the schedule no longer reaches its case: {after:?}"
+    );
     // Everyone holds the room's state, the one p0 opened it with.
     for p in 0..7 {
         let m = sim.machine(PeerId(p)).expect("running");
@@ -1081,6 +1111,23 @@ fn regression_a_joiner_does_not_admit_a_second_holder_of_its_contacts_name() {
     };
     let (sim, result) = schedule.execute(10607089890955115677);
     result.unwrap();
+    // The schedule still reaches its case: restarted, p1 was dialled by the real p0
+    // before it entered.
+    let trace = sim.trace();
+    let restarted = trace
+        .iter()
+        .position(|l| l.ends_with(" p1 restart"))
+        .expect("p1 restarted");
+    let joining: Vec<&String> = trace[restarted..]
+        .iter()
+        .take_while(|l| !l.contains(" p1 event entered "))
+        .collect();
+    assert!(
+        joining
+            .iter()
+            .any(|l| l.contains(" p1 accept ") && l.contains(" from p0 ")),
+        "the schedule no longer reaches its case: the real p0 did not reach p1 while it joined"
+    );
     // One holder of "p0" is in the room, and every member names the same one.
     let holders: Vec<PeerId> = sim
         .peer_ids()
@@ -1117,6 +1164,18 @@ fn regression_a_peer_ranks_itself_after_its_contacts_epoch() {
     };
     let (sim, result) = schedule.execute(15334751034599700270);
     result.unwrap();
+    // The schedule still reaches its case: the impostor's join timed out, and the
+    // first member it then met was p1, the earliest after p0 (a change of timing that
+    // loses this makes the test say so, rather than pass without its case).
+    let impostor = sim.events(PeerId(13));
+    let after_timeout: Vec<&Event> = impostor
+        .iter()
+        .skip_while(|e| !matches!(e, Event::JoinTimedOut { .. }))
+        .collect();
+    assert!(
+        matches!(after_timeout.get(1), Some(Event::Joined { name }) if name == "p1"),
+        "the schedule no longer reaches its case: {impostor:?}"
+    );
     // The first p0 keeps its name; the impostors were told they are out.
     assert!(!sim.view(PeerId(0)).is_empty(), "{}", sim.tag(PeerId(0)));
     for impostor in [PeerId(12), PeerId(13)] {
