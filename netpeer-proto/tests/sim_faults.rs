@@ -1029,6 +1029,16 @@ fn regression_a_member_listed_in_entered_is_not_joined_again() {
     pinned::check("sim_faults", "regression_entered_then_joined", &sim);
 }
 
+/// The trace from the (first) restart of the peer tagged `tag` on.
+fn since_restart<'a>(sim: &'a Sim, tag: &str) -> &'a [String] {
+    let trace = sim.trace();
+    let at = trace
+        .iter()
+        .position(|l| l.ends_with(&format!(" {tag} restart")))
+        .unwrap_or_else(|| panic!("{tag} did not restart"));
+    &trace[at..]
+}
+
 /// Found by the property test (seed 14471615859673059856, 7 peers). p4 restarted and
 /// joined through p2, which had crashed: its join waited while p0 and the others,
 /// healing, dialled it. p4 met the whole room before any welcome and kept its own
@@ -1070,12 +1080,7 @@ fn regression_a_joiner_met_before_its_welcome_takes_the_rooms_state() {
     result.unwrap();
     // The schedule still reaches its case: restarted, p4 met members of the room
     // before it entered.
-    let trace = sim.trace();
-    let restarted = trace
-        .iter()
-        .position(|l| l.ends_with(" p4 restart"))
-        .expect("p4 restarted");
-    let after: Vec<&String> = trace[restarted..]
+    let after: Vec<&String> = since_restart(&sim, "p4")
         .iter()
         .filter(|l| l.contains(" p4 event joined ") || l.contains(" p4 event entered "))
         .collect();
@@ -1113,12 +1118,7 @@ fn regression_a_joiner_does_not_admit_a_second_holder_of_its_contacts_name() {
     result.unwrap();
     // The schedule still reaches its case: restarted, p1 was dialled by the real p0
     // before it entered.
-    let trace = sim.trace();
-    let restarted = trace
-        .iter()
-        .position(|l| l.ends_with(" p1 restart"))
-        .expect("p1 restarted");
-    let joining: Vec<&String> = trace[restarted..]
+    let joining: Vec<&String> = since_restart(&sim, "p1")
         .iter()
         .take_while(|l| !l.contains(" p1 event entered "))
         .collect();
