@@ -70,6 +70,29 @@ fn session_key_proof_one_side(bencher: Bencher) {
     });
 }
 
+/// The least any public-key proof of a session could cost each side: one X25519
+/// agreement (a key pair made, then one variable-base scalar multiplication with the
+/// other side's key), the core of a static Diffie–Hellman proof in place of two
+/// signatures. Beside `session_key_proof_one_side` it bounds what a cheaper proof could
+/// save on a join.
+#[divan::bench]
+fn x25519_agreement_one_side(bencher: Bencher) {
+    use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
+    let rng = ring::rand::SystemRandom::new();
+    let theirs = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+    let theirs = theirs.compute_public_key().unwrap();
+    let theirs = theirs.as_ref().to_vec();
+    bencher.bench(|| {
+        let ours = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+        agree_ephemeral(
+            ours,
+            &UnparsedPublicKey::new(&X25519, black_box(&theirs[..])),
+            |k| k[0],
+        )
+        .unwrap()
+    });
+}
+
 /// A raw dialer called `name` (its own key).
 fn dialer(name: &str) -> DialerHandshake {
     let mut secret = [7u8; 32];
