@@ -1187,3 +1187,60 @@ fn regression_a_peer_ranks_itself_after_its_contacts_epoch() {
     }
     pinned::check("sim_faults", "regression_contact_epoch_seen", &sim);
 }
+
+/// Found by the soak (3 peers, 12 operations, seed 11451), shrunk. p2, frozen, was
+/// lost by p0 and p1, which kept redialling it; it left, woke and joined again through
+/// p1. Both redials reached it while it joined, and it admitted them (members of the
+/// room it was entering). Its join connection to p1 then met p1's redial, a session
+/// already: p2 kept its join connection (a joiner never gives it up), p1 kept the
+/// connection the smaller name dialled (its own) and closed the join as a duplicate.
+/// p2's join failed, yet p2 stayed in the mesh with the state it had set itself: two
+/// states for ever. A contact now keeps a newcomer's join connection too.
+#[test]
+fn regression_a_contact_keeps_the_join_connection_of_a_member_it_redialled() {
+    let schedule = Schedule {
+        peers: 3,
+        ops: vec![
+            Op::LeaveWhileFrozen { frozen: 2, peer: 2 },
+            Op::Run(2143),
+            Op::Join { peer: 2, via: 1 },
+            Op::SetState { from: 2 },
+        ],
+    };
+    let (sim, result) = schedule.execute(11451);
+    // The schedule still reaches its case: p1's redial reached p2 after p2's join
+    // began and before p1 answered it.
+    let trace = sim.trace();
+    let join = trace
+        .iter()
+        .rposition(|l| l.contains(" p2 join "))
+        .expect("p2 joined again");
+    let joining: Vec<&String> = trace[join..]
+        .iter()
+        .take_while(|l| {
+            !l.contains(" p2 event entered ") && !l.contains(" p2 event connect failed")
+        })
+        .collect();
+    assert!(
+        joining
+            .iter()
+            .any(|l| l.contains(" p2 accept ") && l.contains(" from p1 ")),
+        "the schedule no longer reaches its case: p1's redial did not reach p2 while it joined"
+    );
+    result.unwrap();
+    // p2's second join ended in the room (the first is the room's start), and the
+    // states agree (`result`).
+    let events = sim.events(PeerId(2));
+    let entered = events
+        .iter()
+        .filter(|e| matches!(e, Event::Entered { members, .. } if members.len() == 2))
+        .count();
+    assert_eq!(entered, 2, "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ConnectFailed { .. })),
+        "{events:?}"
+    );
+    pinned::check("sim_faults", "regression_join_connection_kept", &sim);
+}

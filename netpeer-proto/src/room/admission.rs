@@ -186,12 +186,14 @@ pub(crate) fn smaller_name_dials(our_name: &str, their_name: &str) -> bool {
 /// with the same identity, is the new one kept? Both peers keep the connection
 /// dialled by the smaller name; a new inbound connection replaces an inbound one (the
 /// remote redialled, so the old one is stale); our join connection is never the one
-/// given up.
+/// given up, and neither is theirs (`new_joins_us`: the new connection is inbound and
+/// its `Hello` asks us for a welcome), which they never give up either.
 pub(crate) fn keep_new(
     old: (ConnId, bool),
     new: (ConnId, bool),
     joining: Joining<'_>,
     smaller_is_us: bool,
+    new_joins_us: bool,
 ) -> bool {
     if let Joining::Through { contact, .. } = joining {
         if contact == new.0 {
@@ -200,6 +202,9 @@ pub(crate) fn keep_new(
         if contact == old.0 {
             return false;
         }
+    }
+    if new_joins_us {
+        return true;
     }
     match (old.1, new.1) {
         (true, true) => true,
@@ -387,7 +392,9 @@ fn existing_session(
     if holder.key == key {
         let smaller_is_us = smaller_name_dials(view.our_name, &hello.name);
         let restart = holder.incarnation != hello.incarnation;
-        if restart || keep_new(old, (view.conn, view.inbound), view.joining, smaller_is_us) {
+        let joins_us = view.inbound && hello.wants_welcome;
+        let new = (view.conn, view.inbound);
+        if restart || keep_new(old, new, view.joining, smaller_is_us, joins_us) {
             // The same member: a second connection, or a restart that kept its key.
             return Verdict::Admit {
                 replace: Some(Replace::Duplicate(old.0)),

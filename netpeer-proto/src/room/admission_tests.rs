@@ -167,21 +167,25 @@ fn one_connection_per_pair_keeps_the_same_connection_on_both_sides() {
     let (a, b) = (ConnId(1), ConnId(2));
     // a: dialled by us (outbound), b: dialled by them (inbound). We are the smaller
     // name: our dial (a) is kept whichever arrived first.
-    assert!(!keep_new((a, false), (b, true), Joining::No, true));
-    assert!(keep_new((b, true), (a, false), Joining::No, true));
+    assert!(!keep_new((a, false), (b, true), Joining::No, true, false));
+    assert!(keep_new((b, true), (a, false), Joining::No, true, false));
     // They are the smaller name: their dial is kept.
-    assert!(keep_new((a, false), (b, true), Joining::No, false));
-    assert!(!keep_new((b, true), (a, false), Joining::No, false));
+    assert!(keep_new((a, false), (b, true), Joining::No, false, false));
+    assert!(!keep_new((b, true), (a, false), Joining::No, false, false));
     // A second inbound replaces the first (a redial); a second outbound never does.
-    assert!(keep_new((a, true), (b, true), Joining::No, true));
-    assert!(!keep_new((a, false), (b, false), Joining::No, false));
+    assert!(keep_new((a, true), (b, true), Joining::No, true, false));
+    assert!(!keep_new((a, false), (b, false), Joining::No, false, false));
     // Our join's connection is never given up.
     let joining = |contact| Joining::Through {
         contact,
         addr: &ADDR,
     };
-    assert!(keep_new((a, true), (b, false), joining(b), false));
-    assert!(!keep_new((a, false), (b, true), joining(a), false));
+    assert!(keep_new((a, true), (b, false), joining(b), false, false));
+    assert!(!keep_new((a, false), (b, true), joining(a), false, false));
+    // Nor is theirs through us: a newcomer asking us for a welcome on a new connection
+    // keeps it whoever dialled the old one (but our own join still comes first).
+    assert!(keep_new((a, false), (b, true), Joining::No, true, true));
+    assert!(!keep_new((a, false), (b, true), joining(a), true, true));
     assert!(smaller_name_dials("alice", "bob") && !smaller_name_dials("bob", "alice"));
 }
 
