@@ -1244,3 +1244,52 @@ fn regression_a_contact_keeps_the_join_connection_of_a_member_it_redialled() {
     );
     pinned::check("sim_faults", "regression_join_connection_kept", &sim);
 }
+
+/// Found by the soak (3 peers, 40 operations, seed 206093), shrunk. p0 wrote the
+/// state (version 1) while partitioned with p2; after the heal it joined p1's room,
+/// whose state was still the initial one, and took it from the welcome. Its next
+/// write counted from there: version 1 again, by p0, with other bytes than the
+/// version 1 p2 held. Equal versions are never replaced: two states for ever. A
+/// peer's writes now count past every counter it wrote before.
+#[test]
+fn regression_a_peer_never_writes_one_state_version_twice() {
+    let schedule = Schedule {
+        peers: 3,
+        ops: vec![
+            Op::Partition { mask: 3653 },
+            Op::SetState { from: 0 },
+            Op::Run(4515),
+            Op::Run(3790),
+            Op::Heal,
+            Op::Freeze { peer: 2 },
+            Op::Join { peer: 0, via: 0 },
+            Op::Run(3277),
+            Op::SetState { from: 0 },
+        ],
+    };
+    let (sim, result) = schedule.execute(206093);
+    // The schedule still reaches its case: p0 wrote the state (p2 took it as version
+    // 1), then entered a room with another state and took that one.
+    let entered = sim.events(PeerId(0)).into_iter().find_map(|e| match e {
+        Event::Entered { state, .. } => Some(state),
+        _ => None,
+    });
+    let first_write = sim.events(PeerId(2)).into_iter().find_map(|e| match e {
+        Event::StateChanged {
+            state, by, version, ..
+        } if by == "p0" && version == 1 => Some(state),
+        _ => None,
+    });
+    assert!(
+        entered.is_some() && first_write.is_some() && entered != first_write,
+        "the schedule no longer reaches its case"
+    );
+    result.unwrap();
+    // p0's write after its join is version 2, which every member takes.
+    let p1_took_v2 = sim
+        .events(PeerId(1))
+        .iter()
+        .any(|e| matches!(e, Event::StateChanged { by, version: 2, .. } if by == "p0"));
+    assert!(p1_took_v2, "{:?}", sim.events(PeerId(1)));
+    pinned::check("sim_faults", "regression_one_state_version", &sim);
+}

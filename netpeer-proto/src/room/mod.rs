@@ -113,6 +113,10 @@ pub(crate) struct Room {
     join: JoinPhase,
     state: Bytes,
     state_version: StateVersion,
+    /// The counter of the last state we wrote (this incarnation): our next write
+    /// counts past it even if we adopted a lower version since (one version, one
+    /// state).
+    last_written: u64,
     next_digest: Instant,
     held: BTreeMap<ConnId, Held>,
     /// We left (or were expelled from) our room and are in none since: the sessions
@@ -176,6 +180,7 @@ impl Room {
             join: JoinPhase::Idle,
             state: config.initial_state.clone(),
             state_version: StateVersion::initial(&config.name, incarnation),
+            last_written: 0,
             next_digest: now + config.digest_interval,
             held: BTreeMap::new(),
             departed: false,

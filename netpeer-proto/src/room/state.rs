@@ -94,9 +94,17 @@ impl Room {
                 max: max / 2,
             });
         }
+        // One version, one state: past every counter we wrote before, even if we took
+        // a lower version since (a join into another room). A hostile member may have
+        // pushed the counter to its end: saturate.
+        let counter = self
+            .state_version
+            .counter
+            .max(self.last_written)
+            .saturating_add(1);
+        self.last_written = counter;
         self.state_version = StateVersion {
-            // A hostile member may have pushed the counter to its end: saturate.
-            counter: self.state_version.counter.saturating_add(1),
+            counter,
             writer: io.config.name.clone(),
             incarnation: self.incarnation,
         };
