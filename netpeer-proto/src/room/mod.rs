@@ -113,9 +113,9 @@ pub(crate) struct Room {
     join: JoinPhase,
     state: Bytes,
     state_version: StateVersion,
-    /// The counter of the last state we wrote (this incarnation): our next write
-    /// counts past it even if we adopted a lower version since (one version, one
-    /// state).
+    /// The counter of the last state we wrote (kept across a leave, whose new
+    /// incarnation would make versions distinct anyway): our next write counts past
+    /// it even if we adopted a lower version since (one version, one state).
     last_written: u64,
     next_digest: Instant,
     held: BTreeMap<ConnId, Held>,
