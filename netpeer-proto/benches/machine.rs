@@ -71,10 +71,10 @@ fn session_key_proof_one_side(bencher: Bencher) {
 }
 
 /// The least any public-key proof of a session could cost each side: one X25519
-/// agreement (a key pair made, then one variable-base scalar multiplication with the
-/// other side's key), the core of a static Diffie–Hellman proof in place of two
-/// signatures. Beside `session_key_proof_one_side` it bounds what a cheaper proof could
-/// save on a join.
+/// agreement (a fresh private scalar drawn, no public key computed, then one
+/// variable-base scalar multiplication with the other side's key), the core of a
+/// static Diffie–Hellman proof in place of two signatures. Beside
+/// `session_key_proof_one_side` it bounds what a cheaper proof could save on a join.
 #[divan::bench]
 fn x25519_agreement_one_side(bencher: Bencher) {
     use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
