@@ -28,7 +28,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
-    io,
+    io::{self, IoSlice},
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -49,7 +49,7 @@ use tracing::{Instrument, debug, debug_span, info_span, trace, warn};
 use crate::{
     error::JoinError,
     events::PeerEvent,
-    outgoing::Outgoing,
+    outgoing::{MAX_SLICES, Outgoing},
     quiet::{self, Quiet},
     readbuf::ReadBuf,
     runtime::{Runtime, Task},
@@ -567,7 +567,7 @@ impl<R: Runtime> Driver<R> {
                 writer,
                 write_flag,
                 write_waker,
-                out: Outgoing::default(),
+                out: Outgoing::new(R::WRITES_VECTORED),
                 closing: None,
                 held: Bytes::new(),
                 held_at: self.rt.now(),
@@ -755,10 +755,16 @@ impl<R: Runtime> Driver<R> {
             failed: false,
         };
         for _ in 0..WRITES_PER_TURN {
-            let Some(chunk) = c.out.chunk() else {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = c.out.slices(&mut slices);
+            if n == 0 {
                 break;
+            }
+            let poll = match n {
+                1 => Pin::new(&mut c.writer).poll_write(&mut cx, &slices[0]),
+                _ => Pin::new(&mut c.writer).poll_write_vectored(&mut cx, &slices[..n]),
             };
-            match Pin::new(&mut c.writer).poll_write(&mut cx, chunk) {
+            match poll {
                 Poll::Pending => return Some(wrote),
                 Poll::Ready(Ok(n)) if n > 0 => {
                     c.out.advance(n);

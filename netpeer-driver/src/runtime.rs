@@ -21,6 +21,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// A spawned task.
     type Task: Task;
 
+    /// Whether [`Writer`](Self::Writer)'s `poll_write_vectored` writes from every
+    /// slice it is given (as a socket's `writev` does). The default is `false`, which
+    /// is right for any writer: `futures_io`'s default `poll_write_vectored` writes
+    /// only the first slice. With `true` the driver hands a write its frames of 1 KiB
+    /// and more as slices of their own buffers instead of copying them into one.
+    const WRITES_VECTORED: bool = false;
+
     /// Spawns a task on the runtime.
     fn spawn<F>(&self, future: F) -> Self::Task
     where

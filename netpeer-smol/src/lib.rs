@@ -191,6 +191,9 @@ impl netpeer_driver::Runtime for Smol {
     type Listener = TcpListener;
     type Task = SmolTask;
 
+    /// async-net's streams write vectored (`writev`).
+    const WRITES_VECTORED: bool = true;
+
     fn spawn<F>(&self, future: F) -> SmolTask
     where
         F: Future<Output = ()> + Send + 'static,

@@ -34,13 +34,23 @@
 //! default feature `tokio` is this crate: `netpeer::Peer` is [`Peer`].
 #![forbid(unsafe_code)]
 
-use std::{future::Future, io, net::SocketAddr, time::Instant};
-
-use tokio::net::{
-    TcpListener, TcpStream,
-    tcp::{OwnedReadHalf, OwnedWriteHalf},
+use std::{
+    future::Future,
+    io::{self, IoSlice},
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
 };
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use tokio::{
+    io::AsyncWrite as _,
+    net::{
+        TcpListener, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 pub use netpeer_driver::{
     Addrs, Config, ConnectFailure, DecodeValueError, DialAddr, Entered, Error, Events, FlowControl,
@@ -71,12 +81,46 @@ impl netpeer_driver::Task for TokioTask {
     fn detach(self) {}
 }
 
+/// The write half of a tokio TCP stream, as the driver writes it: tokio's vectored
+/// writes (`writev`) included, which `tokio_util`'s compatibility layer does not pass
+/// on. Closing it shuts the write direction down.
+#[derive(Debug)]
+pub struct TokioWriter(OwnedWriteHalf);
+
+impl futures_io::AsyncWrite for TokioWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 impl netpeer_driver::Runtime for Tokio {
     type Stream = TcpStream;
     type Reader = Compat<OwnedReadHalf>;
-    type Writer = Compat<OwnedWriteHalf>;
+    type Writer = TokioWriter;
     type Listener = TcpListener;
     type Task = TokioTask;
+
+    const WRITES_VECTORED: bool = true;
 
     fn spawn<F>(&self, future: F) -> TokioTask
     where
@@ -107,7 +151,7 @@ impl netpeer_driver::Runtime for Tokio {
 
     fn split(stream: TcpStream) -> (Self::Reader, Self::Writer) {
         let (read, write) = stream.into_split();
-        (read.compat(), write.compat_write())
+        (read.compat(), TokioWriter(write))
     }
 
     async fn sleep_until(&self, deadline: Instant) {

@@ -282,6 +282,8 @@ impl<R: netpeer_driver::Runtime> netpeer_driver::Runtime for Lagging<R> {
     type Listener = R::Listener;
     type Task = R::Task;
 
+    const WRITES_VECTORED: bool = R::WRITES_VECTORED;
+
     fn spawn<F>(&self, future: F) -> R::Task
     where
         F: Future<Output = ()> + Send + 'static,
