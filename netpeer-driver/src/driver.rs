@@ -236,7 +236,7 @@ pub(crate) async fn run<R: Runtime>(rt: R, shared: Arc<Shared>, listener: R::Lis
             connecting: BTreeMap::new(),
             accept: None,
             tasks: Arc::default(),
-            buf: ReadBuf::new(),
+            buf: ReadBuf::new(R::READS_SPARE),
             dirty: Vec::new(),
             to_read: Vec::new(),
             to_write: Vec::new(),
@@ -349,7 +349,7 @@ impl<R: Runtime> Driver<R> {
         self.wrote = Vec::new();
         // Back to its smallest size (the slices it handed out keep their memory until
         // they are dropped).
-        self.buf = ReadBuf::new();
+        self.buf = ReadBuf::new(R::READS_SPARE);
         for c in self.conns.values_mut() {
             c.out.shrink();
         }
@@ -469,7 +469,11 @@ impl<R: Runtime> Driver<R> {
                     outcome = Outcome::Pending;
                     break;
                 }
-                match Pin::new(&mut c.reader).poll_read(&mut cx, self.buf.space()) {
+                let poll = match R::READS_SPARE {
+                    true => R::poll_read_spare(Pin::new(&mut c.reader), &mut cx, self.buf.spare()),
+                    false => Pin::new(&mut c.reader).poll_read(&mut cx, self.buf.space()),
+                };
+                match poll {
                     Poll::Pending => {
                         outcome = Outcome::Pending;
                         break;

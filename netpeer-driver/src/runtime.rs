@@ -1,8 +1,16 @@
 //! What a runtime must provide: spawning, sockets, timers, name resolution, and (with
 //! defaults) the clock and the random source. Nothing else differs between executors.
 
-use std::{future::Future, io, net::SocketAddr, time::Instant};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
 
+use bytes::BytesMut;
 use futures_io::{AsyncRead, AsyncWrite};
 
 /// An async runtime: the only part of a netpeer adapter that depends on the executor.
@@ -27,6 +35,34 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// only the first slice. With `true` the driver hands a write its frames of 1 KiB
     /// and more as slices of their own buffers instead of copying them into one.
     const WRITES_VECTORED: bool = false;
+
+    /// Whether [`poll_read_spare`](Self::poll_read_spare) reads into a buffer's spare
+    /// capacity as it is (uninitialised). The default is `false`: the driver then
+    /// zeroes every new read buffer once and reads with [`Reader`](Self::Reader)'s
+    /// `poll_read` (which takes initialised bytes); with `true` it reads with
+    /// `poll_read_spare` into buffers that were never zeroed.
+    const READS_SPARE: bool = false;
+
+    /// Reads what the socket has into the spare capacity of `buf`, appending it;
+    /// returns how many bytes were appended (0: the stream ended). The driver calls it
+    /// only when [`READS_SPARE`](Self::READS_SPARE) is `true`, with at least 1 KiB to
+    /// spare. The default zeroes the spare capacity and reads into it with
+    /// `poll_read`: correct for any reader, and no faster than `poll_read`.
+    fn poll_read_spare(
+        reader: Pin<&mut Self::Reader>,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let poll = reader.poll_read(cx, &mut buf[start..]);
+        let n = match poll {
+            Poll::Ready(Ok(n)) => n,
+            _ => 0,
+        };
+        buf.truncate(start + n);
+        poll
+    }
 
     /// Spawns a task on the runtime.
     fn spawn<F>(&self, future: F) -> Self::Task

@@ -43,6 +43,7 @@ use std::{
     time::Instant,
 };
 
+use bytes::BytesMut;
 use tokio::{
     io::AsyncWrite as _,
     net::{
@@ -121,6 +122,17 @@ impl netpeer_driver::Runtime for Tokio {
     type Task = TokioTask;
 
     const WRITES_VECTORED: bool = true;
+
+    /// tokio reads into uninitialised memory (`tokio_util::io::poll_read_buf`).
+    const READS_SPARE: bool = true;
+
+    fn poll_read_spare(
+        reader: Pin<&mut Self::Reader>,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(reader.get_mut().get_mut()), cx, buf)
+    }
 
     fn spawn<F>(&self, future: F) -> TokioTask
     where

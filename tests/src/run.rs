@@ -283,6 +283,9 @@ impl<R: netpeer_driver::Runtime> netpeer_driver::Runtime for Lagging<R> {
     type Task = R::Task;
 
     const WRITES_VECTORED: bool = R::WRITES_VECTORED;
+    /// Reads go through the trait's default `poll_read_spare` (zeroing, then the
+    /// lagging `poll_read`): that path runs under every case with a frozen member.
+    const READS_SPARE: bool = true;
 
     fn spawn<F>(&self, future: F) -> R::Task
     where
