@@ -373,7 +373,13 @@ impl<R: Runtime> Driver<R> {
 
     /// Until a command, a socket or the deadline wants the driver.
     async fn wait(&mut self, deadline: Option<Instant>) {
-        if self.timer.as_ref().map(|(t, _)| *t) != deadline {
+        // A timer armed no later than the deadline is kept: it wakes the driver early,
+        // for a turn that finds nothing due and arms the deadline then. The deadline
+        // moves with nearly every frame (heartbeats and idle timeouts count from the
+        // last one), and arming a timer costs an allocation, and on async-io a wake-up
+        // of the thread that polls the reactor, each time.
+        let armed = self.timer.as_ref().map(|(t, _)| *t);
+        if armed.is_none_or(|armed| deadline.is_some_and(|d| d < armed)) {
             self.timer = deadline.map(|t| {
                 let rt = self.rt.clone();
                 (t, Box::pin(async move { rt.sleep_until(t).await }) as Sleep)
