@@ -41,12 +41,6 @@ pub(crate) struct Outgoing {
     vectored: bool,
 }
 
-impl Default for Outgoing {
-    fn default() -> Self {
-        Outgoing::new(false)
-    }
-}
-
 impl Outgoing {
     /// An empty queue for a socket that takes vectored writes (`vectored`) or not.
     pub(crate) fn new(vectored: bool) -> Self {
@@ -376,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_drained_connection_keeps_buffers_only_after_a_burst_and_small_writes_shrink_them() {
-        let mut o = Outgoing::default();
+        let mut o = Outgoing::new(false);
         for _ in 0..2000 {
             o.push(frame(64, 1));
         }
